@@ -1,0 +1,31 @@
+//! Warden's pure core: the domain model, rule validation, access decisions, the review state
+//! machine and the audit hash chain.
+//!
+//! # Layout
+//! - [`model`]: users, connections, rules, reviews, approvals — plain data, serde-ready.
+//! - [`duration`]: human durations (`30m`, `8h`, `1h30m`) parsed and printed.
+//! - [`rule`]: validated rule specs (`RuleSpec::validate`) and the `--reviewers` shorthand.
+//! - [`decision`]: what happens when a user wants to use a connection (`evaluate`).
+//! - [`review`]: the review state machine and quorum (`Review::approve`, `reject`, …).
+//! - [`audit`]: typed audit events and the SHA-256 hash chain.
+//! - [`fingerprint`]: normalising commands for analytics (literals replaced).
+//!
+//! # What this crate must never do
+//! No I/O, no async, no clock: every function that depends on time takes `now` as an argument.
+//! It never knows about SQL, HTTP or a wire protocol. Everything here is deterministic and unit-tested.
+
+pub mod audit;
+pub mod decision;
+pub mod duration;
+pub mod fingerprint;
+pub mod model;
+pub mod review;
+pub mod rule;
+
+pub use model::*;
+
+/// SHA-256 of a command, hex-encoded: recorded at request time, proven at execution time.
+pub fn command_sha256(command: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(command.as_bytes()))
+}
