@@ -21,6 +21,7 @@ pub mod fingerprint;
 pub mod model;
 pub mod review;
 pub mod rule;
+pub mod secret;
 
 pub use model::*;
 
