@@ -1,1 +1,82 @@
-//! placeholder
+//! Warden's PostgreSQL wire-protocol proxy: the "works the same in your own client" promise
+//! (SPEC §3 "Native clients").
+//!
+//! A user points psql, pgbench, psycopg, JDBC… at the gateway and logs in with their Warden
+//! email as user, an API token as password and the connection name as database. The proxy asks
+//! the gateway ([`ProxyBackend::authenticate`]) and, if granted, opens the upstream server with
+//! the connection's stored credentials (never shown to the client), then relays the session.
+//! Under statement review every query waits for [`ProxyBackend::authorize`]; every statement is
+//! audited through [`ProxyBackend::record`] in batches; a session closes when its grant ends
+//! ([`SessionGrant::ends_at`]) or is revoked ([`SessionGrant::terminate`]).
+//!
+//! # Entry points
+//! - [`serve`] — the gateway's listener (`WARDEN_PG_LISTEN`).
+//! - [`run_tunnel`] — `warden connect`'s local listener that logs in for the user.
+//! - [`ProxyBackend`] — what the gateway implements.
+//!
+//! # Layout
+//! - `backend.rs` — the trait and the values crossing it (grant, decisions, audit records).
+//! - `config.rs` — [`ProxyConfig`].
+//! - [`frame`] — pure framing (startup packets, typed messages, the pass-through [`frame::Scanner`]);
+//!   fuzzed by `fuzz/`.
+//! - [`message`] — the few messages the proxy reads or writes itself.
+//! - `stream.rs` — plain/TLS streams on both sides.
+//! - `session.rs` — one connection: TLS, startup, login, upstream, relay, end.
+//! - `relay.rs` — the two relay halves and the answer-ordering queue.
+//! - `upstream.rs` — connecting and authenticating to a PostgreSQL server (cleartext, md5,
+//!   SCRAM-SHA-256, TLS), also used by the tunnel to log in to the gateway.
+//! - `audit.rs` — the bounded audit channel and its batching writer.
+//! - `limiter.rs`, `cancel.rs` — login failure limits; cancel-key mapping.
+//! - `server.rs`, `tunnel.rs` — the accept loops.
+//!
+//! # Protocol behaviour
+//! - `SSLRequest` → TLS when [`ProxyConfig::tls`] is set, `N` otherwise; `GSSENCRequest` → `N`;
+//!   [`ProxyConfig::require_tls`] refuses clear-text startups (FATAL 28000).
+//! - Login: `AuthenticationCleartextPassword` (protect it with TLS). Bad credentials → FATAL
+//!   28P01; denied → FATAL 28000. After [`ProxyConfig::max_auth_failures`] failures per client
+//!   IP or per user within the window, logins are refused (28P01 "too many failed attempts")
+//!   without asking the backend.
+//! - The client receives the upstream's `ParameterStatus` messages and a `BackendKeyData` of
+//!   the proxy's own; a `CancelRequest` with that key is sent on to the upstream with its key.
+//! - Relay: `type + i32 length` frames, each length checked against
+//!   [`ProxyConfig::max_message`]; broken input ends that session with FATAL (08P01 / 54000).
+//!   Bytes pass through in 64 KiB reads and one write per read; only `Q`, `P`, `S`, `F`, `c`,
+//!   `f`, `X` (client) and `C`, `E`, `G`, `Z` (server) are looked at.
+//! - Review: a held statement sends a NoticeResponse "Warden: statement held for approval at
+//!   URL", then runs (approved) or gets ErrorResponse 42501 "Warden: statement rejected by X:
+//!   reason" / "Warden: review expired — resubmit the statement" + ReadyForQuery. An extended
+//!   batch is decided at its `Sync` (or `Flush`); a refused batch is dropped up to its `Sync`.
+//!   `FunctionCall` is refused under review (it could run anything unreviewed).
+//! - Audit: one [`StatementLog`] per `Query` and per `Parse`, sent when the server answers (with
+//!   its command tags) or when the session ends.
+//! - End: FATAL 57P01 when the window ends, the grant is revoked, or the server shuts down;
+//!   a running statement is cancelled upstream; [`ProxyBackend::session_ended`] is called.
+//!
+//! # Architecture invariants
+//! - The proxy never decides access: every yes/no comes from the backend.
+//! - Upstream credentials never reach the client; the upstream's cancel key never leaves the proxy.
+//! - Only the upstream half writes to the client, and only at frame boundaries.
+//! - The relay never waits on the audit store (only on a full in-memory queue).
+//! - One session's failure never affects another: no shared lock is held across I/O.
+
+mod audit;
+mod backend;
+mod cancel;
+mod config;
+pub mod frame;
+mod limiter;
+pub mod message;
+mod relay;
+mod server;
+mod session;
+mod stream;
+mod tunnel;
+mod upstream;
+
+pub use backend::{
+    AuthFailure, HeldOutcome, Login, ProxyBackend, SessionGrant, StatementDecision, StatementLog,
+    Upstream, UpstreamTls,
+};
+pub use config::ProxyConfig;
+pub use server::serve;
+pub use tunnel::run_tunnel;

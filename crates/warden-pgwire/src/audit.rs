@@ -1,0 +1,80 @@
+//! Statement audit off the hot path: relays push [`StatementLog`]s into a bounded channel and
+//! one background task hands them to [`ProxyBackend::record`] in batches.
+//!
+//! The relay never waits on the store. It waits on the channel only if the store has fallen
+//! more than `audit_queue` records behind: then audit completeness wins over throughput and the
+//! relay slows down rather than dropping records. This module never filters or drops a record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+
+use crate::backend::{ProxyBackend, StatementLog};
+
+/// The relays' side of the audit channel. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AuditSink {
+    tx: mpsc::Sender<StatementLog>,
+}
+
+impl AuditSink {
+    /// Queues records; returns at once unless the queue is full.
+    pub async fn push(&self, logs: impl IntoIterator<Item = StatementLog>) {
+        for log in logs {
+            match self.tx.try_send(log) {
+                Ok(()) => {}
+                Err(TrySendError::Full(log)) => {
+                    tracing::warn!("audit queue full: relay waits for the store");
+                    if self.tx.send(log).await.is_err() {
+                        tracing::error!("audit writer gone: statement record lost");
+                    }
+                }
+                Err(TrySendError::Closed(_)) => {
+                    tracing::error!("audit writer gone: statement record lost")
+                }
+            }
+        }
+    }
+}
+
+/// Starts the batching task. It ends once every [`AuditSink`] is dropped and the queue is drained.
+pub(crate) fn spawn<B: ProxyBackend>(
+    backend: Arc<B>,
+    queue: usize,
+    batch: usize,
+    linger: Duration,
+) -> (AuditSink, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(queue.max(1));
+    let task = tokio::spawn(run(backend, rx, batch.max(1), linger));
+    (AuditSink { tx }, task)
+}
+
+async fn run<B: ProxyBackend>(
+    backend: Arc<B>,
+    mut rx: mpsc::Receiver<StatementLog>,
+    batch: usize,
+    linger: Duration,
+) {
+    let mut buf = Vec::with_capacity(batch);
+    loop {
+        if rx.recv_many(&mut buf, batch).await == 0 {
+            return;
+        }
+        if buf.len() < batch && !linger.is_zero() {
+            // Let a batch build up without being woken per record.
+            tokio::time::sleep(linger).await;
+            while buf.len() < batch {
+                match rx.try_recv() {
+                    Ok(log) => buf.push(log),
+                    Err(_) => break,
+                }
+            }
+        }
+        backend
+            .record(std::mem::replace(&mut buf, Vec::with_capacity(batch)))
+            .await;
+    }
+}

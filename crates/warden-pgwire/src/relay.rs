@@ -1,0 +1,797 @@
+//! The relay: moves a live session's bytes between client and upstream.
+//!
+//! Two halves run side by side in the session's task:
+//! - [`client_to_upstream`] reads the client, looks only at `Query`, `Parse`, `Sync`,
+//!   `FunctionCall`, `CopyDone`/`CopyFail` and `Terminate`, and forwards everything else as it
+//!   arrives (large `Bind`/`CopyData` messages stream through without being buffered whole).
+//!   Under statement review, [`client_to_upstream_reviewed`] holds each query until the backend
+//!   decides.
+//! - [`upstream_to_client`] reads the upstream, looks only at `CommandComplete`,
+//!   `ErrorResponse`, `CopyInResponse` and `ReadyForQuery`, and is the **only writer to the
+//!   client**: messages the proxy makes up (review notices, rejections, FATAL on window end)
+//!   are written by it, at frame boundaries, so they never split a frame.
+//!
+//! Both halves write what they read in one `write_all` per read (flushing when the read
+//! buffer is drained, never per message).
+//!
+//! Ordering of made-up answers: every forwarded message that makes the server send
+//! `ReadyForQuery` (`Query`, `Sync`, `FunctionCall`) gets an [`Entry`] in a queue shared by the
+//! halves, pushed *before* its bytes are forwarded. The upstream half pops one entry per
+//! `ReadyForQuery`, attaching the command tags it saw to the entry's audit records. A made-up
+//! answer is queued as [`Entry::Synthetic`] and written once every earlier entry is answered,
+//! so a client that pipelines sees answers in the order it asked. A `Sync` the server ignores
+//! because it arrived during COPY-in is recognised (`CopyInResponse` while a `Sync` entry is
+//! first, until the client's `CopyDone`/`CopyFail`).
+//!
+//! The relay never decides access: under review it asks [`crate::ProxyBackend::authorize`].
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, BytesMut};
+use futures::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::audit::AuditSink;
+use crate::backend::{HeldOutcome, ProxyBackend, SessionGrant, StatementDecision, StatementLog};
+use crate::frame::{self, FrameError, Item, Scanner};
+use crate::message::{self, Severity, sqlstate};
+use crate::stream::{BoxRead, BoxWrite};
+
+/// Bytes requested per read: large enough that big results move in few system calls.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One expected `ReadyForQuery` (or a made-up answer) in the order the client asked.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    /// A forwarded `Query`, `Sync` or `FunctionCall`.
+    Ready {
+        sync: bool,
+        logs: Vec<StatementLog>,
+        /// Written just before this entry's `ReadyForQuery` (an extended batch the backend
+        /// refused: the server only sees its `Sync`).
+        error_before: Option<BytesMut>,
+    },
+    /// The client's `CopyDone`/`CopyFail`.
+    CopyEnd,
+    /// The proxy's own answer; `ready` appends `ReadyForQuery` with the current status.
+    Synthetic { bytes: BytesMut, ready: bool },
+}
+
+/// State shared by the two halves of one session.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub queue: Mutex<VecDeque<Entry>>,
+    /// Wakes the upstream half when a synthetic entry may be writable.
+    pub wake: Notify,
+}
+
+impl Shared {
+    fn push(&self, entries: impl IntoIterator<Item = Entry>) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.extend(entries);
+        }
+    }
+
+    fn push_synthetic(&self, bytes: BytesMut, ready: bool) {
+        self.push([Entry::Synthetic { bytes, ready }]);
+        self.wake.notify_one();
+    }
+
+    /// Audit records of entries never answered (session ended first).
+    pub fn drain_logs(&self) -> Vec<StatementLog> {
+        let Ok(mut q) = self.queue.lock() else {
+            return Vec::new();
+        };
+        q.drain(..)
+            .flat_map(|e| match e {
+                Entry::Ready { logs, .. } => logs,
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// Why a relay half stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// Per-session facts the client half needs to write audit records.
+pub(crate) struct SessionInfo {
+    pub session_id: Uuid,
+    pub user: String,
+    pub connection: String,
+    pub review_id: Option<Uuid>,
+}
+
+impl SessionInfo {
+    pub fn from_grant(g: &SessionGrant) -> Self {
+        Self {
+            session_id: g.session_id,
+            user: g.user.clone(),
+            connection: g.connection.clone(),
+            review_id: g.review_id,
+        }
+    }
+
+    fn log(&self, statement: String, review_id: Option<Uuid>, tag: Option<String>) -> StatementLog {
+        StatementLog {
+            session_id: self.session_id,
+            user: self.user.clone(),
+            connection: self.connection.clone(),
+            review_id: review_id.or(self.review_id),
+            statement,
+            at: SystemTime::now(),
+            tag,
+        }
+    }
+}
+
+fn inspect_client(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'P' | b'S' | b'F' | b'c' | b'f' | b'X')
+}
+
+fn inspect_upstream(tag: u8) -> bool {
+    matches!(tag, b'C' | b'E' | b'G' | b'Z')
+}
+
+fn reserve_for_read(buf: &mut BytesMut, need_total: usize) {
+    if need_total > buf.len() {
+        buf.reserve(need_total - buf.len());
+    }
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// How the client half ended without error.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ClientEnd {
+    /// The client sent `Terminate` (forwarded).
+    Terminated,
+    /// The client closed its connection (a `Terminate` was sent upstream for it).
+    Closed,
+}
+
+async fn close_upstream(upstream: &mut BoxWrite) {
+    let _ = upstream.write_all(&message::TERMINATE).await;
+    let _ = upstream.flush().await;
+    let _ = upstream.shutdown().await;
+}
+
+/// Client → upstream without statement review: scan, record, forward.
+pub(crate) async fn client_to_upstream(
+    mut client: BoxRead,
+    mut upstream: BoxWrite,
+    mut buf: BytesMut,
+    shared: Arc<Shared>,
+    info: SessionInfo,
+    audit: AuditSink,
+    max_message: usize,
+) -> Result<ClientEnd, RelayError> {
+    let mut scanner = Scanner::new(max_message);
+    let mut pending_parse: Vec<StatementLog> = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    let result = async {
+        loop {
+            let mut pos = 0;
+            let mut terminated = false;
+            let mut need = 0;
+            loop {
+                match scanner.next(&buf[pos..], inspect_client)? {
+                    Item::Pass(n) => pos += n,
+                    Item::Frame { tag, body, len } => {
+                        pos += len;
+                        match tag {
+                            b'Q' => {
+                                let text = message::query_text(body)?;
+                                entries.push(Entry::Ready {
+                                    sync: false,
+                                    logs: vec![info.log(text, None, None)],
+                                    error_before: None,
+                                });
+                            }
+                            b'P' => {
+                                pending_parse.push(info.log(message::parse_text(body)?, None, None))
+                            }
+                            b'S' => entries.push(Entry::Ready {
+                                sync: true,
+                                logs: std::mem::take(&mut pending_parse),
+                                error_before: None,
+                            }),
+                            b'F' => entries.push(Entry::Ready {
+                                sync: false,
+                                logs: vec![info.log(function_call_text(body), None, None)],
+                                error_before: None,
+                            }),
+                            b'c' | b'f' => entries.push(Entry::CopyEnd),
+                            _ => {
+                                terminated = true; // 'X'
+                                break;
+                            }
+                        }
+                    }
+                    Item::NeedMore { total } => {
+                        need = total;
+                        break;
+                    }
+                }
+            }
+            if !entries.is_empty() {
+                shared.push(entries.drain(..));
+            }
+            if pos > 0 {
+                upstream.write_all(&buf[..pos]).await?;
+                upstream.flush().await?;
+                buf.advance(pos);
+            }
+            if terminated {
+                let _ = upstream.shutdown().await;
+                return Ok(ClientEnd::Terminated);
+            }
+            reserve_for_read(&mut buf, need);
+            if client.read_buf(&mut buf).await? == 0 {
+                close_upstream(&mut upstream).await;
+                return Ok(ClientEnd::Closed);
+            }
+        }
+    }
+    .await;
+    if !pending_parse.is_empty() {
+        audit.push(pending_parse).await;
+    }
+    result
+}
+
+fn function_call_text(body: &[u8]) -> String {
+    let oid = if body.len() >= 4 {
+        u32::from_be_bytes([body[0], body[1], body[2], body[3]])
+    } else {
+        0
+    };
+    format!("-- FunctionCall oid {oid}")
+}
+
+/// Client → upstream under statement review: every `Query`, and every extended batch holding a
+/// `Parse`, waits for [`ProxyBackend::authorize`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
+    mut client: BoxRead,
+    mut upstream: BoxWrite,
+    mut buf: BytesMut,
+    shared: Arc<Shared>,
+    info: SessionInfo,
+    audit: AuditSink,
+    max_message: usize,
+    backend: Arc<B>,
+    grant: Arc<SessionGrant>,
+) -> Result<ClientEnd, RelayError> {
+    let mut r = Reviewer {
+        shared,
+        info,
+        audit,
+        backend,
+        grant,
+        out: BytesMut::new(),
+        batch: BytesMut::new(),
+        batch_statements: Vec::new(),
+        pending_logs: Vec::new(),
+        discard_until_sync: false,
+        max_message,
+    };
+    let result = async {
+        loop {
+            while let Some((tag, _, len)) = frame::whole(&buf, max_message)? {
+                let frame = buf.split_to(len);
+                if r.handle(tag, frame, &mut client, &mut buf, &mut upstream)
+                    .await?
+                {
+                    return Ok(ClientEnd::Terminated);
+                }
+            }
+            if !r.out.is_empty() {
+                upstream.write_all(&r.out).await?;
+                upstream.flush().await?;
+                r.out.clear();
+            }
+            let need = frame::header(&buf, max_message)?.map_or(0, |(_, total)| total);
+            reserve_for_read(&mut buf, need);
+            if client.read_buf(&mut buf).await? == 0 {
+                close_upstream(&mut upstream).await;
+                return Ok(ClientEnd::Closed);
+            }
+        }
+    }
+    .await;
+    if !r.pending_logs.is_empty() {
+        r.audit.push(std::mem::take(&mut r.pending_logs)).await;
+    }
+    result
+}
+
+/// How one statement fared in review.
+enum Verdict {
+    Allowed(Option<Uuid>),
+    Refused {
+        tag: &'static str,
+        message: String,
+    },
+    /// The client went away while its statement was held.
+    ClientGone,
+}
+
+struct Reviewer<B> {
+    shared: Arc<Shared>,
+    info: SessionInfo,
+    audit: AuditSink,
+    backend: Arc<B>,
+    grant: Arc<SessionGrant>,
+    /// Decided bytes not yet written upstream.
+    out: BytesMut,
+    /// An extended batch that holds a `Parse`, waiting for `Sync`/`Flush`.
+    batch: BytesMut,
+    batch_statements: Vec<String>,
+    /// Records of allowed `Parse`s, attached to the next `Sync`.
+    pending_logs: Vec<StatementLog>,
+    /// After a refused batch cut at `Flush`: drop messages until `Sync`.
+    discard_until_sync: bool,
+    max_message: usize,
+}
+
+impl<B: ProxyBackend> Reviewer<B> {
+    /// Handles one whole client frame; true when the client terminated.
+    async fn handle(
+        &mut self,
+        tag: u8,
+        frame: BytesMut,
+        client: &mut BoxRead,
+        buf: &mut BytesMut,
+        upstream: &mut BoxWrite,
+    ) -> Result<bool, RelayError> {
+        let body = &frame[5..];
+        if self.discard_until_sync {
+            if tag == b'S' {
+                self.discard_until_sync = false;
+                self.forward_sync(frame, None);
+            }
+            return Ok(false);
+        }
+        match tag {
+            b'Q' => {
+                let text = message::query_text(body)?;
+                self.flush_out(upstream).await?;
+                match self.decide(&text, client, buf).await {
+                    Verdict::Allowed(review_id) => {
+                        let log = self.info.log(text, review_id, None);
+                        self.shared.push([Entry::Ready {
+                            sync: false,
+                            logs: vec![log],
+                            error_before: None,
+                        }]);
+                        self.out.extend_from_slice(&frame);
+                    }
+                    Verdict::Refused { tag, message } => {
+                        self.audit
+                            .push([self.info.log(text, None, Some(tag.into()))])
+                            .await;
+                        let err = message::error_frame(
+                            Severity::Error,
+                            sqlstate::INSUFFICIENT_PRIVILEGE,
+                            &message,
+                        );
+                        self.shared.push_synthetic(err, true);
+                    }
+                    Verdict::ClientGone => return Ok(true),
+                }
+            }
+            b'P' => {
+                self.batch_statements.push(message::parse_text(body)?);
+                self.add_to_batch(&frame)?;
+            }
+            b'S' | b'H' if !self.batch_statements.is_empty() => {
+                self.flush_out(upstream).await?;
+                let statements = std::mem::take(&mut self.batch_statements);
+                let mut allowed = Vec::with_capacity(statements.len());
+                let mut refused = None;
+                for text in statements.iter() {
+                    match self.decide(text, client, buf).await {
+                        Verdict::Allowed(review_id) => allowed.push(review_id),
+                        Verdict::Refused { tag, message } => {
+                            refused = Some((tag, message));
+                            break;
+                        }
+                        Verdict::ClientGone => return Ok(true),
+                    }
+                }
+                let batch = std::mem::take(&mut self.batch);
+                match refused {
+                    None => {
+                        for (text, review_id) in statements.into_iter().zip(allowed) {
+                            self.pending_logs.push(self.info.log(text, review_id, None));
+                        }
+                        self.out.extend_from_slice(&batch);
+                        if tag == b'S' {
+                            self.forward_sync(frame, None);
+                        } else {
+                            self.out.extend_from_slice(&frame);
+                        }
+                    }
+                    Some((refusal, message)) => {
+                        let logs: Vec<_> = statements
+                            .into_iter()
+                            .map(|t| self.info.log(t, None, Some(refusal.into())))
+                            .collect();
+                        self.audit.push(logs).await;
+                        let err = message::error_frame(
+                            Severity::Error,
+                            sqlstate::INSUFFICIENT_PRIVILEGE,
+                            &message,
+                        );
+                        if tag == b'S' {
+                            // The server only sees the Sync; its ReadyForQuery follows our error.
+                            self.forward_sync(frame, Some(err));
+                        } else {
+                            self.shared.push_synthetic(err, false);
+                            self.discard_until_sync = true;
+                        }
+                    }
+                }
+            }
+            b'B' | b'D' | b'E' | b'C' | b'H' | b'd' if !self.batch_statements.is_empty() => {
+                self.add_to_batch(&frame)?
+            }
+            b'S' => self.forward_sync(frame, None),
+            b'F' => {
+                // A function call could run anything without a statement to review: refuse.
+                self.audit
+                    .push([self
+                        .info
+                        .log(function_call_text(body), None, Some("DENIED".into()))])
+                    .await;
+                let err = message::error_frame(
+                    Severity::Error,
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "Warden: function calls are not allowed on a connection under statement review",
+                );
+                self.flush_out(upstream).await?;
+                self.shared.push_synthetic(err, true);
+            }
+            b'c' | b'f' => {
+                self.shared.push([Entry::CopyEnd]);
+                self.out.extend_from_slice(&frame);
+            }
+            b'X' => {
+                self.out.extend_from_slice(&frame);
+                self.flush_out(upstream).await?;
+                let _ = upstream.shutdown().await;
+                return Ok(true);
+            }
+            _ => self.out.extend_from_slice(&frame),
+        }
+        Ok(false)
+    }
+
+    fn add_to_batch(&mut self, frame: &[u8]) -> Result<(), RelayError> {
+        if self.batch.len() + frame.len() > self.max_message {
+            return Err(RelayError::Limit(format!(
+                "an extended-protocol batch above {} bytes cannot be held for review",
+                self.max_message
+            )));
+        }
+        self.batch.extend_from_slice(frame);
+        Ok(())
+    }
+
+    fn forward_sync(&mut self, frame: BytesMut, error_before: Option<BytesMut>) {
+        let logs = std::mem::take(&mut self.pending_logs);
+        self.shared.push([Entry::Ready {
+            sync: true,
+            logs,
+            error_before,
+        }]);
+        self.out.extend_from_slice(&frame);
+    }
+
+    async fn flush_out(&mut self, upstream: &mut BoxWrite) -> io::Result<()> {
+        if !self.out.is_empty() {
+            upstream.write_all(&self.out).await?;
+            upstream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Asks the backend about one statement and, if held, waits for the outcome while still
+    /// noticing a client that hangs up.
+    async fn decide(&mut self, text: &str, client: &mut BoxRead, buf: &mut BytesMut) -> Verdict {
+        let decision = self.backend.authorize(&self.grant, text).await;
+        match decision {
+            StatementDecision::Allow { review_id } => Verdict::Allowed(review_id),
+            StatementDecision::Deny { message } => Verdict::Refused {
+                tag: "DENIED",
+                message,
+            },
+            StatementDecision::Held {
+                review_url,
+                outcome,
+            } => {
+                let notice = message::error_frame(
+                    Severity::Notice,
+                    sqlstate::SUCCESSFUL_COMPLETION,
+                    &format!("Warden: statement held for approval at {review_url}"),
+                );
+                self.shared.push_synthetic(notice, false);
+                let mut outcome = outcome.fuse();
+                loop {
+                    tokio::select! {
+                        o = &mut outcome => return match o {
+                            HeldOutcome::Approved { review_id } => Verdict::Allowed(Some(review_id)),
+                            HeldOutcome::Rejected { by, reason } => Verdict::Refused {
+                                tag: "REJECTED",
+                                message: format!("Warden: statement rejected by {by}: {reason}"),
+                            },
+                            HeldOutcome::Expired => Verdict::Refused {
+                                tag: "EXPIRED",
+                                message: "Warden: review expired — resubmit the statement".into(),
+                            },
+                        },
+                        n = client.read_buf(buf), if buf.len() < self.max_message => {
+                            // Keep what the client pipelines; notice if it hangs up.
+                            if !matches!(n, Ok(n) if n > 0) {
+                                return Verdict::ClientGone;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the upstream half ended.
+#[derive(Debug)]
+pub(crate) enum UpstreamEnd {
+    /// The upstream closed the connection (normally after `Terminate`).
+    UpstreamClosed,
+    /// The session was ended by the proxy; the FATAL frame was written if `notified`.
+    Ended { notified: bool },
+}
+
+/// State the upstream half keeps while matching answers to entries.
+struct Matcher {
+    copy_ignores_sync: bool,
+    carry: Vec<StatementLog>,
+    tags: Vec<String>,
+    status: u8,
+}
+
+impl Matcher {
+    /// Pops the entry answered by a `ReadyForQuery`.
+    fn pop(&mut self, q: &mut VecDeque<Entry>) -> Option<(Vec<StatementLog>, Option<BytesMut>)> {
+        loop {
+            match q.front()? {
+                Entry::CopyEnd => {
+                    q.pop_front();
+                    self.copy_ignores_sync = false;
+                }
+                Entry::Ready { sync: true, .. } if self.copy_ignores_sync => {
+                    if let Some(Entry::Ready { logs, .. }) = q.pop_front() {
+                        self.carry.extend(logs);
+                    }
+                }
+                Entry::Synthetic { .. } => {
+                    // Only reachable if the queue lost step with the server; drop rather than
+                    // answer out of order.
+                    q.pop_front();
+                }
+                Entry::Ready { .. } => {
+                    let Some(Entry::Ready {
+                        logs, error_before, ..
+                    }) = q.pop_front()
+                    else {
+                        return None;
+                    };
+                    // Stale CopyEnd markers (a COPY that failed before the client finished).
+                    while matches!(q.front(), Some(Entry::CopyEnd)) && !self.copy_ignores_sync {
+                        q.pop_front();
+                    }
+                    let mut all = std::mem::take(&mut self.carry);
+                    all.extend(logs);
+                    return Some((all, error_before));
+                }
+            }
+        }
+    }
+
+    /// `CopyInResponse`: a `Sync` entry first in line was read by the server in COPY-in mode.
+    fn copy_in(&mut self, q: &VecDeque<Entry>) {
+        let first = q.iter().find(|e| !matches!(e, Entry::CopyEnd));
+        if matches!(first, Some(Entry::Ready { sync: true, .. }))
+            && !matches!(q.front(), Some(Entry::CopyEnd))
+        {
+            self.copy_ignores_sync = true;
+        }
+    }
+
+    /// Attaches the collected tags to the answered entry's records.
+    fn finish(&mut self, mut logs: Vec<StatementLog>, simple: bool) -> Vec<StatementLog> {
+        let tags = std::mem::take(&mut self.tags);
+        if logs.len() == 1 && (simple || tags.len() > 1) {
+            logs[0].tag = (!tags.is_empty()).then(|| tags.join(", "));
+        } else {
+            for (log, tag) in logs.iter_mut().zip(tags) {
+                log.tag = Some(tag);
+            }
+        }
+        logs
+    }
+}
+
+/// Writes synthetic entries at the head of the queue; call only at a frame boundary.
+async fn write_synthetics(shared: &Shared, client: &mut BoxWrite, status: u8) -> io::Result<bool> {
+    let mut out = BytesMut::new();
+    if let Ok(mut q) = shared.queue.lock() {
+        while matches!(
+            q.front(),
+            Some(Entry::Synthetic { .. }) | Some(Entry::CopyEnd)
+        ) {
+            if let Some(Entry::Synthetic { bytes, ready }) = q.pop_front() {
+                out.extend_from_slice(&bytes);
+                if ready {
+                    message::ready_for_query(&mut out, status);
+                }
+            } else {
+                // A CopyEnd first in line with nothing in flight is stale.
+            }
+        }
+    }
+    if out.is_empty() {
+        return Ok(false);
+    }
+    client.write_all(&out).await?;
+    Ok(true)
+}
+
+/// Upstream → client, the single writer to the client. `end` resolves to a FATAL frame when
+/// the session must close (window over, revoked, shutdown, broken client input).
+pub(crate) async fn upstream_to_client<E>(
+    mut upstream: BoxRead,
+    mut client: BoxWrite,
+    mut buf: BytesMut,
+    shared: Arc<Shared>,
+    audit: AuditSink,
+    status: u8,
+    end: E,
+) -> Result<UpstreamEnd, RelayError>
+where
+    E: std::future::Future<Output = BytesMut>,
+{
+    // Server messages are trusted for size (DataRow can be large); only the inspected,
+    // small ones are ever buffered whole.
+    let mut scanner = Scanner::new(i32::MAX as usize);
+    let mut m = Matcher {
+        copy_ignores_sync: false,
+        carry: Vec::new(),
+        tags: Vec::new(),
+        status,
+    };
+    let mut ending: Option<BytesMut> = None;
+    let grace = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(end, grace);
+    let mut end_fired = false;
+    loop {
+        if scanner.at_boundary() {
+            if let Some(fatal) = ending.take() {
+                client.write_all(&fatal).await?;
+                client.flush().await?;
+                let _ = client.shutdown().await;
+                return Ok(UpstreamEnd::Ended { notified: true });
+            }
+            if write_synthetics(&shared, &mut client, m.status).await? {
+                client.flush().await?;
+            }
+        }
+        let mut pos = 0;
+        let mut written = 0;
+        let need;
+        let mut records = Vec::new();
+        loop {
+            match scanner.next(&buf[pos..], inspect_upstream)? {
+                Item::Pass(n) => pos += n,
+                Item::Frame { tag, body, len } => {
+                    match tag {
+                        b'C' => m.tags.push(message::command_tag(body)),
+                        b'E' => {
+                            let f = message::error_fields(body);
+                            m.tags
+                                .push(format!("ERROR {}", message::field(&f, b'C').unwrap_or("")));
+                        }
+                        b'G' => {
+                            if let Ok(q) = shared.queue.lock() {
+                                m.copy_in(&q);
+                            }
+                        }
+                        _ => {
+                            // 'Z' ReadyForQuery
+                            m.status = body.first().copied().unwrap_or(b'I');
+                            let popped = shared.queue.lock().ok().and_then(|mut q| m.pop(&mut q));
+                            if let Some((logs, error_before)) = popped {
+                                if let Some(err) = error_before {
+                                    client.write_all(&buf[written..pos]).await?;
+                                    client.write_all(&err).await?;
+                                    written = pos;
+                                }
+                                let simple = logs.len() == 1;
+                                records.extend(m.finish(logs, simple));
+                            } else {
+                                m.tags.clear();
+                            }
+                            pos += len;
+                            // Answers the proxy owes after this one.
+                            let due = shared
+                                .queue
+                                .lock()
+                                .map(|q| matches!(q.front(), Some(Entry::Synthetic { .. })))
+                                .unwrap_or(false);
+                            if due {
+                                client.write_all(&buf[written..pos]).await?;
+                                written = pos;
+                                write_synthetics(&shared, &mut client, m.status).await?;
+                            }
+                            continue;
+                        }
+                    }
+                    pos += len;
+                }
+                Item::NeedMore { total } => {
+                    need = total;
+                    break;
+                }
+            }
+        }
+        if pos > written {
+            client.write_all(&buf[written..pos]).await?;
+        }
+        if pos > 0 {
+            client.flush().await?;
+            buf.advance(pos);
+        }
+        if !records.is_empty() {
+            audit.push(records).await;
+        }
+        if ending.is_some() && scanner.at_boundary() {
+            continue;
+        }
+        reserve_for_read(&mut buf, need);
+        tokio::select! {
+            n = upstream.read_buf(&mut buf) => {
+                if n? == 0 {
+                    let _ = client.shutdown().await;
+                    return Ok(UpstreamEnd::UpstreamClosed);
+                }
+            }
+            _ = shared.wake.notified(), if scanner.at_boundary() => {}
+            fatal = &mut end, if !end_fired => {
+                end_fired = true;
+                ending = Some(fatal);
+                // Give a frame in flight a moment to complete so the FATAL lands whole.
+                grace.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+            _ = &mut grace, if end_fired => {
+                let _ = client.shutdown().await;
+                return Ok(UpstreamEnd::Ended { notified: false });
+            }
+        }
+    }
+}

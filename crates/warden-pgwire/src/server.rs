@@ -1,0 +1,83 @@
+//! [`serve`]: the accept loop. Spawns one task per client connection, owns the audit writer,
+//! and on shutdown closes live sessions (FATAL 57P01), waits briefly, and drains the audit
+//! queue before returning.
+//!
+//! A session's failure or panic stays inside its task; the accept loop never stops for one.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::backend::ProxyBackend;
+use crate::cancel::CancelRegistry;
+use crate::config::ProxyConfig;
+use crate::limiter::FailureLimiter;
+use crate::session::{self, Ctx};
+
+/// Serves PostgreSQL clients on `listener` until `shutdown` resolves.
+pub async fn serve<B: ProxyBackend>(
+    listener: TcpListener,
+    backend: Arc<B>,
+    config: ProxyConfig,
+    shutdown: impl Future + Send,
+) -> io::Result<()> {
+    let (audit, audit_task) = crate::audit::spawn(
+        backend.clone(),
+        config.audit_queue,
+        config.audit_batch,
+        config.audit_linger,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let ctx = Arc::new(Ctx {
+        backend,
+        limiter: FailureLimiter::new(config.max_auth_failures, config.auth_failure_window),
+        config,
+        audit,
+        cancels: Arc::new(CancelRegistry::default()),
+        shutdown: stop_rx,
+    });
+    info!(listen = %listener.local_addr()?, "PostgreSQL proxy listening");
+    let mut sessions = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    sessions.spawn(session::handle(ctx.clone(), tcp, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = done && e.is_panic() {
+                    warn!("a proxy session panicked: {e}");
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+    }
+    drop(ctx);
+    let _ = audit_task.await;
+    info!("PostgreSQL proxy stopped");
+    Ok(())
+}

@@ -1,0 +1,538 @@
+//! One client connection from accept to close: TLS negotiation, startup, login through the
+//! backend, opening the upstream, the relay, and the end of the session.
+//!
+//! Every failure here ends this one connection with an ErrorResponse and never touches other
+//! sessions. The session never decides access: it enforces the backend's [`SessionGrant`],
+//! including its end (`ends_at`, `terminate`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tracing::{Instrument, debug, info, warn};
+use warden_core::secret::Secret;
+
+use crate::audit::AuditSink;
+use crate::backend::{AuthFailure, Login, ProxyBackend, SessionGrant};
+use crate::cancel::{CancelRegistry, CancelTarget};
+use crate::config::ProxyConfig;
+use crate::frame::{self, FrameError, StartupPacket, cstr, lossy};
+use crate::limiter::FailureLimiter;
+use crate::message::{self, Severity, sqlstate};
+use crate::relay::{self, ClientEnd, RelayError, SessionInfo, Shared};
+use crate::stream::Stream;
+use crate::upstream::{self, ReadError, UpstreamError};
+
+/// What every session shares.
+pub(crate) struct Ctx<B> {
+    pub backend: Arc<B>,
+    pub config: ProxyConfig,
+    pub audit: AuditSink,
+    pub limiter: FailureLimiter,
+    pub cancels: Arc<CancelRegistry>,
+    /// Becomes true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A client that passed startup and login.
+struct Admitted {
+    client: Stream,
+    buf: BytesMut,
+    grant: SessionGrant,
+    params: Vec<(String, String)>,
+}
+
+/// Why a connection ended before its relay started: the client gets `reply` if set.
+struct Refusal {
+    reply: Option<BytesMut>,
+    log: String,
+}
+
+impl Refusal {
+    fn fatal(code: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            reply: Some(message::error_frame(Severity::Fatal, code, &message)),
+            log: message,
+        }
+    }
+    fn silent(log: impl Into<String>) -> Self {
+        Self {
+            reply: None,
+            log: log.into(),
+        }
+    }
+}
+
+impl From<std::io::Error> for Refusal {
+    fn from(e: std::io::Error) -> Self {
+        Refusal::silent(format!("client i/o: {e}"))
+    }
+}
+
+impl From<FrameError> for Refusal {
+    fn from(e: FrameError) -> Self {
+        Refusal::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("invalid startup: {e}"),
+        )
+    }
+}
+
+impl From<ReadError> for Refusal {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Io(e) => e.into(),
+            ReadError::Frame(e) => e.into(),
+        }
+    }
+}
+
+/// Handles one accepted connection to completion.
+pub(crate) async fn handle<B: ProxyBackend>(ctx: Arc<Ctx<B>>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Plain(tcp);
+    let admitted =
+        tokio::time::timeout(ctx.config.startup_timeout, startup(&ctx, &mut stream, peer)).await;
+    let admitted = match admitted {
+        Ok(Ok(Some(a))) => a,
+        Ok(Ok(None)) => return, // a CancelRequest, handled
+        Ok(Err(refusal)) => {
+            debug!(%peer, "connection refused: {}", refusal.log);
+            if let Some(reply) = refusal.reply {
+                let _ = upstream::send(&mut stream, &reply).await;
+            }
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            let reply = message::error_frame(
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION,
+                "startup timed out",
+            );
+            let _ = upstream::send(&mut stream, &reply).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("pg_session", session = %admitted.grant.session_id, user = %admitted.grant.user, connection = %admitted.grant.connection);
+    run(ctx, admitted).instrument(span).await;
+}
+
+type StartupResult = Result<Option<Admitted>, Refusal>;
+
+/// TLS, startup packet, password, login. The client stream is moved into [`Admitted`] (or
+/// handed back with the refusal once TLS replaced it).
+async fn startup<B: ProxyBackend>(
+    ctx: &Ctx<B>,
+    stream: &mut Stream,
+    peer: SocketAddr,
+) -> StartupResult {
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut tls_tried = false;
+    let (version, params) = loop {
+        let packet = read_startup(stream, &mut buf).await?;
+        match packet {
+            StartupPacket::Ssl if !tls_tried => {
+                tls_tried = true;
+                if !buf.is_empty() {
+                    // Bytes sent before the TLS handshake could be spliced in by an attacker.
+                    return Err(Refusal::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "data received before TLS",
+                    ));
+                }
+                match &ctx.config.tls {
+                    Some(tls) => {
+                        stream.write_all(b"S").await.map_err(Refusal::from)?;
+                        let Stream::Plain(tcp) = stream.take() else {
+                            return Err(Refusal::silent("TLS over TLS"));
+                        };
+                        let tls = tokio_rustls::TlsAcceptor::from(tls.clone())
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| Refusal::silent(format!("TLS handshake: {e}")))?;
+                        *stream = Stream::ServerTls(Box::new(tls));
+                    }
+                    None => stream.write_all(b"N").await.map_err(Refusal::from)?,
+                }
+            }
+            StartupPacket::GssEnc => stream.write_all(b"N").await.map_err(Refusal::from)?,
+            StartupPacket::Ssl => {
+                return Err(Refusal::fatal(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "repeated SSLRequest",
+                ));
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                if let Some(t) = ctx.cancels.lookup(pid, secret) {
+                    if let Err(e) = upstream::cancel(&t.host, t.port, t.tls, t.pid, t.secret).await
+                    {
+                        warn!("cancel request upstream failed: {e}");
+                    }
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup { version, params } => break (version, params),
+        }
+    };
+    let refuse = |r: Refusal| Err(r);
+
+    let unsupported: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if version != frame::PROTOCOL_3_0 || !unsupported.is_empty() {
+        let mut b = BytesMut::new();
+        message::negotiate_protocol_version(&mut b, 0, &unsupported);
+        stream.write_all(&b).await.map_err(Refusal::from)?;
+    }
+    if ctx.config.require_tls && !stream.is_tls() {
+        return refuse(Refusal::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "Warden requires TLS: connect with sslmode=require",
+        ));
+    }
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let Some(user) = get("user").filter(|u| !u.is_empty()) else {
+        return refuse(Refusal::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "no user name given (use your Warden email)",
+        ));
+    };
+    let database = get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    if get("replication").is_some_and(|r| !matches!(r.as_str(), "false" | "off" | "no" | "0")) {
+        return refuse(Refusal::fatal(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported through Warden",
+        ));
+    }
+    if ctx.limiter.blocked(peer.ip(), &user, Instant::now()) {
+        return refuse(Refusal::fatal(
+            sqlstate::INVALID_PASSWORD,
+            "too many failed attempts: try again later",
+        ));
+    }
+
+    // Ask for the API token.
+    let mut b = BytesMut::new();
+    message::authentication(&mut b, 3);
+    upstream::send(stream, &b).await.map_err(Refusal::from)?;
+    let (tag, msg) = upstream::read_message(stream, &mut buf, 64 * 1024)
+        .await
+        .map_err(Refusal::from)?;
+    if tag != b'p' {
+        return refuse(Refusal::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "expected a password message",
+        ));
+    }
+    let password = cstr(&msg[5..]).map(|(p, _)| lossy(p)).unwrap_or_default();
+    if password.is_empty() {
+        ctx.limiter.failed(peer.ip(), &user, Instant::now());
+        return refuse(bad_password(&user));
+    }
+    let login = Login {
+        user: user.clone(),
+        password: Secret::new(password),
+        database,
+        peer,
+    };
+    let grant = match ctx.backend.authenticate(login).await {
+        Ok(g) => g,
+        Err(AuthFailure::BadCredentials) => {
+            ctx.limiter.failed(peer.ip(), &user, Instant::now());
+            info!(%peer, user, "proxy login failed: bad credentials");
+            return refuse(bad_password(&user));
+        }
+        Err(AuthFailure::RateLimited) => {
+            return refuse(Refusal::fatal(
+                sqlstate::INVALID_PASSWORD,
+                "too many failed attempts: try again later",
+            ));
+        }
+        Err(AuthFailure::Denied(m)) => {
+            return refuse(Refusal::fatal(sqlstate::INVALID_AUTHORIZATION, m));
+        }
+        Err(AuthFailure::Internal(m)) => {
+            warn!(%peer, user, "proxy login failed: {m}");
+            return refuse(Refusal::fatal(
+                sqlstate::INTERNAL_ERROR,
+                "Warden could not check this login",
+            ));
+        }
+    };
+    ctx.limiter.succeeded(&user);
+    // Only names that the upstream may see pass through.
+    let params = params
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "replication"))
+        .collect();
+    let client = stream.take();
+    Ok(Some(Admitted {
+        client,
+        buf,
+        grant,
+        params,
+    }))
+}
+
+fn bad_password(user: &str) -> Refusal {
+    Refusal::fatal(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+async fn read_startup(stream: &mut Stream, buf: &mut BytesMut) -> Result<StartupPacket, Refusal> {
+    loop {
+        if let Some((packet, len)) = frame::startup(buf)? {
+            let _ = buf.split_to(len);
+            return Ok(packet);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(Refusal::silent("client closed during startup"));
+        }
+    }
+}
+
+/// Opens the upstream, greets the client, relays, and ends the session.
+async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
+    let Admitted {
+        mut client,
+        buf,
+        grant,
+        params,
+    } = admitted;
+    let grant = Arc::new(grant);
+    let opened = open_upstream(&ctx, &grant, &params).await;
+    let (up, key_guard) = match opened {
+        Ok(v) => v,
+        Err(refusal) => {
+            if let Some(reply) = refusal.reply {
+                let _ = upstream::send(&mut client, &reply).await;
+            }
+            let _ = client.shutdown().await;
+            ctx.backend.session_ended(&grant).await;
+            return;
+        }
+    };
+    let (proxy_pid, proxy_secret, cancel_target, _guard) = key_guard;
+    let mut hello = BytesMut::new();
+    message::authentication(&mut hello, 0);
+    hello.extend_from_slice(&up.parameters);
+    message::backend_key_data(&mut hello, proxy_pid, proxy_secret);
+    message::ready_for_query(&mut hello, up.status);
+    if upstream::send(&mut client, &hello).await.is_err() {
+        ctx.backend.session_ended(&grant).await;
+        return;
+    }
+    info!("session started");
+
+    let (client_r, client_w) = client.split();
+    let (up_r, up_w) = up.stream.split();
+    let shared = Arc::new(Shared::default());
+    let (fatal_tx, fatal_rx) = oneshot::channel::<BytesMut>();
+    let end = session_end(&ctx, &grant, fatal_rx);
+    let u2c = relay::upstream_to_client(
+        up_r,
+        client_w,
+        up.leftover,
+        shared.clone(),
+        ctx.audit.clone(),
+        up.status,
+        end,
+    );
+    let info = SessionInfo::from_grant(&grant);
+    let max = ctx.config.max_message;
+    let c2u = async {
+        if grant.review_statements {
+            relay::client_to_upstream_reviewed(
+                client_r,
+                up_w,
+                buf,
+                shared.clone(),
+                info,
+                ctx.audit.clone(),
+                max,
+                ctx.backend.clone(),
+                grant.clone(),
+            )
+            .await
+        } else {
+            relay::client_to_upstream(
+                client_r,
+                up_w,
+                buf,
+                shared.clone(),
+                info,
+                ctx.audit.clone(),
+                max,
+            )
+            .await
+        }
+    };
+    tokio::pin!(u2c, c2u);
+    let mut cancel_upstream = false;
+    tokio::select! {
+        r = &mut u2c => {
+            if let Ok(relay::UpstreamEnd::Ended { notified }) = r {
+                debug!(notified, "session ended by the proxy");
+                cancel_upstream = true;
+            } else {
+                debug!("upstream half ended: {r:?}");
+            }
+        }
+        r = &mut c2u => {
+            match r {
+                Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) => {}
+                Err(e) => {
+                    debug!("client half ended: {e}");
+                    let code = match e {
+                        RelayError::Frame(FrameError::TooLarge { .. }) | RelayError::Limit(_) => sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        _ => sqlstate::PROTOCOL_VIOLATION,
+                    };
+                    if !matches!(e, RelayError::Io(_)) {
+                        let _ = fatal_tx.send(message::error_frame(Severity::Fatal, code, &format!("Warden: {e}")));
+                        cancel_upstream = true;
+                    }
+                }
+            }
+            // Let the upstream half deliver what remains (and any FATAL) before closing.
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut u2c).await;
+        }
+    }
+    if cancel_upstream {
+        let t = cancel_target;
+        tokio::spawn(async move {
+            let _ = upstream::cancel(&t.host, t.port, t.tls, t.pid, t.secret).await;
+        });
+    }
+    let leftover = shared.drain_logs();
+    if !leftover.is_empty() {
+        ctx.audit.push(leftover).await;
+    }
+    info!("session ended");
+    ctx.backend.session_ended(&grant).await;
+}
+
+type KeyParts = (i32, i32, CancelTarget, crate::cancel::CancelGuard);
+
+async fn open_upstream<B: ProxyBackend>(
+    ctx: &Ctx<B>,
+    grant: &SessionGrant,
+    params: &[(String, String)],
+) -> Result<(upstream::Connected, KeyParts), Refusal> {
+    if grant.ends_at.is_some_and(|t| t <= SystemTime::now()) {
+        return Err(Refusal::fatal(
+            sqlstate::INVALID_AUTHORIZATION,
+            "Warden: the access window has ended",
+        ));
+    }
+    let connected = tokio::time::timeout(
+        ctx.config.connect_timeout,
+        upstream::connect(&grant.upstream, params),
+    )
+    .await;
+    let up = match connected {
+        Ok(Ok(up)) => up,
+        Ok(Err(e)) => {
+            warn!("upstream connection failed: {e}");
+            let detail = match &e {
+                UpstreamError::Server { code, .. } => format!(" (server said SQLSTATE {code})"),
+                _ => String::new(),
+            };
+            return Err(Refusal::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!(
+                    "Warden could not open the connection \"{}\"{detail}",
+                    grant.connection
+                ),
+            ));
+        }
+        Err(_) => {
+            return Err(Refusal::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!(
+                    "Warden timed out opening the connection \"{}\"",
+                    grant.connection
+                ),
+            ));
+        }
+    };
+    let (pid, secret) = up.key.unwrap_or((0, 0));
+    let target = CancelTarget {
+        host: grant.upstream.host.clone(),
+        port: grant.upstream.port,
+        tls: grant.upstream.tls,
+        pid,
+        secret,
+    };
+    let (ppid, psecret, guard) = ctx.cancels.register(target.clone());
+    Ok((up, (ppid, psecret, target, guard)))
+}
+
+/// Resolves to the FATAL frame that ends the session: window end, revoke, server shutdown, or
+/// broken client input reported by the client half.
+async fn session_end<B: ProxyBackend>(
+    ctx: &Ctx<B>,
+    grant: &SessionGrant,
+    fatal: oneshot::Receiver<BytesMut>,
+) -> BytesMut {
+    let fatal_frame =
+        |m: String| message::error_frame(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, &m);
+    let window = async {
+        match grant.ends_at {
+            Some(t) => {
+                let left = t
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                tokio::time::sleep(left).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let mut terminate = grant.terminate.clone();
+    let revoked = async move {
+        let reason = terminate
+            .wait_for(|v| v.is_some())
+            .await
+            .map(|v| v.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            // Sender dropped: no revoke can come any more.
+            Err(_) => std::future::pending::<String>().await,
+        }
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let stopping = async move {
+        if shutdown.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let broken = async {
+        match fatal.await {
+            Ok(frame) => frame,
+            Err(_) => std::future::pending::<BytesMut>().await,
+        }
+    };
+    let connection = &grant.connection;
+    tokio::select! {
+        _ = window => fatal_frame(format!("Warden: the access window for \"{connection}\" has ended")),
+        reason = revoked => fatal_frame(format!("Warden: access to \"{connection}\" was revoked: {reason}")),
+        _ = stopping => fatal_frame("Warden: the gateway is shutting down".to_string()),
+        frame = broken => frame,
+    }
+}

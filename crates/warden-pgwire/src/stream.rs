@@ -1,0 +1,196 @@
+//! Byte streams: plain TCP or TLS on either side, split into a read half and a write half.
+//!
+//! The relay is written once over [`BoxRead`]/[`BoxWrite`]; this module is the only place that
+//! knows whether TLS is in use. It never interprets the bytes it carries.
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// The read half of a client or upstream connection.
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a client or upstream connection.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A connection before it is split for the relay.
+pub enum Stream {
+    Plain(TcpStream),
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Left behind while the real stream is moved out (e.g. for the TLS handshake); every
+    /// operation on it fails.
+    Detached,
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::ServerTls(_) | Stream::ClientTls(_))
+    }
+
+    /// Moves the stream out, leaving [`Stream::Detached`].
+    pub fn take(&mut self) -> Stream {
+        std::mem::replace(self, Stream::Detached)
+    }
+
+    /// Splits into independently usable halves (lock-free for plain TCP).
+    pub fn split(self) -> (BoxRead, BoxWrite) {
+        match self {
+            Stream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Stream::ServerTls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Box::new(r), Box::new(w))
+            }
+            Stream::ClientTls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Box::new(r), Box::new(w))
+            }
+            Stream::Detached => (Box::new(tokio::io::empty()), Box::new(tokio::io::sink())),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Detached => std::task::Poll::Ready(Err(detached())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Detached => std::task::Poll::Ready(Err(detached())),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Detached => std::task::Poll::Ready(Err(detached())),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Detached => std::task::Poll::Ready(Ok(())),
+        }
+    }
+}
+
+fn detached() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "stream detached")
+}
+
+/// The TLS client configuration for upstream connections: encryption without certificate
+/// verification, exactly what libpq's `sslmode=require`/`prefer` give (documented on
+/// [`crate::UpstreamTls`]). Handshake signatures are still checked.
+pub fn upstream_tls_config() -> io::Result<Arc<rustls::ClientConfig>> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+        .map_err(io::Error::other)
+}
+
+/// Upgrades an upstream TCP connection to TLS.
+pub async fn connect_tls(tcp: TcpStream, host: &str) -> io::Result<Stream> {
+    let config = upstream_tls_config()?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(Stream::ClientTls(Box::new(tls)))
+}
+
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

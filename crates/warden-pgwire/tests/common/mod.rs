@@ -1,0 +1,296 @@
+//! Shared harness for the proxy's integration tests: a scriptable in-memory [`ProxyBackend`],
+//! a proxy spawned on `127.0.0.1:0` in front of the real PostgreSQL at 127.0.0.1:5432
+//! (trust auth, user `postgres`, database `test`), and helpers to run real clients.
+//!
+//! PostgreSQL being unreachable is a test failure, never a skip.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+use warden_core::secret::Secret;
+use warden_pgwire::{
+    AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, StatementDecision,
+    StatementLog, Upstream, UpstreamTls,
+};
+
+pub const USER: &str = "alice@example.com";
+pub const TOKEN: &str = "wdn_test_token";
+pub const CONNECTION: &str = "prod-db";
+pub const PG_HOST: &str = "127.0.0.1";
+pub const PG_PORT: u16 = 5432;
+
+/// What the review backend answers, in order, for each statement it is asked about.
+#[derive(Debug, Clone)]
+pub enum Script {
+    Allow,
+    Deny(String),
+    /// Held, then decided after the delay.
+    Held(Duration, HeldOutcome),
+}
+
+#[derive(Default)]
+pub struct TestBackend {
+    pub review: bool,
+    /// Decisions by statement: first script whose needle the statement contains.
+    pub rules: Mutex<Vec<(String, Script)>>,
+    pub asked: Mutex<Vec<String>>,
+    pub logs: Mutex<Vec<StatementLog>>,
+    pub batches: Mutex<Vec<usize>>,
+    pub ended: Mutex<Vec<Uuid>>,
+    pub auth_calls: Mutex<u32>,
+    pub ends_in: Option<Duration>,
+    pub upstream_tls: Option<UpstreamTls>,
+    /// Revoke switches of live sessions, newest last.
+    pub terminators: Mutex<VecDeque<watch::Sender<Option<String>>>>,
+}
+
+impl TestBackend {
+    pub fn allow_all() -> Self {
+        Self::default()
+    }
+
+    pub fn reviewing(rules: Vec<(&str, Script)>) -> Self {
+        Self {
+            review: true,
+            rules: Mutex::new(rules.into_iter().map(|(n, s)| (n.to_string(), s)).collect()),
+            ..Self::default()
+        }
+    }
+
+    pub fn logs(&self) -> Vec<StatementLog> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a statement containing `needle` has been recorded (the audit writer batches).
+    pub async fn wait_log(&self, needle: &str) -> StatementLog {
+        for _ in 0..100 {
+            if let Some(l) = self
+                .logs()
+                .into_iter()
+                .find(|l| l.statement.contains(needle))
+            {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no audit record containing {needle:?}; have {:#?}",
+            self.logs()
+        );
+    }
+}
+
+impl ProxyBackend for TestBackend {
+    async fn authenticate(&self, login: Login) -> Result<SessionGrant, AuthFailure> {
+        *self.auth_calls.lock().unwrap() += 1;
+        if login.user != USER || login.password.expose() != TOKEN {
+            return Err(AuthFailure::BadCredentials);
+        }
+        if login.database != CONNECTION {
+            return Err(AuthFailure::Denied(format!(
+                "no access to connection \"{}\"",
+                login.database
+            )));
+        }
+        let (tx, rx) = watch::channel(None);
+        self.terminators.lock().unwrap().push_back(tx);
+        Ok(SessionGrant {
+            session_id: Uuid::new_v4(),
+            user: login.user,
+            connection: login.database,
+            upstream: Upstream {
+                host: PG_HOST.into(),
+                port: PG_PORT,
+                user: "postgres".into(),
+                password: Some(Secret::new("unused-under-trust".into())),
+                database: "test".into(),
+                tls: self.upstream_tls.unwrap_or(UpstreamTls::Disable),
+            },
+            review_statements: self.review,
+            review_id: None,
+            ends_at: self.ends_in.map(|d| SystemTime::now() + d),
+            terminate: rx,
+        })
+    }
+
+    async fn authorize(&self, _grant: &SessionGrant, statement: &str) -> StatementDecision {
+        self.asked.lock().unwrap().push(statement.to_string());
+        let script = self
+            .rules
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(needle, _)| statement.contains(needle.as_str()))
+            .map(|(_, s)| s.clone())
+            .unwrap_or(Script::Allow);
+        match script {
+            Script::Allow => StatementDecision::Allow { review_id: None },
+            Script::Deny(message) => StatementDecision::Deny { message },
+            Script::Held(after, outcome) => {
+                let id = Uuid::new_v4();
+                let (tx, rx) = oneshot::channel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(outcome);
+                });
+                StatementDecision::Held {
+                    review_url: format!("http://warden.test/reviews/{id}"),
+                    outcome: async move { rx.await.unwrap_or(HeldOutcome::Expired) }.boxed(),
+                }
+            }
+        }
+    }
+
+    async fn record(&self, batch: Vec<StatementLog>) {
+        self.batches.lock().unwrap().push(batch.len());
+        self.logs.lock().unwrap().extend(batch);
+    }
+
+    async fn session_ended(&self, grant: &SessionGrant) {
+        self.ended.lock().unwrap().push(grant.session_id);
+    }
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub backend: Arc<TestBackend>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    pub async fn start(backend: TestBackend) -> Proxy {
+        Self::start_with(backend, ProxyConfig::default()).await
+    }
+
+    pub async fn start_with(backend: TestBackend, config: ProxyConfig) -> Proxy {
+        require_postgres().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backend = Arc::new(backend);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(warden_pgwire::serve(
+            listener,
+            backend.clone(),
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Proxy {
+            addr,
+            backend,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), t)
+                .await
+                .expect("proxy stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// A libpq connection string through the proxy.
+    pub fn conninfo(&self, sslmode: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={USER} password={TOKEN} dbname={CONNECTION} sslmode={sslmode} connect_timeout=10",
+            self.addr.port()
+        )
+    }
+
+    /// tokio-postgres through the proxy (no TLS).
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) =
+            tokio_postgres::connect(&self.conninfo("disable"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+}
+
+/// Fails the test loudly when the real PostgreSQL is not there.
+pub async fn require_postgres() {
+    let direct = format!(
+        "host={PG_HOST} port={PG_PORT} user=postgres dbname=test sslmode=disable connect_timeout=5"
+    );
+    match tokio_postgres::connect(&direct, tokio_postgres::NoTls).await {
+        Ok((_c, conn)) => drop(conn),
+        Err(e) => panic!(
+            "PostgreSQL must be running at {PG_HOST}:{PG_PORT} (trust auth, user postgres, database test) \
+             for these tests: {e}"
+        ),
+    }
+}
+
+/// A direct connection to PostgreSQL (for setup and checks).
+pub async fn direct() -> tokio_postgres::Client {
+    let direct = format!("host={PG_HOST} port={PG_PORT} user=postgres dbname=test sslmode=disable");
+    let (client, conn) = tokio_postgres::connect(&direct, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Runs a command to completion off the async runtime, feeding `stdin`.
+pub async fn run(mut cmd: Command, stdin: &str) -> Output {
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(stdin.as_bytes());
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `psql` through the proxy with the given sslmode; `-v ON_ERROR_STOP=1`, quiet, unaligned.
+pub fn psql(proxy: &Proxy, sslmode: &str) -> Command {
+    let mut c = Command::new("psql");
+    c.arg(proxy.conninfo(sslmode))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    c
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A unique table name per test run.
+pub fn table(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+    )
+}
