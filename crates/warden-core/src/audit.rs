@@ -130,7 +130,9 @@ impl AuditEvent {
             | Self::ReviewRevoked { review_id, .. }
             | Self::ReviewExecuted { review_id, .. }
             | Self::WindowEnded { review_id } => Some(*review_id),
-            Self::SessionStarted { review_id, .. } | Self::Statement { review_id, .. } => *review_id,
+            Self::SessionStarted { review_id, .. } | Self::Statement { review_id, .. } => {
+                *review_id
+            }
             _ => None,
         }
     }
@@ -210,7 +212,13 @@ pub fn canonical_bytes(seq: i64, at: OffsetDateTime, actor: &str, event: &Value)
 }
 
 /// `SHA-256(prev_hash ‖ canonical bytes)`, hex.
-pub fn entry_hash(prev_hash: &str, seq: i64, at: OffsetDateTime, actor: &str, event: &Value) -> String {
+pub fn entry_hash(
+    prev_hash: &str,
+    seq: i64,
+    at: OffsetDateTime,
+    actor: &str,
+    event: &Value,
+) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(canonical_bytes(seq, at, actor, event));
@@ -219,7 +227,12 @@ pub fn entry_hash(prev_hash: &str, seq: i64, at: OffsetDateTime, actor: &str, ev
 
 /// Builds the next entry after `prev` (`None` = the first entry). Time is truncated to
 /// milliseconds so what is stored is exactly what was hashed.
-pub fn next_entry(prev: Option<(i64, &str)>, at: OffsetDateTime, actor: &str, event: &AuditEvent) -> AuditEntry {
+pub fn next_entry(
+    prev: Option<(i64, &str)>,
+    at: OffsetDateTime,
+    actor: &str,
+    event: &AuditEvent,
+) -> AuditEntry {
     let (seq, prev_hash) = match prev {
         Some((s, h)) => (s + 1, h.to_string()),
         None => (1, GENESIS_HASH.to_string()),
@@ -227,7 +240,14 @@ pub fn next_entry(prev: Option<(i64, &str)>, at: OffsetDateTime, actor: &str, ev
     let at = truncate_ms(at);
     let event = serde_json::to_value(event).unwrap_or(Value::Null);
     let hash = entry_hash(&prev_hash, seq, at, actor, &event);
-    AuditEntry { seq, at, actor: actor.to_string(), event, prev_hash, hash }
+    AuditEntry {
+        seq,
+        at,
+        actor: actor.to_string(),
+        event,
+        prev_hash,
+        hash,
+    }
 }
 
 pub fn truncate_ms(at: OffsetDateTime) -> OffsetDateTime {
@@ -237,7 +257,9 @@ pub fn truncate_ms(at: OffsetDateTime) -> OffsetDateTime {
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ChainError {
-    #[error("entry {seq}: sequence gap or reordering (expected seq {expected}) — an entry was deleted or moved")]
+    #[error(
+        "entry {seq}: sequence gap or reordering (expected seq {expected}) — an entry was deleted or moved"
+    )]
     Sequence { seq: i64, expected: i64 },
     #[error("entry {seq}: link broken (prev_hash does not match the hash of entry {})", seq - 1)]
     Link { seq: i64 },
@@ -266,7 +288,10 @@ pub fn verify_chain<'a>(
     let mut head = start.map(|(s, h)| (s, h.to_string()));
     for e in entries {
         if e.seq != expected {
-            return Err(ChainError::Sequence { seq: e.seq, expected });
+            return Err(ChainError::Sequence {
+                seq: e.seq,
+                expected,
+            });
         }
         if e.prev_hash != prev {
             return Err(ChainError::Link { seq: e.seq });
@@ -289,7 +314,9 @@ mod tests {
         let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let mut out: Vec<AuditEntry> = Vec::new();
         for i in 0..n {
-            let ev = AuditEvent::LoginSucceeded { via: format!("api{i}") };
+            let ev = AuditEvent::LoginSucceeded {
+                via: format!("api{i}"),
+            };
             let prev = out.last().map(|e| (e.seq, e.hash.as_str()));
             let e = next_entry(prev, t, "a@x", &ev);
             out.push(e);
@@ -309,7 +336,10 @@ mod tests {
     fn altered_deleted_and_reordered_entries_are_named() {
         let mut c = chain(5);
         c[2].event = serde_json::json!({"kind": "login_succeeded", "via": "evil"});
-        assert_eq!(verify_chain(&c, None).unwrap_err(), ChainError::Content { seq: 3 });
+        assert_eq!(
+            verify_chain(&c, None).unwrap_err(),
+            ChainError::Content { seq: 3 }
+        );
 
         let mut c = chain(5);
         c.remove(2);
@@ -325,12 +355,18 @@ mod tests {
         for (i, e) in c.iter_mut().enumerate() {
             e.seq = i as i64 + 1;
         }
-        assert!(matches!(verify_chain(&c, None).unwrap_err(), ChainError::Link { seq: 3 } | ChainError::Content { seq: 3 }));
+        assert!(matches!(
+            verify_chain(&c, None).unwrap_err(),
+            ChainError::Link { seq: 3 } | ChainError::Content { seq: 3 }
+        ));
     }
 
     #[test]
     fn canonical_json_sorts_keys() {
         let v = serde_json::json!({"b": 1, "a": {"d": [1, {"z": 1, "y": 2}], "c": "x"}});
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":"x","d":[1,{"y":2,"z":1}]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"x","d":[1,{"y":2,"z":1}]},"b":1}"#
+        );
     }
 }

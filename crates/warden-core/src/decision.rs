@@ -59,9 +59,13 @@ pub enum Decision {
     Allow(AllowReason),
     Deny(DenyReason),
     /// A review is created and approved at once (an admin's own request).
-    AutoApprove { rule: String },
+    AutoApprove {
+        rule: String,
+    },
     /// A review is created PENDING under this rule.
-    NeedsReview { rule: String },
+    NeedsReview {
+        rule: String,
+    },
 }
 
 /// Everything `evaluate` needs, gathered by the caller.
@@ -153,11 +157,7 @@ pub fn evaluate_command(ctx: &AccessContext<'_>, now: OffsetDateTime) -> Decisio
 }
 
 /// Decides a JIT request for a window of `duration_sec`.
-pub fn evaluate_jit(
-    ctx: &AccessContext<'_>,
-    duration_sec: i64,
-    reason: Option<&str>,
-) -> Decision {
+pub fn evaluate_jit(ctx: &AccessContext<'_>, duration_sec: i64, reason: Option<&str>) -> Decision {
     let invalid = |message: String| Decision::Deny(DenyReason::InvalidRequest { message });
     if !ctx.connection.allows(ctx.user) {
         return Decision::Deny(DenyReason::NoAccess {
@@ -290,8 +290,19 @@ mod tests {
             version: 1,
         }
     }
-    fn ctx<'a>(u: &'a User, c: &'a Connection, rules: &'a [Rule], w: &'a [Review]) -> AccessContext<'a> {
-        AccessContext { user: u, connection: c, rules, windows: w, admin_auto_approve: true }
+    fn ctx<'a>(
+        u: &'a User,
+        c: &'a Connection,
+        rules: &'a [Rule],
+        w: &'a [Review],
+    ) -> AccessContext<'a> {
+        AccessContext {
+            user: u,
+            connection: c,
+            rules,
+            windows: w,
+            admin_auto_approve: true,
+        }
     }
 
     #[test]
@@ -300,7 +311,10 @@ mod tests {
         let c = conn(&["dev"]);
         let d = evaluate_command(&ctx(&u, &c, &[], &[]), t0());
         assert!(matches!(d, Decision::Deny(DenyReason::NoAccess { .. })));
-        assert!(matches!(evaluate_jit(&ctx(&u, &c, &[], &[]), 60, Some("x")), Decision::Deny(DenyReason::NoAccess { .. })));
+        assert!(matches!(
+            evaluate_jit(&ctx(&u, &c, &[], &[]), 60, Some("x")),
+            Decision::Deny(DenyReason::NoAccess { .. })
+        ));
     }
 
     #[test]
@@ -308,19 +322,37 @@ mod tests {
         let c = conn(&[]);
         let rules = [rule(RuleType::Command)];
         let dev = user("d@x", &["dev"], false);
-        assert_eq!(evaluate_command(&ctx(&dev, &c, &[], &[]), t0()), Decision::Allow(AllowReason::NoRule));
-        assert!(matches!(evaluate_command(&ctx(&dev, &c, &rules, &[]), t0()), Decision::NeedsReview { .. }));
+        assert_eq!(
+            evaluate_command(&ctx(&dev, &c, &[], &[]), t0()),
+            Decision::Allow(AllowReason::NoRule)
+        );
+        assert!(matches!(
+            evaluate_command(&ctx(&dev, &c, &rules, &[]), t0()),
+            Decision::NeedsReview { .. }
+        ));
         let sre = user("s@x", &["sre"], true);
-        assert!(matches!(evaluate_command(&ctx(&sre, &c, &rules, &[]), t0()), Decision::Allow(AllowReason::Exempt { .. })));
+        assert!(matches!(
+            evaluate_command(&ctx(&sre, &c, &rules, &[]), t0()),
+            Decision::Allow(AllowReason::Exempt { .. })
+        ));
         let admin = user("a@x", &["dev"], true);
-        assert!(matches!(evaluate_command(&ctx(&admin, &c, &rules, &[]), t0()), Decision::AutoApprove { .. }));
+        assert!(matches!(
+            evaluate_command(&ctx(&admin, &c, &rules, &[]), t0()),
+            Decision::AutoApprove { .. }
+        ));
         let mut no_auto = ctx(&admin, &c, &rules, &[]);
         no_auto.admin_auto_approve = false;
-        assert!(matches!(evaluate_command(&no_auto, t0()), Decision::NeedsReview { .. }));
+        assert!(matches!(
+            evaluate_command(&no_auto, t0()),
+            Decision::NeedsReview { .. }
+        ));
         let mut req = rule(RuleType::Command);
         req.required_groups = vec!["contractors".into()];
         let req = [req];
-        assert!(matches!(evaluate_command(&ctx(&dev, &c, &req, &[]), t0()), Decision::Allow(AllowReason::NotRequired { .. })));
+        assert!(matches!(
+            evaluate_command(&ctx(&dev, &c, &req, &[]), t0()),
+            Decision::Allow(AllowReason::NotRequired { .. })
+        ));
     }
 
     #[test]
@@ -329,12 +361,21 @@ mod tests {
         let rules = [rule(RuleType::Command), rule(RuleType::Jit)];
         let dev = user("d@x", &["dev"], false);
         let w = [window(&dev, t0() + Duration::minutes(10))];
-        assert!(matches!(evaluate_command(&ctx(&dev, &c, &rules, &w), t0()), Decision::Allow(AllowReason::Window { .. })));
+        assert!(matches!(
+            evaluate_command(&ctx(&dev, &c, &rules, &w), t0()),
+            Decision::Allow(AllowReason::Window { .. })
+        ));
         let after = t0() + Duration::minutes(10);
-        assert!(matches!(evaluate_command(&ctx(&dev, &c, &rules, &w), after), Decision::NeedsReview { .. }));
+        assert!(matches!(
+            evaluate_command(&ctx(&dev, &c, &rules, &w), after),
+            Decision::NeedsReview { .. }
+        ));
         // Another user's window does not count.
         let other = user("o@x", &["dev"], false);
-        assert!(matches!(evaluate_command(&ctx(&other, &c, &rules, &w), t0()), Decision::NeedsReview { .. }));
+        assert!(matches!(
+            evaluate_command(&ctx(&other, &c, &rules, &w), t0()),
+            Decision::NeedsReview { .. }
+        ));
         // Only a jit rule: no window → denied with a hint.
         let jit_only = [rule(RuleType::Jit)];
         let d = evaluate_command(&ctx(&dev, &c, &jit_only, &[]), t0());
@@ -347,12 +388,22 @@ mod tests {
         let rules = [rule(RuleType::Jit)];
         let dev = user("d@x", &["dev"], false);
         let x = ctx(&dev, &c, &rules, &[]);
-        assert!(matches!(evaluate_jit(&x, 3600, Some("incident")), Decision::NeedsReview { .. }));
-        let Decision::Deny(d) = evaluate_jit(&x, 3 * 3600, Some("incident")) else { panic!() };
+        assert!(matches!(
+            evaluate_jit(&x, 3600, Some("incident")),
+            Decision::NeedsReview { .. }
+        ));
+        let Decision::Deny(d) = evaluate_jit(&x, 3 * 3600, Some("incident")) else {
+            panic!()
+        };
         assert!(d.message().contains("max duration 2h"), "{}", d.message());
-        let Decision::Deny(d) = evaluate_jit(&x, 60, None) else { panic!() };
+        let Decision::Deny(d) = evaluate_jit(&x, 60, None) else {
+            panic!()
+        };
         assert!(d.message().contains("requires a reason"));
         assert!(matches!(evaluate_jit(&x, 0, Some("r")), Decision::Deny(_)));
-        assert!(matches!(evaluate_jit(&ctx(&dev, &c, &[], &[]), 60, None), Decision::Deny(_)));
+        assert!(matches!(
+            evaluate_jit(&ctx(&dev, &c, &[], &[]), 60, None),
+            Decision::Deny(_)
+        ));
     }
 }

@@ -82,7 +82,10 @@ mod tests {
             fingerprint("UPDATE users SET name='it''s' WHERE id IN (1,2,3)"),
             "UPDATE USERS SET NAME=? WHERE ID IN (?)"
         );
-        assert_eq!(fingerprint("kubectl get pods -n prod2"), "KUBECTL GET PODS -N PROD2");
+        assert_eq!(
+            fingerprint("kubectl get pods -n prod2"),
+            "KUBECTL GET PODS -N PROD2"
+        );
         assert_eq!(fingerprint("  "), "");
     }
 }

@@ -67,7 +67,10 @@ pub enum TransitionError {
 impl TransitionError {
     /// Terminal-state conflicts map to HTTP 409; everything else is a refusal (403/400).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Terminal(_) | Self::NotPending(_) | Self::Expired | Self::WindowOpen)
+        matches!(
+            self,
+            Self::Terminal(_) | Self::NotPending(_) | Self::Expired | Self::WindowOpen
+        )
     }
     pub fn is_bad_request(&self) -> bool {
         matches!(self, Self::ReasonRequired | Self::BadDuration(_))
@@ -180,7 +183,9 @@ impl Review {
                 return Err(TransitionError::SelfApproval);
             }
             if !actor.in_any(&self.policy.approval_groups) {
-                return Err(TransitionError::NotEligible(self.policy.approval_groups.join(", ")));
+                return Err(TransitionError::NotEligible(
+                    self.policy.approval_groups.join(", "),
+                ));
             }
         }
         if self.approvals.iter().any(|a| a.approver == actor.email) {
@@ -189,7 +194,9 @@ impl Review {
         if let Some(d) = input.duration_sec {
             let current = self.duration_sec.unwrap_or(0);
             if self.kind != RuleType::Jit {
-                return Err(TransitionError::BadDuration("command reviews have no window".into()));
+                return Err(TransitionError::BadDuration(
+                    "command reviews have no window".into(),
+                ));
             }
             if d < 1 || d > current {
                 return Err(TransitionError::BadDuration(format!(
@@ -272,7 +279,9 @@ impl Review {
         if !actor.in_any(&self.policy.approval_groups)
             && !actor.in_any(&self.policy.force_approval_groups)
         {
-            return Err(TransitionError::NotEligible(self.policy.approval_groups.join(", ")));
+            return Err(TransitionError::NotEligible(
+                self.policy.approval_groups.join(", "),
+            ));
         }
         let reason = nonempty(reason).ok_or(TransitionError::ReasonRequired)?;
         self.status = ReviewStatus::Rejected;
@@ -283,7 +292,11 @@ impl Review {
     }
 
     /// The requester withdraws a pending request (status REJECTED, reason "withdrawn by requester").
-    pub fn withdraw(mut self, actor: Actor<'_>, now: OffsetDateTime) -> Result<Review, TransitionError> {
+    pub fn withdraw(
+        mut self,
+        actor: Actor<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Review, TransitionError> {
         self.ensure_pending(now)?;
         if actor.email != self.requester {
             return Err(TransitionError::NotRequester);

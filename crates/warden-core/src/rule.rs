@@ -55,7 +55,9 @@ pub enum RuleError {
     MissingType,
     #[error("connections: bind the rule to at least one connection")]
     NoConnections,
-    #[error("connections: unknown connection {0:?} (create it first: warden admin create connection)")]
+    #[error(
+        "connections: unknown connection {0:?} (create it first: warden admin create connection)"
+    )]
     UnknownConnection(String),
     #[error(
         "connections: connection {connection:?} already has a {kind} rule ({existing:?}); a connection has at most one rule of each type"
@@ -69,9 +71,7 @@ pub enum RuleError {
     NoApprovalGroups,
     #[error("approval_amount: must be at least 1 (got {0})")]
     Amount(i64),
-    #[error(
-        "approval_amount: {amount} is too large (at most 100)"
-    )]
+    #[error("approval_amount: {amount} is too large (at most 100)")]
     AmountTooLarge { amount: i64 },
     #[error("timeout: must be between 1 second and 30 days")]
     Timeout,
@@ -153,7 +153,9 @@ impl RuleSpec {
             .iter()
             .any(|r| r.name == name && Some(r.id) != replacing)
         {
-            return Err(RuleError::Name(format!("a rule named {name:?} already exists")));
+            return Err(RuleError::Name(format!(
+                "a rule named {name:?} already exists"
+            )));
         }
         if self.description.chars().count() > MAX_DESCRIPTION_LEN {
             return Err(RuleError::Description);
@@ -299,18 +301,90 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         let cases: Vec<(RuleSpec, &str)> = vec![
-            (RuleSpec { name: "".into(), ..spec() }, "name"),
-            (RuleSpec { name: "a b".into(), ..spec() }, "name"),
-            (RuleSpec { kind: None, ..spec() }, "type"),
-            (RuleSpec { connections: vec![], ..spec() }, "connections"),
-            (RuleSpec { connections: vec!["nope".into()], ..spec() }, "connections"),
-            (RuleSpec { approval_groups: vec![], ..spec() }, "approval_groups"),
-            (RuleSpec { approval_amount: Some(0), ..spec() }, "approval_amount"),
-            (RuleSpec { approval_amount: Some(-3), ..spec() }, "approval_amount"),
-            (RuleSpec { timeout_sec: Some(0), ..spec() }, "timeout"),
-            (RuleSpec { max_duration_sec: Some(60), ..spec() }, "max_duration"),
-            (RuleSpec { exempt_groups: vec!["bad group".into()], ..spec() }, "exempt_groups"),
-            (RuleSpec { description: "x".repeat(3000), ..spec() }, "description"),
+            (
+                RuleSpec {
+                    name: "".into(),
+                    ..spec()
+                },
+                "name",
+            ),
+            (
+                RuleSpec {
+                    name: "a b".into(),
+                    ..spec()
+                },
+                "name",
+            ),
+            (
+                RuleSpec {
+                    kind: None,
+                    ..spec()
+                },
+                "type",
+            ),
+            (
+                RuleSpec {
+                    connections: vec![],
+                    ..spec()
+                },
+                "connections",
+            ),
+            (
+                RuleSpec {
+                    connections: vec!["nope".into()],
+                    ..spec()
+                },
+                "connections",
+            ),
+            (
+                RuleSpec {
+                    approval_groups: vec![],
+                    ..spec()
+                },
+                "approval_groups",
+            ),
+            (
+                RuleSpec {
+                    approval_amount: Some(0),
+                    ..spec()
+                },
+                "approval_amount",
+            ),
+            (
+                RuleSpec {
+                    approval_amount: Some(-3),
+                    ..spec()
+                },
+                "approval_amount",
+            ),
+            (
+                RuleSpec {
+                    timeout_sec: Some(0),
+                    ..spec()
+                },
+                "timeout",
+            ),
+            (
+                RuleSpec {
+                    max_duration_sec: Some(60),
+                    ..spec()
+                },
+                "max_duration",
+            ),
+            (
+                RuleSpec {
+                    exempt_groups: vec!["bad group".into()],
+                    ..spec()
+                },
+                "exempt_groups",
+            ),
+            (
+                RuleSpec {
+                    description: "x".repeat(3000),
+                    ..spec()
+                },
+                "description",
+            ),
         ];
         for (s, field) in cases {
             let e = s.validate(&conns(), &[], None, now()).unwrap_err();
@@ -321,21 +395,41 @@ mod tests {
     #[test]
     fn second_rule_of_one_type_on_a_connection_is_refused() {
         let first = spec().validate(&conns(), &[], None, now()).unwrap();
-        let second = RuleSpec { name: "other".into(), ..spec() };
+        let second = RuleSpec {
+            name: "other".into(),
+            ..spec()
+        };
         let e = second
             .validate(&conns(), std::slice::from_ref(&first), None, now())
             .unwrap_err();
         assert!(matches!(e, RuleError::AlreadyBound { .. }), "{e}");
         // A jit rule on the same connection is fine.
-        let jit = RuleSpec { name: "other".into(), kind: Some(RuleType::Jit), ..spec() };
-        assert!(jit.validate(&conns(), std::slice::from_ref(&first), None, now()).is_ok());
+        let jit = RuleSpec {
+            name: "other".into(),
+            kind: Some(RuleType::Jit),
+            ..spec()
+        };
+        assert!(
+            jit.validate(&conns(), std::slice::from_ref(&first), None, now())
+                .is_ok()
+        );
         // Updating the rule itself does not conflict with itself.
-        let again = spec().validate(&conns(), std::slice::from_ref(&first), Some(first.id), now());
+        let again = spec().validate(
+            &conns(),
+            std::slice::from_ref(&first),
+            Some(first.id),
+            now(),
+        );
         assert!(again.is_ok());
         // Duplicate names are refused.
-        let dup = RuleSpec { connections: vec!["my".into()], ..spec() };
+        let dup = RuleSpec {
+            connections: vec!["my".into()],
+            ..spec()
+        };
         assert_eq!(
-            dup.validate(&conns(), &[first], None, now()).unwrap_err().field(),
+            dup.validate(&conns(), &[first], None, now())
+                .unwrap_err()
+                .field(),
             "name"
         );
     }

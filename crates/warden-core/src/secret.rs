@@ -37,6 +37,13 @@ impl<T> From<T> for Secret<T> {
     }
 }
 
+/// Secrets can be read from JSON input; there is deliberately no `Serialize`.
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Secret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

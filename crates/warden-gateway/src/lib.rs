@@ -1,1 +1,20 @@
-//! placeholder
+//! The Warden gateway: the application layer and its adapters.
+//!
+//! # Layout
+//! - [`config`]: environment → `Config`.
+//! - [`app`]: use cases (identities, connections, rules, exec, reviews, sweeper) over the pure
+//!   core (`warden-core`), the store (`warden-store`) and the executors (`warden-exec`).
+//! - [`api`]: the JSON HTTP API; [`web`]: the server-rendered web app. Only these know HTTP.
+//! - [`proxy`]: the PostgreSQL proxy backend (authentication, statement decisions, audit) for
+//!   the `warden-pgwire` listener. The proxy never decides access itself: it asks [`app`].
+//! - [`secrets`]: connection secrets sealed at rest; [`auth`]: passwords and tokens.
+//! - [`server`]: start/stop of listeners and background tasks.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod proxy;
+pub mod secrets;
+pub mod server;
+pub mod web;

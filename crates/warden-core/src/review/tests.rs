@@ -51,18 +51,30 @@ struct P {
     admin: bool,
 }
 fn p(email: &'static str, groups: &[&str]) -> P {
-    P { email, groups: groups.iter().map(|s| s.to_string()).collect(), admin: false }
+    P {
+        email,
+        groups: groups.iter().map(|s| s.to_string()).collect(),
+        admin: false,
+    }
 }
 impl P {
     fn a(&self) -> Actor<'_> {
-        Actor { email: self.email, groups: &self.groups, admin: self.admin }
+        Actor {
+            email: self.email,
+            groups: &self.groups,
+            admin: self.admin,
+        }
     }
 }
 fn ok() -> ApproveInput {
     ApproveInput::default()
 }
 fn force(reason: &str) -> ApproveInput {
-    ApproveInput { force: true, reason: Some(reason.into()), duration_sec: None }
+    ApproveInput {
+        force: true,
+        reason: Some(reason.into()),
+        duration_sec: None,
+    }
 }
 fn later(s: i64) -> OffsetDateTime {
     t0() + Duration::seconds(s)
@@ -72,7 +84,10 @@ fn later(s: i64) -> OffsetDateTime {
 fn new_review_records_hash_and_timeout() {
     let r = review(&rule(RuleType::Command, &["dba"], false, 1, &[]));
     assert_eq!(r.status, ReviewStatus::Pending);
-    assert_eq!(r.command_sha256.as_deref(), Some(crate::command_sha256("DELETE FROM t").as_str()));
+    assert_eq!(
+        r.command_sha256.as_deref(),
+        Some(crate::command_sha256("DELETE FROM t").as_str())
+    );
     assert_eq!(r.expires_at, later(600));
     let mut ru = rule(RuleType::Command, &["dba"], false, 1, &[]);
     ru.timeout_sec = None;
@@ -82,7 +97,9 @@ fn new_review_records_hash_and_timeout() {
 #[test]
 fn single_approval_approves() {
     let r = review(&rule(RuleType::Command, &["dba"], false, 1, &[]));
-    let r = r.approve(p("alice@x", &["dba"]).a(), ok(), later(1)).unwrap();
+    let r = r
+        .approve(p("alice@x", &["dba"]).a(), ok(), later(1))
+        .unwrap();
     assert_eq!(r.status, ReviewStatus::Approved);
     assert_eq!(r.approvals[0].group, "dba");
     assert_eq!(r.decided_at, Some(later(1)));
@@ -96,7 +113,10 @@ fn approval_amount_counts_distinct_people() {
     let alice = p("alice@x", &["dba"]);
     let r = r.approve(alice.a(), ok(), later(1)).unwrap();
     assert_eq!(r.status, ReviewStatus::Pending);
-    assert_eq!(r.clone().approve(alice.a(), ok(), later(2)).unwrap_err(), TransitionError::AlreadyApproved);
+    assert_eq!(
+        r.clone().approve(alice.a(), ok(), later(2)).unwrap_err(),
+        TransitionError::AlreadyApproved
+    );
     let r = r.approve(p("bob@x", &["dba"]).a(), ok(), later(3)).unwrap();
     assert_eq!(r.status, ReviewStatus::Approved);
 }
@@ -106,7 +126,11 @@ fn require_all_groups_needs_one_person_per_group() {
     let ru = rule(RuleType::Command, &["dba", "sec"], true, 1, &[]);
     let both = p("carol@x", &["dba", "sec"]);
     let r = review(&ru).approve(both.a(), ok(), later(1)).unwrap();
-    assert_eq!(r.status, ReviewStatus::Pending, "one person covers one group only");
+    assert_eq!(
+        r.status,
+        ReviewStatus::Pending,
+        "one person covers one group only"
+    );
     let r = r.approve(p("dan@x", &["dba"]).a(), ok(), later(2)).unwrap();
     // carol can now be matched to sec and dan to dba, whatever the order of approvals.
     assert_eq!(r.status, ReviewStatus::Approved);
@@ -121,7 +145,11 @@ fn require_all_groups_waits_for_the_missing_group() {
         .approve(p("b@x", &["dba"]).a(), ok(), later(2))
         .unwrap();
     assert_eq!(r.status, ReviewStatus::Pending);
-    assert!(r.progress().starts_with("2 of 2: dba ✓ sec …"), "{}", r.progress());
+    assert!(
+        r.progress().starts_with("2 of 2: dba ✓ sec …"),
+        "{}",
+        r.progress()
+    );
     let r = r.approve(p("c@x", &["sec"]).a(), ok(), later(3)).unwrap();
     assert_eq!(r.status, ReviewStatus::Approved);
 }
@@ -131,23 +159,75 @@ fn refusals_leave_the_review_unchanged() {
     let ru = rule(RuleType::Command, &["dba"], false, 1, &["oncall"]);
     let r = review(&ru);
     // self approval (requester is even in dba)
-    assert_eq!(r.clone().approve(p("dev@x", &["dba"]).a(), ok(), later(1)).unwrap_err(), TransitionError::SelfApproval);
+    assert_eq!(
+        r.clone()
+            .approve(p("dev@x", &["dba"]).a(), ok(), later(1))
+            .unwrap_err(),
+        TransitionError::SelfApproval
+    );
     // non eligible
-    assert!(matches!(r.clone().approve(p("eve@x", &["dev"]).a(), ok(), later(1)).unwrap_err(), TransitionError::NotEligible(_)));
+    assert!(matches!(
+        r.clone()
+            .approve(p("eve@x", &["dev"]).a(), ok(), later(1))
+            .unwrap_err(),
+        TransitionError::NotEligible(_)
+    ));
     // force without reason / force by non-member
-    let no_reason = ApproveInput { force: true, reason: Some("  ".into()), duration_sec: None };
-    assert_eq!(r.clone().approve(p("o@x", &["oncall"]).a(), no_reason, later(1)).unwrap_err(), TransitionError::ReasonRequired);
-    assert_eq!(r.clone().approve(p("a@x", &["dba"]).a(), force("x"), later(1)).unwrap_err(), TransitionError::NotForceMember);
+    let no_reason = ApproveInput {
+        force: true,
+        reason: Some("  ".into()),
+        duration_sec: None,
+    };
+    assert_eq!(
+        r.clone()
+            .approve(p("o@x", &["oncall"]).a(), no_reason, later(1))
+            .unwrap_err(),
+        TransitionError::ReasonRequired
+    );
+    assert_eq!(
+        r.clone()
+            .approve(p("a@x", &["dba"]).a(), force("x"), later(1))
+            .unwrap_err(),
+        TransitionError::NotForceMember
+    );
     // reject without reason, reject by non-eligible, reject own
-    assert_eq!(r.clone().reject(p("a@x", &["dba"]).a(), None, later(1)).unwrap_err(), TransitionError::ReasonRequired);
-    assert!(matches!(r.clone().reject(p("e@x", &["dev"]).a(), Some("no"), later(1)).unwrap_err(), TransitionError::NotEligible(_)));
-    assert_eq!(r.clone().reject(p("dev@x", &["dba"]).a(), Some("no"), later(1)).unwrap_err(), TransitionError::SelfRejection);
+    assert_eq!(
+        r.clone()
+            .reject(p("a@x", &["dba"]).a(), None, later(1))
+            .unwrap_err(),
+        TransitionError::ReasonRequired
+    );
+    assert!(matches!(
+        r.clone()
+            .reject(p("e@x", &["dev"]).a(), Some("no"), later(1))
+            .unwrap_err(),
+        TransitionError::NotEligible(_)
+    ));
+    assert_eq!(
+        r.clone()
+            .reject(p("dev@x", &["dba"]).a(), Some("no"), later(1))
+            .unwrap_err(),
+        TransitionError::SelfRejection
+    );
     // withdraw by someone else
-    assert_eq!(r.clone().withdraw(p("a@x", &["dba"]).a(), later(1)).unwrap_err(), TransitionError::NotRequester);
+    assert_eq!(
+        r.clone()
+            .withdraw(p("a@x", &["dba"]).a(), later(1))
+            .unwrap_err(),
+        TransitionError::NotRequester
+    );
     // expire before the timeout
-    assert_eq!(r.clone().expire(later(10)).unwrap_err(), TransitionError::WindowOpen);
+    assert_eq!(
+        r.clone().expire(later(10)).unwrap_err(),
+        TransitionError::WindowOpen
+    );
     // revoke a command review
-    assert_eq!(r.clone().revoke(p("a@x", &["dba"]).a(), None, later(1)).unwrap_err(), TransitionError::NotJit);
+    assert_eq!(
+        r.clone()
+            .revoke(p("a@x", &["dba"]).a(), None, later(1))
+            .unwrap_err(),
+        TransitionError::NotJit
+    );
     // execute before approval
     assert!(r.clone().mark_executed().is_err());
     assert_eq!(r, review(&ru).with_id(r.id, r.expires_at));
@@ -165,7 +245,9 @@ impl Review {
 fn force_approval_overrides_quorum_even_for_the_requester() {
     let ru = rule(RuleType::Command, &["dba", "sec"], true, 3, &["oncall"]);
     let me = p("dev@x", &["oncall"]);
-    let r = review(&ru).approve(me.a(), force("prod down"), later(1)).unwrap();
+    let r = review(&ru)
+        .approve(me.a(), force("prod down"), later(1))
+        .unwrap();
     assert_eq!(r.status, ReviewStatus::Approved);
     assert!(r.forced && r.approvals[0].forced);
     assert_eq!(r.reason.as_deref(), Some("prod down"));
@@ -174,8 +256,12 @@ fn force_approval_overrides_quorum_even_for_the_requester() {
 #[test]
 fn rejection_by_any_eligible_approver_rejects() {
     let ru = rule(RuleType::Command, &["dba", "sec"], true, 1, &[]);
-    let r = review(&ru).approve(p("a@x", &["dba"]).a(), ok(), later(1)).unwrap();
-    let r = r.reject(p("s@x", &["sec"]).a(), Some("not today"), later(2)).unwrap();
+    let r = review(&ru)
+        .approve(p("a@x", &["dba"]).a(), ok(), later(1))
+        .unwrap();
+    let r = r
+        .reject(p("s@x", &["sec"]).a(), Some("not today"), later(2))
+        .unwrap();
     assert_eq!(r.status, ReviewStatus::Rejected);
     assert_eq!(r.decided_by.as_deref(), Some("s@x"));
     assert_eq!(r.reason.as_deref(), Some("not today"));
@@ -191,17 +277,50 @@ fn withdraw_expire_and_terminal_conflicts() {
     let e = review(&ru).expire(later(600)).unwrap();
     assert_eq!(e.status, ReviewStatus::Expired);
     // decisions after the timeout are refused even if the sweeper has not run yet
-    assert_eq!(review(&ru).approve(p("a@x", &["dba"]).a(), ok(), later(600)).unwrap_err(), TransitionError::Expired);
+    assert_eq!(
+        review(&ru)
+            .approve(p("a@x", &["dba"]).a(), ok(), later(600))
+            .unwrap_err(),
+        TransitionError::Expired
+    );
     for terminal in [w, e] {
-        let err = terminal.clone().approve(p("a@x", &["dba"]).a(), ok(), later(2)).unwrap_err();
+        let err = terminal
+            .clone()
+            .approve(p("a@x", &["dba"]).a(), ok(), later(2))
+            .unwrap_err();
         assert!(err.is_conflict(), "{err}");
-        assert!(terminal.clone().reject(p("a@x", &["dba"]).a(), Some("x"), later(2)).unwrap_err().is_conflict());
-        assert!(terminal.clone().withdraw(dev.a(), later(2)).unwrap_err().is_conflict());
-        assert!(terminal.clone().expire(later(9999)).unwrap_err().is_conflict());
+        assert!(
+            terminal
+                .clone()
+                .reject(p("a@x", &["dba"]).a(), Some("x"), later(2))
+                .unwrap_err()
+                .is_conflict()
+        );
+        assert!(
+            terminal
+                .clone()
+                .withdraw(dev.a(), later(2))
+                .unwrap_err()
+                .is_conflict()
+        );
+        assert!(
+            terminal
+                .clone()
+                .expire(later(9999))
+                .unwrap_err()
+                .is_conflict()
+        );
     }
     // approved then executed: approving again is a conflict
-    let x = review(&ru).approve(p("a@x", &["dba"]).a(), ok(), later(1)).unwrap();
-    assert!(x.clone().approve(p("b@x", &["dba"]).a(), ok(), later(2)).unwrap_err().is_conflict());
+    let x = review(&ru)
+        .approve(p("a@x", &["dba"]).a(), ok(), later(1))
+        .unwrap();
+    assert!(
+        x.clone()
+            .approve(p("b@x", &["dba"]).a(), ok(), later(2))
+            .unwrap_err()
+            .is_conflict()
+    );
     let x = x.mark_executed().unwrap();
     assert!(x.clone().mark_executed().unwrap_err().is_conflict());
 }
@@ -218,24 +337,58 @@ fn auto_approval_is_recorded() {
 fn jit_windows_shorten_revoke_and_finish() {
     let ru = rule(RuleType::Jit, &["dba"], false, 1, &[]);
     let a = p("a@x", &["dba"]);
-    let too_long = ApproveInput { duration_sec: Some(7200), ..ok() };
-    assert!(review(&ru).approve(a.a(), too_long, later(1)).unwrap_err().is_bad_request());
-    let shorter = ApproveInput { duration_sec: Some(60), ..ok() };
+    let too_long = ApproveInput {
+        duration_sec: Some(7200),
+        ..ok()
+    };
+    assert!(
+        review(&ru)
+            .approve(a.a(), too_long, later(1))
+            .unwrap_err()
+            .is_bad_request()
+    );
+    let shorter = ApproveInput {
+        duration_sec: Some(60),
+        ..ok()
+    };
     let r = review(&ru).approve(a.a(), shorter, later(10)).unwrap();
     assert_eq!(r.window_end, Some(later(70)));
     assert!(r.window_active(later(69)) && !r.window_active(later(70)));
-    assert_eq!(r.clone().finish_window(later(69)).unwrap_err(), TransitionError::WindowOpen);
-    assert_eq!(r.clone().finish_window(later(70)).unwrap().status, ReviewStatus::Executed);
-    assert!(r.clone().mark_executed().is_err(), "a jit review is never 'executed' as a command");
+    assert_eq!(
+        r.clone().finish_window(later(69)).unwrap_err(),
+        TransitionError::WindowOpen
+    );
+    assert_eq!(
+        r.clone().finish_window(later(70)).unwrap().status,
+        ReviewStatus::Executed
+    );
+    assert!(
+        r.clone().mark_executed().is_err(),
+        "a jit review is never 'executed' as a command"
+    );
     // revoke: by a random user refused, by an admin allowed
     let nobody = p("n@x", &["dev"]);
-    assert_eq!(r.clone().revoke(nobody.a(), None, later(20)).unwrap_err(), TransitionError::NotRevoker);
-    let admin = P { email: "root@x", groups: vec![], admin: true };
-    let v = r.clone().revoke(admin.a(), Some("incident over"), later(20)).unwrap();
+    assert_eq!(
+        r.clone().revoke(nobody.a(), None, later(20)).unwrap_err(),
+        TransitionError::NotRevoker
+    );
+    let admin = P {
+        email: "root@x",
+        groups: vec![],
+        admin: true,
+    };
+    let v = r
+        .clone()
+        .revoke(admin.a(), Some("incident over"), later(20))
+        .unwrap();
     assert_eq!(v.status, ReviewStatus::Revoked);
     assert_eq!(v.window_end, Some(later(20)));
     assert!(!v.window_active(later(21)));
-    assert!(v.revoke(admin.a(), None, later(21)).unwrap_err().is_conflict());
+    assert!(
+        v.revoke(admin.a(), None, later(21))
+            .unwrap_err()
+            .is_conflict()
+    );
     // a pending window cannot be revoked (reject it instead)
     assert!(review(&ru).revoke(admin.a(), None, later(1)).is_err());
 }

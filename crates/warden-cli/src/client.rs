@@ -1,0 +1,189 @@
+//! The HTTP client of the CLI: gateway URL + token resolution (flags → env → config file), JSON
+//! requests, and API errors turned into messages that say what to do next.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub gateway: Option<String>,
+    pub token: Option<String>,
+    pub email: Option<String>,
+}
+
+pub fn config_path() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("WARDEN_CONFIG") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = dirs::config_dir()
+        .ok_or_else(|| anyhow!("no config dir for this user; set WARDEN_CONFIG=path"))?;
+    Ok(dir.join("warden").join("config.json"))
+}
+
+pub fn load_saved() -> Saved {
+    config_path()
+        .ok()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn save(saved: &Saved) -> Result<PathBuf> {
+    let path = config_path()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let body = serde_json::to_vec_pretty(saved)?;
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(&body)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&path, body)?;
+    Ok(path)
+}
+
+/// An API error with its status and machine-readable code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hint = match self.status {
+            StatusCode::UNAUTHORIZED => {
+                " (log in again: warden login --gateway URL --email you@example.com --password-stdin)"
+            }
+            StatusCode::FORBIDDEN => " (ask an admin for access)",
+            _ => "",
+        };
+        write!(f, "{}{hint}", self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// Resolves the gateway and token: explicit values, then `WARDEN_GATEWAY`/`WARDEN_TOKEN`, then
+    /// the saved config.
+    pub fn resolve(gateway: Option<String>, token: Option<String>) -> Result<Client> {
+        let saved = load_saved();
+        let base = gateway
+            .or_else(|| {
+                std::env::var("WARDEN_GATEWAY")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .or(saved.gateway)
+            .unwrap_or_else(|| "http://127.0.0.1:8009".into());
+        let token = token
+            .or_else(|| std::env::var("WARDEN_TOKEN").ok().filter(|s| !s.is_empty()))
+            .or(saved.token);
+        Client::new(&base, token)
+    }
+
+    pub fn new(base: &str, token: Option<String>) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("warden-cli/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T> {
+        let (_, v) = self.call_raw(method, path, body).await?;
+        serde_json::from_value(v).context("unexpected response from the gateway")
+    }
+
+    /// Returns the status and JSON body (Null for 204); API errors become [`ApiError`].
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                anyhow!("cannot reach the gateway at {}: {e}. Is it running (warden gateway)? Set --gateway or WARDEN_GATEWAY.", self.base)
+            } else {
+                anyhow!("request to {url} failed: {e}")
+            }
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        if status.is_success() {
+            return Ok((status, value));
+        }
+        let message = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("gateway answered {status}"));
+        Err(ApiError { status, message }.into())
+    }
+
+    pub fn require_token(&self) -> Result<()> {
+        if self.token.is_none() {
+            bail!(
+                "not logged in: run `warden login --gateway URL --email you@example.com --password-stdin` or set WARDEN_TOKEN"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Is this error a connection failure (worth retrying while waiting)?
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.to_string().starts_with("cannot reach the gateway")
+}

@@ -1,0 +1,530 @@
+//! `warden admin create|update|get|delete …`: users, tokens, connections, rules.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::review::{print_reviews, urlencode};
+use crate::OutputArgs;
+use crate::client::Client;
+use crate::output::{self, Format, field, print_list};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Create users, tokens, connections or rules.
+    #[command(subcommand)]
+    Create(Create),
+    /// Change a rule (only the flags you give change).
+    #[command(subcommand)]
+    Update(Update),
+    /// List users, groups, connections, rules, reviews, sessions or tokens.
+    Get {
+        #[arg(value_enum)]
+        what: What,
+        /// Show one item by name/id.
+        name: Option<String>,
+        /// reviews: pending, approved, … or all.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        connection: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Delete a user, connection, rule or token.
+    Delete {
+        #[arg(value_enum)]
+        what: Deletable,
+        name: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum What {
+    Users,
+    Groups,
+    Connections,
+    Rules,
+    Reviews,
+    Sessions,
+    Tokens,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum Deletable {
+    User,
+    Connection,
+    Rule,
+    Token,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Create {
+    /// A user (password from --password-stdin, else token-only).
+    User {
+        email: String,
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// An API token for a user (printed once).
+    Token {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// e.g. 30d, 12h; default never.
+        #[arg(long)]
+        expires_in: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// A connection. Secrets (URL password, --env values) are encrypted and never shown again.
+    #[command(after_help = "Examples:
+  warden admin create connection pg --type postgres --url postgres://app:secret@db:5432/app --reviewers dba,security
+  warden admin create connection shell --type command --env TOKEN=xyz -- bash
+  warden admin create connection local --type sqlite --url sqlite:///var/lib/app.db")]
+    Connection(ConnectionArgs),
+    /// An access request rule.
+    Rule(RuleArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Update {
+    Rule(RuleArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConnectionArgs {
+    name: String,
+    /// postgres, mysql, sqlite or command.
+    #[arg(long = "type")]
+    kind: String,
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    access_groups: Vec<String>,
+    /// Shorthand: a command rule named after the connection, one approver from each group.
+    #[arg(long, value_delimiter = ',')]
+    reviewers: Vec<String>,
+    /// KEY=VALUE env var for command connections (repeatable; values are secret).
+    #[arg(long = "env")]
+    env: Vec<String>,
+    #[arg(long)]
+    overwrite: bool,
+    /// Notification plugin (slack or teams).
+    #[arg(long)]
+    plugin: Option<String>,
+    #[arg(long)]
+    slack_channel: Option<String>,
+    #[arg(long)]
+    teams_webhook: Option<String>,
+    /// argv for command connections.
+    #[arg(last = true)]
+    command: Vec<String>,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RuleArgs {
+    name: String,
+    /// command or jit.
+    #[arg(long = "type")]
+    kind: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    connections: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',')]
+    required_groups: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',')]
+    approval_groups: Option<Vec<String>>,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    require_all_groups: Option<bool>,
+    #[arg(long)]
+    approval_amount: Option<i64>,
+    #[arg(long, value_delimiter = ',')]
+    force_approval_groups: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',')]
+    exempt_groups: Option<Vec<String>>,
+    /// How long a request waits, e.g. 30m.
+    #[arg(long)]
+    timeout: Option<String>,
+    /// JIT: longest window, e.g. 8h.
+    #[arg(long)]
+    max_duration: Option<String>,
+    /// JIT: requests must carry --reason.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    require_reason: Option<bool>,
+    #[arg(long)]
+    description: Option<String>,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+fn secs(s: &str) -> Result<i64> {
+    warden_core::duration::parse_duration(s).map_err(anyhow::Error::from)
+}
+
+impl RuleArgs {
+    /// Overlays the given flags on `base` (an existing rule's JSON, or empty).
+    fn spec(&self, base: Value) -> Result<Value> {
+        let mut m: Map<String, Value> = match base {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        for k in ["id", "created_at", "updated_at"] {
+            m.remove(k);
+        }
+        m.insert("name".into(), json!(self.name));
+        let mut set = |k: &str, v: Value| {
+            m.insert(k.into(), v);
+        };
+        if let Some(v) = &self.kind {
+            set("type", json!(v));
+        }
+        if let Some(v) = &self.connections {
+            set("connections", json!(v));
+        }
+        if let Some(v) = &self.required_groups {
+            set("required_groups", json!(v));
+        }
+        if let Some(v) = &self.approval_groups {
+            set("approval_groups", json!(v));
+        }
+        if let Some(v) = self.require_all_groups {
+            set("require_all_groups", json!(v));
+        }
+        if let Some(v) = self.approval_amount {
+            set("approval_amount", json!(v));
+        }
+        if let Some(v) = &self.force_approval_groups {
+            set("force_approval_groups", json!(v));
+        }
+        if let Some(v) = &self.exempt_groups {
+            set("exempt_groups", json!(v));
+        }
+        if let Some(v) = &self.timeout {
+            set("timeout_sec", json!(secs(v)?));
+        }
+        if let Some(v) = &self.max_duration {
+            set("max_duration_sec", json!(secs(v)?));
+        }
+        if let Some(v) = self.require_reason {
+            set("require_reason", json!(v));
+        }
+        if let Some(v) = &self.description {
+            set("description", json!(v));
+        }
+        Ok(Value::Object(m))
+    }
+}
+
+fn print_rules(format: Format, items: &Value) {
+    let groups = |k: &'static str| move |v: &Value| output::cell(v.get(k));
+    print_list(
+        format,
+        items,
+        &[
+            ("NAME", &field("name")),
+            ("TYPE", &field("type")),
+            ("CONNECTIONS", &groups("connections")),
+            ("APPROVAL GROUPS", &groups("approval_groups")),
+            ("ALL GROUPS", &field("require_all_groups")),
+            ("AMOUNT", &field("approval_amount")),
+            ("FORCE", &groups("force_approval_groups")),
+            ("EXEMPT", &groups("exempt_groups")),
+            ("REQUIRED", &groups("required_groups")),
+            ("TIMEOUT", &|v: &Value| {
+                v.get("timeout_sec")
+                    .and_then(Value::as_i64)
+                    .map(warden_core::duration::format_duration)
+                    .unwrap_or_else(|| "default".into())
+            }),
+            ("MAX DURATION", &|v: &Value| {
+                if v.get("type").and_then(Value::as_str) == Some("jit") {
+                    warden_core::duration::format_duration(
+                        v.get("max_duration_sec")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(8 * 3600),
+                    )
+                } else {
+                    String::new()
+                }
+            }),
+        ],
+    );
+}
+
+fn one(format: Format, v: &Value, what: &str) {
+    if format == Format::Json {
+        output::print_json(v);
+    } else {
+        println!("{what} {}", output::cell(v.get("name").or(v.get("email"))));
+    }
+}
+
+pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
+    client.require_token()?;
+    match c {
+        Command::Create(Create::User {
+            email,
+            groups,
+            admin,
+            password_stdin,
+            overwrite,
+            out,
+        }) => {
+            let password = if password_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                Some(s.trim_end_matches(['\n', '\r']).to_string())
+            } else {
+                None
+            };
+            let body = json!({"email": email, "groups": groups, "admin": admin, "password": password, "overwrite": overwrite});
+            let v: Value = client.call(Method::POST, "/api/users", Some(&body)).await?;
+            one(out.format, &v, "created user");
+        }
+        Command::Create(Create::Token {
+            user,
+            name,
+            expires_in,
+            out,
+        }) => {
+            let exp = expires_in.as_deref().map(secs).transpose()?;
+            let v: Value = client
+                .call(
+                    Method::POST,
+                    "/api/tokens",
+                    Some(&json!({"user": user, "name": name, "expires_in": exp})),
+                )
+                .await?;
+            if out.format == Format::Json {
+                output::print_json(&json!({"token": v.get("token")}));
+            } else {
+                println!("{}", output::cell(v.get("token")));
+                eprintln!("(shown once: store it now)");
+            }
+        }
+        Command::Create(Create::Connection(a)) => {
+            if let Some(p) = &a.plugin
+                && !matches!(p.as_str(), "slack" | "teams")
+            {
+                bail!("--plugin {p}: use slack or teams");
+            }
+            let body = json!({
+                "name": a.name, "type": a.kind, "url": a.url, "command": a.command, "env": a.env,
+                "access_groups": a.access_groups, "reviewers": a.reviewers, "slack_channel": a.slack_channel,
+                "teams_webhook": a.teams_webhook, "overwrite": a.overwrite,
+            });
+            let v: Value = client
+                .call(Method::POST, "/api/connections", Some(&body))
+                .await?;
+            one(
+                a.out.format,
+                &v,
+                if a.overwrite {
+                    "saved connection"
+                } else {
+                    "created connection"
+                },
+            );
+        }
+        Command::Create(Create::Rule(a)) => {
+            let v: Value = client
+                .call(Method::POST, "/api/rules", Some(&a.spec(Value::Null)?))
+                .await?;
+            one(a.out.format, &v, "created rule");
+        }
+        Command::Update(Update::Rule(a)) => {
+            let path = format!("/api/rules/{}", urlencode(&a.name));
+            let current: Value = client.call(Method::GET, &path, None).await?;
+            let v: Value = client
+                .call(Method::PUT, &path, Some(&a.spec(current)?))
+                .await?;
+            one(a.out.format, &v, "updated rule");
+        }
+        Command::Get {
+            what,
+            name,
+            status,
+            connection,
+            out,
+        } => get(client, what, name, status, connection, out.format).await?,
+        Command::Delete { what, name } => {
+            let path = match what {
+                Deletable::User => format!("/api/users/{}", urlencode(&name)),
+                Deletable::Connection => format!("/api/connections/{}", urlencode(&name)),
+                Deletable::Rule => format!("/api/rules/{}", urlencode(&name)),
+                Deletable::Token => format!("/api/tokens/{}", urlencode(&name)),
+            };
+            client
+                .call_raw(Method::DELETE, &path, None)
+                .await
+                .with_context(|| format!("deleting {name}"))?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get(
+    client: &Client,
+    what: What,
+    name: Option<String>,
+    status: Option<String>,
+    connection: Option<String>,
+    format: Format,
+) -> Result<()> {
+    let single = |path: String| async move { client.call::<Value>(Method::GET, &path, None).await };
+    match (what, name) {
+        (What::Connections, Some(n)) => {
+            output::print_json(&single(format!("/api/connections/{}", urlencode(&n))).await?)
+        }
+        (What::Rules, Some(n)) => {
+            output::print_json(&single(format!("/api/rules/{}", urlencode(&n))).await?)
+        }
+        (What::Reviews, Some(n)) => {
+            output::print_json(&single(format!("/api/reviews/{}", urlencode(&n))).await?)
+        }
+        (What::Sessions, Some(n)) => {
+            output::print_json(&single(format!("/api/sessions/{}", urlencode(&n))).await?)
+        }
+        (What::Groups, Some(_)) => bail!("groups are listed, not shown one by one"),
+        (What::Users, _) => {
+            let v = single("/api/users".into()).await?;
+            print_list(
+                format,
+                &v,
+                &[
+                    ("EMAIL", &field("email")),
+                    ("GROUPS", &field("groups")),
+                    ("ADMIN", &field("admin")),
+                    ("CREATED", &field("created_at")),
+                ],
+            );
+        }
+        (What::Groups, _) => {
+            let v = single("/api/groups".into()).await?;
+            print_list(
+                format,
+                &v,
+                &[("GROUP", &field("name")), ("MEMBERS", &field("members"))],
+            );
+        }
+        (What::Connections, None) => {
+            let v = single("/api/connections".into()).await?;
+            print_list(
+                format,
+                &v,
+                &[
+                    ("NAME", &field("name")),
+                    ("TYPE", &field("type")),
+                    ("TARGET", &|v: &Value| {
+                        v.get("url_redacted")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| output::cell(v.get("command")).replace(',', " "))
+                    }),
+                    ("ENV", &field("env_keys")),
+                    ("ACCESS GROUPS", &field("access_groups")),
+                    ("SLACK", &field("slack_channel")),
+                ],
+            );
+        }
+        (What::Rules, None) => print_rules(format, &single("/api/rules".into()).await?),
+        (What::Reviews, None) => {
+            let mut q = format!(
+                "/api/reviews?status={}&per_page=200",
+                urlencode(status.as_deref().unwrap_or("all"))
+            );
+            if let Some(c) = connection {
+                q.push_str(&format!("&connection={}", urlencode(&c)));
+            }
+            let v = single(q).await?;
+            if format == Format::Table
+                && status
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("approved"))
+            {
+                print_list(
+                    format,
+                    &v,
+                    &[
+                        ("ID", &field("id")),
+                        ("TYPE", &field("type")),
+                        ("CONNECTION", &field("connection")),
+                        ("REQUESTER", &field("requester")),
+                        ("WINDOW END", &field("window_end")),
+                        ("TIME LEFT", &|v: &Value| {
+                            let end = v.get("window_end").and_then(Value::as_str).and_then(|s| {
+                                time::OffsetDateTime::parse(
+                                    s,
+                                    &time::format_description::well_known::Rfc3339,
+                                )
+                                .ok()
+                            });
+                            end.map(|e| {
+                                warden_core::duration::format_duration(
+                                    (e - time::OffsetDateTime::now_utc()).whole_seconds(),
+                                )
+                            })
+                            .unwrap_or_default()
+                        }),
+                    ],
+                );
+            } else {
+                print_reviews(format, &v);
+            }
+        }
+        (What::Sessions, None) => {
+            let mut q = "/api/sessions?per_page=200".to_string();
+            if let Some(c) = connection {
+                q.push_str(&format!("&connection={}", urlencode(&c)));
+            }
+            let v = single(q).await?;
+            print_list(
+                format,
+                &v,
+                &[
+                    ("ID", &field("id")),
+                    ("KIND", &field("kind")),
+                    ("USER", &field("user")),
+                    ("CONNECTION", &field("connection")),
+                    ("COMMAND", &|v: &Value| {
+                        output::truncate(&output::cell(v.get("command")), 40)
+                    }),
+                    ("EXIT", &field("exit_code")),
+                    ("STARTED", &field("started_at")),
+                    ("REVIEW", &field("review_id")),
+                ],
+            );
+        }
+        (What::Tokens, _) => {
+            let v = single("/api/tokens".into()).await?;
+            print_list(
+                format,
+                &v,
+                &[
+                    ("ID", &field("id")),
+                    ("USER", &field("user_email")),
+                    ("NAME", &field("name")),
+                    ("CREATED", &field("created_at")),
+                    ("EXPIRES", &field("expires_at")),
+                    ("REVOKED", &field("revoked_at")),
+                ],
+            );
+        }
+    }
+    Ok(())
+}

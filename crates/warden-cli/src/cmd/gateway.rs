@@ -1,0 +1,69 @@
+//! `warden gateway`: run the gateway until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use tracing_subscriber::EnvFilter;
+use warden_gateway::config::Config;
+use warden_gateway::server;
+
+pub async fn run() -> Result<ExitCode> {
+    let filter = EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let json = std::env::var("WARDEN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = Config::from_env()?;
+    let running = server::start(config).await?;
+    let url = running.app.config.public_url.clone();
+    println!("Warden gateway ready");
+    println!(
+        "  web app & API:   {url}   (store: {}, data dir: {})",
+        running.app.store.backend_name(),
+        running.app.config.data_dir.display()
+    );
+    if let Some(pg) = running.pg_addr {
+        println!(
+            "  postgres proxy:  {pg}   (user = your email, password = an API token, database = connection name)"
+        );
+    }
+    match &running.bootstrap {
+        Some((email, Some(password))) => {
+            println!(
+                "  admin login:     {email} / {password}   (generated; shown only this once — change it or set WARDEN_ADMIN_PASSWORD)"
+            );
+        }
+        Some((email, None)) => {
+            println!("  admin login:     {email} (password from WARDEN_ADMIN_PASSWORD)")
+        }
+        None => {}
+    }
+    if running.bootstrap.is_some() {
+        println!("\nNext steps:");
+        println!(
+            "  1. warden login --gateway {url} --email {} --password-stdin",
+            running
+                .bootstrap
+                .as_ref()
+                .map(|b| b.0.as_str())
+                .unwrap_or("")
+        );
+        println!(
+            "  2. warden admin create connection demo --type command --reviewers approvers -- sh"
+        );
+        println!(
+            "  3. warden exec demo -i 'echo hello'   then approve it in the browser at {url}/reviews"
+        );
+    }
+    tracing::info!(http = %running.http_addr, pg = ?running.pg_addr, "gateway started");
+    server::shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,11 @@
+//! One module per subcommand.
+
+pub mod admin;
+pub mod audit;
+pub mod connect;
+pub mod exec;
+pub mod gateway;
+pub mod login;
+pub mod request;
+pub mod review;
+pub mod wait;

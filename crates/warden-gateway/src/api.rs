@@ -1,0 +1,669 @@
+//! The JSON HTTP API (`/api/...`): routing, bearer-token authentication, JSON in/out and the
+//! mapping of application errors to status codes with `{"error": "...", "code": "..."}` bodies.
+//!
+//! This is the only module (with `web`) that knows HTTP. Handlers are thin: parse, call one
+//! `App` use case, serialise. Authorization lives in the use cases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use warden_core::review::ApproveInput;
+use warden_core::rule::RuleSpec;
+use warden_core::secret::Secret;
+use warden_core::{ReviewStatus, RuleType, SessionKind, User};
+use warden_store::{ReviewFilter, SessionFilter};
+
+use crate::app::{App, AppError, CreateConnection, CreateUser};
+
+pub type AppState = Arc<App>;
+
+/// An error as the API shows it.
+pub struct ApiError(pub AppError);
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        Self(e)
+    }
+}
+
+pub fn status_of(e: &AppError) -> StatusCode {
+    match e {
+        AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+        AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+        AppError::NotFound(_) => StatusCode::NOT_FOUND,
+        AppError::Conflict { .. } => StatusCode::CONFLICT,
+        AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self.0);
+        let message = match &self.0 {
+            AppError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error; see the gateway log".to_string()
+            }
+            other => other.to_string(),
+        };
+        (
+            status,
+            axum::Json(json!({"error": message, "code": self.0.code()})),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// JSON body extractor whose rejections are API errors (400 with what to fix).
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => {
+                let code = match &rej {
+                    JsonRejection::MissingJsonContentType(_) => "content_type",
+                    JsonRejection::JsonSyntaxError(_) => "bad_json",
+                    JsonRejection::JsonDataError(_) => "invalid_fields",
+                    _ => "bad_body",
+                };
+                Err(ApiError(AppError::bad(code, rej.body_text())))
+            }
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// The authenticated caller (from `Authorization: Bearer <token>`).
+pub struct Caller(pub User);
+
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError(AppError::Unauthorized(
+                "missing Authorization: Bearer <token> (get one with warden login)".into(),
+            ))
+        })?;
+        Ok(Caller(app.authenticate(token).await?))
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/login", post(login))
+        .route("/api/me", get(me))
+        .route("/api/users", get(list_users).post(create_user))
+        .route("/api/users/{email}", delete(delete_user))
+        .route("/api/groups", get(list_groups))
+        .route("/api/tokens", get(list_tokens).post(create_token))
+        .route("/api/tokens/{id}", delete(revoke_token))
+        .route(
+            "/api/connections",
+            get(list_connections).post(create_connection),
+        )
+        .route(
+            "/api/connections/{name}",
+            get(get_connection).delete(delete_connection),
+        )
+        .route("/api/rules", get(list_rules).post(create_rule))
+        .route(
+            "/api/rules/{name}",
+            get(get_rule).put(update_rule).delete(delete_rule),
+        )
+        .route("/api/exec", post(exec))
+        .route("/api/access-requests", post(request_jit))
+        .route("/api/access", get(my_access))
+        .route("/api/reviews", get(list_reviews))
+        .route("/api/reviews/{id}", get(get_review))
+        .route("/api/reviews/{id}/wait", get(wait_review))
+        .route("/api/reviews/{id}/timeline", get(review_timeline))
+        .route("/api/reviews/{id}/approve", put(approve))
+        .route("/api/reviews/{id}/reject", put(reject))
+        .route("/api/reviews/{id}/withdraw", put(withdraw))
+        .route("/api/reviews/{id}/revoke", put(revoke))
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{id}", get(get_session))
+        .route("/api/audit", get(audit_entries))
+        .route("/api/audit/verify", get(audit_verify))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(AppError::NotFound(
+        "no such endpoint (see /api/openapi.json)".into(),
+    ))
+}
+
+async fn health(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ok", "store": app.store.backend_name()})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "code": "store_down", "error": "store unreachable"}))).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: Secret<String>,
+}
+
+async fn login(State(app): State<AppState>, Json(b): Json<LoginBody>) -> ApiResult<Response> {
+    let (token, user) = app.login(&b.email, b.password.expose(), "api").await?;
+    Ok(axum::Json(json!({"token": token, "user": user})).into_response())
+}
+
+async fn me(Caller(u): Caller) -> Json<User> {
+    Json(u)
+}
+
+async fn list_users(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(app.list_users(&u).await?))
+}
+
+async fn create_user(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Json(b): Json<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    Ok((StatusCode::CREATED, Json(app.create_user(&u, b).await?)))
+}
+
+async fn delete_user(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(email): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.delete_user(&u, &email).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_groups(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Response> {
+    Ok(axum::Json(app.list_groups(&u).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    user: Option<String>,
+}
+
+async fn list_tokens(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.list_tokens(&u, q.user.as_deref()).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    user: Option<String>,
+    #[serde(default)]
+    name: String,
+    /// Seconds until expiry; absent = never.
+    expires_in: Option<i64>,
+}
+
+async fn create_token(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Json(b): Json<TokenBody>,
+) -> ApiResult<(StatusCode, Response)> {
+    let email = b.user.unwrap_or_else(|| u.email.clone());
+    let token = app.create_token(&u, &email, &b.name, b.expires_in).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"token": token, "user": email})).into_response(),
+    ))
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| {
+        ApiError(AppError::bad(
+            "invalid_id",
+            format!("{s:?} is not a valid id"),
+        ))
+    })
+}
+
+async fn revoke_token(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.revoke_token(&u, parse_uuid(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_connections(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Response> {
+    Ok(axum::Json(app.list_connections(&u).await?).into_response())
+}
+
+async fn create_connection(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Json(b): Json<CreateConnection>,
+) -> ApiResult<(StatusCode, Response)> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(app.create_connection(&u, b).await?).into_response(),
+    ))
+}
+
+async fn get_connection(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.get_connection(&u, &name).await?).into_response())
+}
+
+async fn delete_connection(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.delete_connection(&u, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_rules(State(app): State<AppState>, Caller(_u): Caller) -> ApiResult<Response> {
+    Ok(axum::Json(app.list_rules().await?).into_response())
+}
+
+async fn get_rule(
+    State(app): State<AppState>,
+    Caller(_u): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.get_rule(&name).await?).into_response())
+}
+
+async fn create_rule(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Json(spec): Json<RuleSpec>,
+) -> ApiResult<(StatusCode, Response)> {
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(app.create_rule(&u, spec).await?).into_response(),
+    ))
+}
+
+async fn update_rule(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(name): Path<String>,
+    Json(spec): Json<RuleSpec>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.update_rule(&u, &name, spec).await?).into_response())
+}
+
+async fn delete_rule(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.delete_rule(&u, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    connection: String,
+    command: String,
+}
+
+async fn exec(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Json(b): Json<ExecBody>,
+) -> ApiResult<Response> {
+    let res = app
+        .exec(&u, &b.connection, &b.command, SessionKind::Exec)
+        .await?;
+    let status = match res {
+        crate::app::ExecResult::Pending { .. } => StatusCode::ACCEPTED,
+        crate::app::ExecResult::Executed { .. } => StatusCode::OK,
+    };
+    Ok((status, axum::Json(res)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JitBody {
+    connection: String,
+    /// Seconds, or a duration string like "2h".
+    duration: serde_json::Value,
+    reason: Option<String>,
+}
+
+async fn request_jit(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Json(b): Json<JitBody>,
+) -> ApiResult<(StatusCode, Response)> {
+    let secs = match &b.duration {
+        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| {
+            ApiError(AppError::bad(
+                "invalid_duration",
+                "duration must be an integer number of seconds",
+            ))
+        })?,
+        serde_json::Value::String(s) => warden_core::duration::parse_duration(s)
+            .map_err(|e| ApiError(AppError::bad("invalid_duration", e.to_string())))?,
+        _ => {
+            return Err(ApiError(AppError::bad(
+                "invalid_duration",
+                "duration must be seconds or a string like \"2h\"",
+            )));
+        }
+    };
+    let res = app.request_jit(&u, &b.connection, secs, b.reason).await?;
+    Ok((StatusCode::CREATED, axum::Json(res).into_response()))
+}
+
+async fn my_access(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Response> {
+    Ok(axum::Json(app.my_windows(&u).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewQuery {
+    pub status: Option<String>,
+    pub connection: Option<String>,
+    pub requester: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub page: Option<u32>,
+    pub per_page: Option<u32>,
+}
+
+impl ReviewQuery {
+    pub fn filter(&self) -> Result<ReviewFilter, AppError> {
+        let status = match self.status.as_deref().filter(|s| !s.is_empty() && *s != "all") {
+            Some(s) => Some(ReviewStatus::parse(s).ok_or_else(|| {
+                AppError::bad("invalid_status", format!("status {s:?}: use pending, approved, rejected, expired, revoked, executed or all"))
+            })?),
+            None => None,
+        };
+        let kind = match self.kind.as_deref().filter(|s| !s.is_empty()) {
+            Some(k) => Some(
+                RuleType::parse(k)
+                    .ok_or_else(|| AppError::bad("invalid_type", "type: command or jit"))?,
+            ),
+            None => None,
+        };
+        Ok(ReviewFilter {
+            status,
+            connection: self.connection.clone().filter(|s| !s.is_empty()),
+            requester: self.requester.clone().filter(|s| !s.is_empty()),
+            kind,
+            page: self.page.unwrap_or(1).max(1),
+            per_page: self.per_page.unwrap_or(50).clamp(1, 500),
+            ..ReviewFilter::default()
+        })
+    }
+}
+
+async fn list_reviews(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Query(q): Query<ReviewQuery>,
+) -> ApiResult<Response> {
+    let filter = q.filter()?;
+    let (items, total) = app.list_reviews(&u, filter.clone()).await?;
+    let mut resp = axum::Json(items).into_response();
+    if let Ok(v) = total.to_string().parse() {
+        resp.headers_mut().insert("x-total-count", v);
+    }
+    Ok(resp)
+}
+
+async fn get_review(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.get_review(&u, parse_uuid(&id)?).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    timeout: Option<u64>,
+}
+
+async fn wait_review(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Response> {
+    let timeout = Duration::from_secs(q.timeout.unwrap_or(25).min(60));
+    Ok(axum::Json(app.wait_review(&u, parse_uuid(&id)?, timeout).await?).into_response())
+}
+
+async fn review_timeline(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.review_timeline(&u, parse_uuid(&id)?).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    reason: Option<String>,
+    #[serde(default)]
+    force: bool,
+    /// JIT: shorten the window (seconds or "30m").
+    duration: Option<serde_json::Value>,
+}
+
+/// Decision bodies are optional (`PUT …/approve` with no body approves).
+async fn optional_body(req: Request) -> Result<DecisionBody, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| ApiError(AppError::bad("bad_body", "body too large")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(AppError::bad("bad_json", format!("invalid JSON body: {e}"))))
+}
+
+async fn approve(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let b = optional_body(req).await?;
+    let duration_sec = match b.duration {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(s)) => Some(
+            warden_core::duration::parse_duration(&s)
+                .map_err(|e| ApiError(AppError::bad("invalid_duration", e.to_string())))?,
+        ),
+        Some(_) => {
+            return Err(ApiError(AppError::bad(
+                "invalid_duration",
+                "duration must be seconds or a string like \"30m\"",
+            )));
+        }
+    };
+    let input = ApproveInput {
+        force: b.force,
+        reason: b.reason,
+        duration_sec,
+    };
+    Ok(axum::Json(app.approve(&u, parse_uuid(&id)?, input).await?).into_response())
+}
+
+async fn reject(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let b = optional_body(req).await?;
+    Ok(axum::Json(app.reject(&u, parse_uuid(&id)?, b.reason).await?).into_response())
+}
+
+async fn withdraw(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.withdraw(&u, parse_uuid(&id)?).await?).into_response())
+}
+
+async fn revoke(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let b = optional_body(req).await?;
+    Ok(axum::Json(app.revoke(&u, parse_uuid(&id)?, b.reason).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SessionQuery {
+    user: Option<String>,
+    connection: Option<String>,
+    kind: Option<String>,
+    review: Option<String>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+async fn list_sessions(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Query(q): Query<SessionQuery>,
+) -> ApiResult<Response> {
+    let kind =
+        match q.kind.as_deref() {
+            Some(k) => Some(SessionKind::parse(k).ok_or_else(|| {
+                ApiError(AppError::bad("invalid_kind", "kind: exec, proxy or web"))
+            })?),
+            None => None,
+        };
+    let filter = SessionFilter {
+        user: q.user,
+        connection: q.connection,
+        kind,
+        review_id: q.review.as_deref().map(parse_uuid).transpose()?,
+        since: None,
+        page: q.page.unwrap_or(1).max(1),
+        per_page: q.per_page.unwrap_or(50).clamp(1, 500),
+    };
+    let (items, total) = app.list_sessions(&u, filter).await?;
+    let mut resp = axum::Json(items).into_response();
+    if let Ok(v) = total.to_string().parse() {
+        resp.headers_mut().insert("x-total-count", v);
+    }
+    Ok(resp)
+}
+
+async fn get_session(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.get_session(&u, parse_uuid(&id)?).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn audit_entries(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    let entries = app
+        .audit_entries(
+            &u,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(1000).clamp(1, 10_000),
+        )
+        .await?;
+    Ok(axum::Json(entries).into_response())
+}
+
+async fn audit_verify(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Response> {
+    let report = app.verify_audit(&u).await?;
+    let status = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    Ok((status, axum::Json(report)).into_response())
+}
+
+async fn metrics(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Response> {
+    if !u.admin {
+        return Err(ApiError(AppError::Forbidden(
+            "metrics require an admin token".into(),
+        )));
+    }
+    let _ = &app;
+    let body = crate::server::metrics_handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}

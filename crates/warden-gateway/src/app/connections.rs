@@ -1,0 +1,315 @@
+//! Connections: create/overwrite/list/delete, secrets sealed before they reach the store, and
+//! the `--reviewers` shorthand rule created in the same transaction.
+
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+use warden_core::audit::AuditEvent;
+use warden_core::rule::{RuleSpec, valid_name};
+use warden_core::secret::Secret;
+use warden_core::{Connection, ConnectionType, User};
+use warden_exec::Target;
+use warden_store::{AuditCtx, ConnectionRecord};
+
+use super::identity::validate_groups;
+use super::{App, AppError, AppResult};
+use crate::secrets::{ConnectionSecrets, redact_url};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub url: Option<Secret<String>>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `KEY=VALUE` pairs; values are secrets.
+    #[serde(default)]
+    pub env: Vec<Secret<String>>,
+    #[serde(default)]
+    pub access_groups: Vec<String>,
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    #[serde(default)]
+    pub slack_channel: Option<String>,
+    #[serde(default)]
+    pub teams_webhook: Option<String>,
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+fn connection_json(c: &Connection) -> serde_json::Value {
+    json!({
+        "type": c.kind.as_str(), "url": c.url_redacted, "command": c.command, "env_keys": c.env_keys,
+        "access_groups": c.access_groups, "slack_channel": c.slack_channel,
+    })
+}
+
+fn check_url(kind: ConnectionType, url: &str) -> AppResult<()> {
+    let bad = |m: String| Err(AppError::bad("invalid_url", m));
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(_) => {
+            return bad("url: not a valid URL (e.g. postgres://user:pass@host:5432/db)".into());
+        }
+    };
+    let scheme_ok = match kind {
+        ConnectionType::Postgres => matches!(parsed.scheme(), "postgres" | "postgresql"),
+        ConnectionType::Mysql => matches!(parsed.scheme(), "mysql" | "mariadb"),
+        ConnectionType::Sqlite => parsed.scheme() == "sqlite",
+        ConnectionType::Command => false,
+    };
+    if !scheme_ok {
+        return bad(format!(
+            "url: scheme {:?} does not match connection type {}",
+            parsed.scheme(),
+            kind.as_str()
+        ));
+    }
+    if kind == ConnectionType::Sqlite && !parsed.path().starts_with('/') {
+        return bad("url: sqlite needs an absolute path: sqlite:///abs/path.db".into());
+    }
+    if kind != ConnectionType::Sqlite && parsed.host_str().is_none_or(str::is_empty) {
+        return bad("url: a host is required".into());
+    }
+    Ok(())
+}
+
+impl App {
+    pub async fn create_connection(
+        &self,
+        actor: &User,
+        req: CreateConnection,
+    ) -> AppResult<Connection> {
+        self.require_admin(actor)?;
+        let name = req.name.trim().to_string();
+        if !valid_name(&name) {
+            return Err(AppError::bad(
+                "invalid_name",
+                format!("name: {name:?} is invalid (letters, digits, - _ . @; up to 128)"),
+            ));
+        }
+        let kind = ConnectionType::parse(&req.kind).ok_or_else(|| {
+            AppError::bad(
+                "invalid_type",
+                format!(
+                    "type: {:?} is not one of postgres, mysql, sqlite, command",
+                    req.kind
+                ),
+            )
+        })?;
+        let existing = self.store.get_connection(&name).await?;
+        if existing.is_some() && !req.overwrite {
+            return Err(AppError::conflict(
+                "duplicate",
+                format!("connection {name} already exists (use --overwrite to replace it)"),
+            ));
+        }
+        let old_secrets = match &existing {
+            Some(rec) => self
+                .secrets
+                .open(&name, &rec.secret)
+                .map_err(AppError::Internal)?,
+            None => ConnectionSecrets::default(),
+        };
+        let url = req
+            .url
+            .as_ref()
+            .map(|u| u.expose().trim().to_string())
+            .filter(|u| !u.is_empty())
+            .or(old_secrets.url.clone());
+        match (kind, &url) {
+            (ConnectionType::Command, Some(_)) => {
+                return Err(AppError::bad(
+                    "invalid_url",
+                    "url: command connections take an argv after --, not a URL",
+                ));
+            }
+            (ConnectionType::Command, None) if req.command.is_empty() => {
+                return Err(AppError::bad(
+                    "missing_command",
+                    "command: give the program to run after --, e.g. -- psql -h db.internal app",
+                ));
+            }
+            (ConnectionType::Command, None) => {}
+            (_, None) => {
+                return Err(AppError::bad(
+                    "missing_url",
+                    format!("url: a {} connection needs --url", kind.as_str()),
+                ));
+            }
+            (_, Some(u)) => check_url(kind, u)?,
+        }
+        if kind != ConnectionType::Command && !req.command.is_empty() {
+            return Err(AppError::bad(
+                "invalid_command",
+                "command: only command connections take an argv",
+            ));
+        }
+        let mut env: Vec<(String, String)> = Vec::new();
+        for pair in &req.env {
+            let Some((k, v)) = pair.expose().split_once('=') else {
+                return Err(AppError::bad("invalid_env", "env: use KEY=VALUE"));
+            };
+            let valid_key = !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit());
+            if !valid_key {
+                return Err(AppError::bad(
+                    "invalid_env",
+                    format!("env: {k:?} is not a valid variable name"),
+                ));
+            }
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        if req.env.is_empty() {
+            env = old_secrets.env.clone();
+        }
+        let access_groups = validate_groups("access_groups", &req.access_groups)?;
+        let reviewers = validate_groups("reviewers", &req.reviewers)?;
+        for (field, v) in [
+            ("slack_channel", &req.slack_channel),
+            ("teams_webhook", &req.teams_webhook),
+        ] {
+            if v.as_ref().is_some_and(|s| s.len() > 512) {
+                return Err(AppError::bad(
+                    "too_long",
+                    format!("{field}: longer than 512 characters"),
+                ));
+            }
+        }
+        let now = self.now();
+        let before = existing.as_ref().map(|r| r.connection.clone());
+        let connection = Connection {
+            id: before.as_ref().map(|c| c.id).unwrap_or_else(Uuid::new_v4),
+            name: name.clone(),
+            kind,
+            url_redacted: url.as_deref().map(redact_url),
+            command: req.command.clone(),
+            env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
+            access_groups,
+            slack_channel: req.slack_channel.clone().filter(|s| !s.is_empty()),
+            teams_webhook: req.teams_webhook.clone().filter(|s| !s.is_empty()),
+            created_at: before.as_ref().map(|c| c.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        let secret = self
+            .secrets
+            .seal(&name, &ConnectionSecrets { url, env })
+            .map_err(AppError::Internal)?;
+        let mut events = vec![AuditEvent::AdminChange {
+            entity: "connection".into(),
+            action: if before.is_some() { "update" } else { "create" }.into(),
+            name: name.clone(),
+            before: before.as_ref().map(connection_json),
+            after: Some(connection_json(&connection)),
+        }];
+        let rule = if reviewers.is_empty() {
+            None
+        } else {
+            let rules = self.store.list_rules().await?;
+            let mut known: Vec<String> = self
+                .store
+                .list_connections()
+                .await?
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            known.push(name.clone());
+            let replacing = rules.iter().find(|r| r.name == name).map(|r| r.id);
+            let rule = RuleSpec::reviewers_shorthand(&name, &reviewers)
+                .validate(&known, &rules, replacing, now)
+                .map_err(|e| AppError::bad("invalid_rule", e.to_string()))?;
+            events.push(AuditEvent::AdminChange {
+                entity: "rule".into(),
+                action: if replacing.is_some() {
+                    "update"
+                } else {
+                    "create"
+                }
+                .into(),
+                name: rule.name.clone(),
+                before: rules
+                    .iter()
+                    .find(|r| r.name == name)
+                    .and_then(|r| serde_json::to_value(r).ok()),
+                after: serde_json::to_value(&rule).ok(),
+            });
+            Some(rule)
+        };
+        let rec = ConnectionRecord {
+            connection: connection.clone(),
+            secret,
+        };
+        self.store
+            .upsert_connection(
+                &rec,
+                req.overwrite,
+                rule.as_ref(),
+                AuditCtx::new(&actor.email, now, events),
+            )
+            .await?;
+        Ok(connection)
+    }
+
+    /// Connections the user may use (admins: all).
+    pub async fn list_connections(&self, actor: &User) -> AppResult<Vec<Connection>> {
+        let all = self.store.list_connections().await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| actor.admin || c.allows(actor))
+            .collect())
+    }
+
+    pub async fn get_connection(&self, actor: &User, name: &str) -> AppResult<Connection> {
+        let rec = self.store.get_connection(name).await?;
+        match rec {
+            Some(r) if actor.admin || r.connection.allows(actor) => Ok(r.connection),
+            _ => Err(AppError::NotFound(format!(
+                "no connection {name:?} (see warden admin get connections)"
+            ))),
+        }
+    }
+
+    pub async fn delete_connection(&self, actor: &User, name: &str) -> AppResult<()> {
+        self.require_admin(actor)?;
+        let rec = self
+            .store
+            .get_connection(name)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no connection {name:?}")))?;
+        let ev = AuditEvent::AdminChange {
+            entity: "connection".into(),
+            action: "delete".into(),
+            name: name.into(),
+            before: Some(connection_json(&rec.connection)),
+            after: None,
+        };
+        Ok(self
+            .store
+            .delete_connection(name, AuditCtx::new(&actor.email, self.now(), vec![ev]))
+            .await?)
+    }
+
+    /// The executor target for a connection, with decrypted secrets. Only for executing approved
+    /// work and opening proxy upstreams.
+    pub(crate) fn target_for(&self, rec: &ConnectionRecord) -> AppResult<Target> {
+        let s = self
+            .secrets
+            .open(&rec.connection.name, &rec.secret)
+            .map_err(AppError::Internal)?;
+        Ok(Target {
+            kind: rec.connection.kind,
+            url: s.url.map(Secret::new),
+            command: rec.connection.command.clone(),
+            env: s
+                .env
+                .into_iter()
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,334 @@
+//! Running commands: `exec` evaluates the rules and either runs at once, or stores a PENDING
+//! review; `execute_review` runs an approved review's stored command exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use warden_core::audit::AuditEvent;
+use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
+use warden_core::review::NewReview;
+use warden_core::{ExecOutcome, Review, ReviewStatus, Session, SessionKind, User};
+use warden_exec::ExecOptions;
+use warden_store::{AuditCtx, ConnectionRecord};
+
+use super::reviews::{ReviewView, auto_event, requested_event};
+use super::{App, AppError, AppResult};
+
+/// Longest command accepted (the stored, approved bytes).
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ExecResult {
+    /// Ran now (no review needed, exempt, inside a JIT window, or auto-approved).
+    Executed {
+        session: Box<Session>,
+        review: Option<Box<ReviewView>>,
+    },
+    /// Held: a PENDING review waits for approvers.
+    Pending { review: Box<ReviewView> },
+}
+
+impl App {
+    pub async fn exec(
+        self: &Arc<Self>,
+        user: &User,
+        connection: &str,
+        command: &str,
+        kind: SessionKind,
+    ) -> AppResult<ExecResult> {
+        if command.trim().is_empty() {
+            return Err(AppError::bad(
+                "empty_command",
+                "command is empty: pass -i \"…\", -f FILE or stdin",
+            ));
+        }
+        if command.len() > MAX_COMMAND_BYTES {
+            return Err(AppError::bad(
+                "command_too_large",
+                format!("command is larger than {MAX_COMMAND_BYTES} bytes"),
+            ));
+        }
+        let rec = self
+            .store
+            .get_connection(connection)
+            .await?
+            .ok_or_else(|| {
+                AppError::NotFound(format!(
+                    "no connection {connection:?} (see warden admin get connections)"
+                ))
+            })?;
+        let rules = self.store.rules_for_connection(connection).await?;
+        let windows = self.store.approved_windows(&user.email, connection).await?;
+        let now = self.now();
+        let ctx = AccessContext {
+            user,
+            connection: &rec.connection,
+            rules: &rules,
+            windows: &windows,
+            admin_auto_approve: self.config.admin_auto_approve,
+        };
+        match evaluate_command(&ctx, now) {
+            Decision::Deny(d) => {
+                self.audit_denied(user, connection, &d.message()).await;
+                Err(AppError::Forbidden(d.message()))
+            }
+            Decision::Allow(reason) => {
+                let review_id = match reason {
+                    AllowReason::Window { review_id, .. } => Some(review_id),
+                    _ => None,
+                };
+                let session = self
+                    .run_session(&rec, &user.email, command, review_id, kind)
+                    .await?;
+                Ok(ExecResult::Executed {
+                    session: Box::new(session),
+                    review: None,
+                })
+            }
+            Decision::AutoApprove { rule } | Decision::NeedsReview { rule } => {
+                let auto = self.config.admin_auto_approve && user.admin;
+                let rule = rules
+                    .iter()
+                    .find(|r| r.name == rule)
+                    .ok_or_else(|| AppError::Internal(anyhow::anyhow!("rule {rule} vanished")))?;
+                let mut review = Review::new(
+                    rule,
+                    NewReview {
+                        connection: connection.into(),
+                        requester: user.email.clone(),
+                        requester_groups: user.groups.clone(),
+                        command: Some(command.to_string()),
+                        duration_sec: None,
+                        request_reason: None,
+                    },
+                    self.config.review_timeout_sec,
+                    now,
+                );
+                let mut events = vec![requested_event(&review)];
+                if auto {
+                    review = review.auto_approve(now);
+                    events.push(auto_event(&review));
+                }
+                let stored = self
+                    .store
+                    .insert_review(&review, AuditCtx::new(&user.email, now, events))
+                    .await?;
+                self.publish(stored.id, stored.status);
+                metrics::counter!("warden_reviews_created_total", "type" => "command").increment(1);
+                if auto {
+                    let session = self.execute_review(stored.id).await?.ok_or_else(|| {
+                        AppError::conflict("already_executed", "review already executed")
+                    })?;
+                    let review = self
+                        .store
+                        .get_review(stored.id)
+                        .await?
+                        .ok_or_else(|| AppError::NotFound("review".into()))?;
+                    let view = self.view(review).await?;
+                    return Ok(ExecResult::Executed {
+                        session: Box::new(session),
+                        review: Some(Box::new(view)),
+                    });
+                }
+                Ok(ExecResult::Pending {
+                    review: Box::new(self.view(stored).await?),
+                })
+            }
+        }
+    }
+
+    /// Runs an approved command review once: claims it (exactly one caller wins, across
+    /// replicas), runs the **stored** command, records the session, marks it EXECUTED.
+    /// Returns `None` if someone else claimed it.
+    pub async fn execute_review(self: &Arc<Self>, id: Uuid) -> AppResult<Option<Session>> {
+        let review = self
+            .store
+            .get_review(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no review {id}")))?;
+        if review.status != ReviewStatus::Approved || review.command.is_none() {
+            return Ok(None);
+        }
+        if !self.store.claim_execution(id, self.now()).await? {
+            return Ok(None);
+        }
+        let command = review.command.clone().unwrap_or_default();
+        // The approved bytes are the executed bytes: re-check the digest recorded at request time.
+        if review.command_sha256.as_deref() != Some(warden_core::command_sha256(&command).as_str())
+        {
+            let session = self
+                .failed_session(
+                    &review,
+                    "refused: the stored command does not match its approved SHA-256",
+                )
+                .await?;
+            self.finish_review(&review, &session).await?;
+            return Ok(Some(session));
+        }
+        let session = match self.store.get_connection(&review.connection).await? {
+            Some(rec) => {
+                self.run_session(
+                    &rec,
+                    &review.requester,
+                    &command,
+                    Some(id),
+                    SessionKind::Exec,
+                )
+                .await?
+            }
+            None => {
+                self.failed_session(&review, "connection was deleted before execution")
+                    .await?
+            }
+        };
+        self.finish_review(&review, &session).await?;
+        Ok(Some(session))
+    }
+
+    async fn finish_review(&self, review: &Review, session: &Session) -> AppResult<()> {
+        for _ in 0..8 {
+            let current = self
+                .store
+                .get_review(review.id)
+                .await?
+                .ok_or_else(|| AppError::NotFound("review".into()))?;
+            let Ok(next) = current.mark_executed() else {
+                return Ok(());
+            };
+            let ev = AuditEvent::ReviewExecuted {
+                review_id: review.id,
+                session_id: session.id,
+                exit_code: session.exit_code.unwrap_or(-1),
+                output_sha256: session.output_sha256.clone().unwrap_or_default(),
+                duration_ms: session.duration_ms.unwrap_or(0),
+            };
+            match self
+                .store
+                .update_review(&next, AuditCtx::new("system", self.now(), vec![ev]))
+                .await
+            {
+                Ok(_) => {
+                    self.publish(review.id, ReviewStatus::Executed);
+                    return Ok(());
+                }
+                Err(warden_store::StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::conflict("busy", "could not record the execution"))
+    }
+
+    /// A session that never reached the target (deleted connection, digest mismatch, crash).
+    pub(crate) async fn failed_session(
+        &self,
+        review: &Review,
+        message: &str,
+    ) -> AppResult<Session> {
+        let now = self.now();
+        let s = Session {
+            id: Uuid::now_v7(),
+            kind: SessionKind::Exec,
+            user: review.requester.clone(),
+            connection: review.connection.clone(),
+            review_id: Some(review.id),
+            command: review.command.clone(),
+            started_at: now,
+            ended_at: Some(now),
+            exit_code: Some(2),
+            output: Some(format!("{message}\n")),
+            output_truncated: false,
+            output_sha256: Some(hex::encode(Sha256::digest(format!("{message}\n")))),
+            duration_ms: Some(0),
+            rows_json: None,
+        };
+        self.store
+            .insert_session(&s, AuditCtx::new("system", now, vec![started(&s)]))
+            .await?;
+        self.store
+            .finish_session(&s, AuditCtx::new("system", now, vec![ended(&s)]))
+            .await?;
+        Ok(s)
+    }
+
+    /// Records a session, runs the command through the executor seam, records the outcome.
+    pub(crate) async fn run_session(
+        &self,
+        rec: &ConnectionRecord,
+        user: &str,
+        command: &str,
+        review_id: Option<Uuid>,
+        kind: SessionKind,
+    ) -> AppResult<Session> {
+        let target = self.target_for(rec)?;
+        let started_at = self.now();
+        let mut session = Session {
+            id: Uuid::now_v7(),
+            kind,
+            user: user.into(),
+            connection: rec.connection.name.clone(),
+            review_id,
+            command: Some(command.into()),
+            started_at,
+            ended_at: None,
+            exit_code: None,
+            output: None,
+            output_truncated: false,
+            output_sha256: None,
+            duration_ms: None,
+            rows_json: None,
+        };
+        self.store
+            .insert_session(
+                &session,
+                AuditCtx::new(user, started_at, vec![started(&session)]),
+            )
+            .await?;
+        let opts = ExecOptions {
+            output_cap: self.config.output_cap,
+            timeout: Duration::from_secs(self.config.exec_timeout_sec),
+        };
+        let ExecOutcome {
+            exit_code,
+            output,
+            truncated,
+            duration_ms,
+            rows_json,
+        } = warden_exec::execute(&target, command, &opts).await;
+        metrics::counter!("warden_executions_total", "connection_type" => rec.connection.kind.as_str(), "ok" => if exit_code == 0 { "true" } else { "false" }).increment(1);
+        session.ended_at = Some(self.now());
+        session.exit_code = Some(exit_code);
+        session.output_sha256 = Some(hex::encode(Sha256::digest(output.as_bytes())));
+        session.output = Some(output);
+        session.output_truncated = truncated;
+        session.duration_ms = Some(duration_ms);
+        session.rows_json = rows_json;
+        self.store
+            .finish_session(
+                &session,
+                AuditCtx::new(user, self.now(), vec![ended(&session)]),
+            )
+            .await?;
+        Ok(session)
+    }
+}
+
+fn started(s: &Session) -> AuditEvent {
+    AuditEvent::SessionStarted {
+        session_id: s.id,
+        session_kind: s.kind.as_str().into(),
+        connection: s.connection.clone(),
+        review_id: s.review_id,
+    }
+}
+
+fn ended(s: &Session) -> AuditEvent {
+    AuditEvent::SessionEnded {
+        session_id: s.id,
+        exit_code: s.exit_code,
+        output_sha256: s.output_sha256.clone(),
+    }
+}

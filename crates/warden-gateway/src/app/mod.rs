@@ -1,0 +1,241 @@
+//! The application layer: use cases that wire the pure core, the store, the executors and the
+//! notifiers. Every entry point takes the acting [`User`] and checks authorization itself, so
+//! the HTTP API, the web pages, the proxy backend and Slack all get the same answers.
+//!
+//! # What it must never do
+//! Speak HTTP (that is `api`/`web`), write SQL (that is `warden-store`), or decide a quorum by
+//! itself (that is `warden_core::review`). On any store error during authorization it denies.
+
+mod audit;
+mod connections;
+mod exec;
+mod identity;
+mod reviews;
+mod rules;
+pub mod sweeper;
+
+pub use audit::VerifyReport;
+pub use connections::CreateConnection;
+pub use exec::ExecResult;
+pub use identity::CreateUser;
+pub use reviews::{JitResult, ReviewView};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+use warden_core::review::TransitionError;
+use warden_core::{ReviewStatus, User};
+use warden_store::{Store, StoreError};
+
+use crate::config::Config;
+use crate::secrets::SecretBox;
+
+/// The source of time. Tests inject a fake; the core never reads a clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A review changed state (broadcast in-process to waiters and live pages; other replicas notice
+/// by re-reading the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewChanged {
+    pub id: Uuid,
+    pub status: ReviewStatus,
+}
+
+/// Why a use case refused or failed. The web layer maps kinds to status codes.
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("too many attempts: {0}")]
+    RateLimited(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate(m) => Self::conflict("duplicate", m),
+            StoreError::NotFound(m) => Self::NotFound(m),
+            StoreError::Conflict => Self::conflict("concurrent_update", e.to_string()),
+            StoreError::Invalid(m) => Self::bad("invalid", m),
+            other => Self::Internal(anyhow::Error::new(other).context("store")),
+        }
+    }
+}
+
+impl From<TransitionError> for AppError {
+    fn from(e: TransitionError) -> Self {
+        if e.is_conflict() {
+            Self::conflict("review_closed", e.to_string())
+        } else if e.is_bad_request() {
+            Self::bad("invalid_decision", e.to_string())
+        } else {
+            Self::Forbidden(e.to_string())
+        }
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// The application: shared by every adapter through an `Arc`.
+pub struct App {
+    pub store: Store,
+    pub config: Config,
+    secrets: SecretBox,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<ReviewChanged>,
+    /// Failed logins per key (email or peer) in the current minute: brute-force protection.
+    failures: Mutex<HashMap<String, (i64, u32)>>,
+    /// Live proxy sessions per JIT review: told to close when the window ends or is revoked.
+    grants: Mutex<HashMap<Uuid, Vec<tokio::sync::watch::Sender<Option<String>>>>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const MAX_LOGIN_FAILURES_PER_MINUTE: u32 = 5;
+
+impl App {
+    pub fn new(
+        store: Store,
+        config: Config,
+        secrets: SecretBox,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<App> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(App {
+            store,
+            config,
+            secrets,
+            clock,
+            events,
+            failures: Mutex::new(HashMap::new()),
+            grants: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ReviewChanged> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, id: Uuid, status: ReviewStatus) {
+        let _ = self.events.send(ReviewChanged { id, status });
+        metrics::counter!("warden_review_transitions_total", "status" => status.as_str())
+            .increment(1);
+    }
+
+    pub fn review_url(&self, id: Uuid) -> String {
+        format!("{}/reviews/{id}", self.config.public_url)
+    }
+
+    /// Records a failed attempt for `key`; true if the key is now over the limit.
+    pub fn note_failure(&self, key: &str) -> bool {
+        let minute = self.now().unix_timestamp() / 60;
+        let Ok(mut map) = self.failures.lock() else {
+            return true;
+        };
+        let entry = map.entry(key.to_string()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 > MAX_LOGIN_FAILURES_PER_MINUTE
+    }
+
+    /// True while `key` has too many failures this minute (fail closed on a poisoned lock).
+    pub fn is_limited(&self, key: &str) -> bool {
+        let minute = self.now().unix_timestamp() / 60;
+        let Ok(map) = self.failures.lock() else {
+            return true;
+        };
+        map.get(key)
+            .is_some_and(|(m, n)| *m == minute && *n >= MAX_LOGIN_FAILURES_PER_MINUTE)
+    }
+
+    /// Registers a live session on a JIT grant; the receiver gets `Some(reason)` when it must close.
+    pub fn register_grant(&self, review_id: Uuid) -> tokio::sync::watch::Receiver<Option<String>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        if let Ok(mut g) = self.grants.lock() {
+            let list = g.entry(review_id).or_default();
+            list.retain(|s| !s.is_closed());
+            list.push(tx);
+        }
+        rx
+    }
+
+    pub(crate) fn close_grant(&self, review_id: Uuid, reason: &str) {
+        let senders = self
+            .grants
+            .lock()
+            .map(|mut g| g.remove(&review_id).unwrap_or_default())
+            .unwrap_or_default();
+        for s in senders {
+            let _ = s.send(Some(reason.to_string()));
+        }
+    }
+
+    fn require_admin(&self, actor: &User) -> AppResult<()> {
+        if actor.admin {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("this action requires an admin".into()))
+        }
+    }
+}

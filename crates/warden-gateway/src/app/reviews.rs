@@ -1,0 +1,486 @@
+//! Reviews: JIT requests, decisions (approve / reject / withdraw / revoke), waiting for an
+//! outcome, and visibility. Every decision is a core transition persisted with a version check,
+//! retried on conflict, so concurrent approvers never lose an update.
+
+use std::time::Duration as StdDuration;
+
+use serde::Serialize;
+use uuid::Uuid;
+use warden_core::audit::{AuditEntry, AuditEvent};
+use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_jit};
+use warden_core::review::{Actor, ApproveInput, NewReview, TransitionError};
+use warden_core::{Review, ReviewStatus, RuleType, Session, User};
+use warden_store::{AuditCtx, ReviewFilter};
+
+use super::{App, AppError, AppResult};
+
+/// A review as shown to clients: the review, its link, quorum progress, and its result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewView {
+    #[serde(flatten)]
+    pub review: Review,
+    pub url: String,
+    pub progress: String,
+    /// The execution (command reviews) once it ran.
+    pub result: Option<Session>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum JitResult {
+    /// No approval needed (exempt, not required): use the connection directly.
+    NotNeeded {
+        reason: AllowReason,
+    },
+    Review {
+        review: Box<ReviewView>,
+    },
+}
+
+const MAX_DECISION_RETRIES: usize = 8;
+
+pub(crate) fn actor(u: &User) -> Actor<'_> {
+    Actor {
+        email: &u.email,
+        groups: &u.groups,
+        admin: u.admin,
+    }
+}
+
+pub fn can_view(user: &User, r: &Review) -> bool {
+    user.admin
+        || r.requester == user.email
+        || user.in_any(&r.policy.approval_groups)
+        || user.in_any(&r.policy.force_approval_groups)
+}
+
+impl App {
+    pub(crate) async fn view(&self, review: Review) -> AppResult<ReviewView> {
+        let result = if review.kind == RuleType::Command && review.status == ReviewStatus::Executed
+        {
+            self.store.session_for_review(review.id).await?
+        } else {
+            None
+        };
+        Ok(ReviewView {
+            url: self.review_url(review.id),
+            progress: review.progress(),
+            review,
+            result,
+        })
+    }
+
+    async fn load_visible(&self, user: &User, id: Uuid) -> AppResult<Review> {
+        match self.store.get_review(id).await? {
+            Some(r) if can_view(user, &r) => Ok(r),
+            _ => Err(AppError::NotFound(format!("no review {id}"))),
+        }
+    }
+
+    pub async fn get_review(&self, user: &User, id: Uuid) -> AppResult<ReviewView> {
+        let r = self.load_visible(user, id).await?;
+        self.view(r).await
+    }
+
+    /// The review's audit entries, oldest first (its timeline).
+    pub async fn review_timeline(&self, user: &User, id: Uuid) -> AppResult<Vec<AuditEntry>> {
+        self.load_visible(user, id).await?;
+        Ok(self.store.audit_for_review(id).await?)
+    }
+
+    /// Admins see every review; others see their own and those they may decide.
+    pub async fn list_reviews(
+        &self,
+        user: &User,
+        filter: ReviewFilter,
+    ) -> AppResult<(Vec<ReviewView>, i64)> {
+        let (reviews, total) = if user.admin {
+            self.store.list_reviews(&filter).await?
+        } else {
+            let wide = ReviewFilter {
+                page: 1,
+                per_page: 5000,
+                ..filter.clone()
+            };
+            let (all, _) = self.store.list_reviews(&wide).await?;
+            let visible: Vec<Review> = all.into_iter().filter(|r| can_view(user, r)).collect();
+            let total = visible.len() as i64;
+            let per = filter.per_page.max(1) as usize;
+            let start = (filter.page.max(1) as usize - 1) * per;
+            (visible.into_iter().skip(start).take(per).collect(), total)
+        };
+        let mut out = Vec::with_capacity(reviews.len());
+        for r in reviews {
+            out.push(self.view(r).await?);
+        }
+        Ok((out, total))
+    }
+
+    /// Applies `transition` to the latest stored review until it persists without a conflict.
+    /// `events` builds the audit events from (before, after).
+    async fn decide<F, E>(
+        &self,
+        id: Uuid,
+        actor_email: &str,
+        transition: F,
+        events: E,
+    ) -> AppResult<Review>
+    where
+        F: Fn(Review) -> Result<Review, TransitionError>,
+        E: Fn(&Review, &Review) -> Vec<AuditEvent>,
+    {
+        for _ in 0..MAX_DECISION_RETRIES {
+            let current = self
+                .store
+                .get_review(id)
+                .await?
+                .ok_or_else(|| AppError::NotFound(format!("no review {id}")))?;
+            let next = match transition(current.clone()) {
+                Ok(n) => n,
+                Err(TransitionError::Expired) => {
+                    // The sweeper has not caught it yet: persist the expiry, then refuse.
+                    self.expire_review(current).await?;
+                    return Err(TransitionError::Expired.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let evs = events(&current, &next);
+            match self
+                .store
+                .update_review(&next, AuditCtx::new(actor_email, self.now(), evs))
+                .await
+            {
+                Ok(stored) => {
+                    if stored.status != current.status {
+                        self.publish(stored.id, stored.status);
+                    }
+                    return Ok(stored);
+                }
+                Err(warden_store::StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::conflict(
+            "busy",
+            "the review is changing too fast; retry",
+        ))
+    }
+
+    pub async fn approve(
+        self: &std::sync::Arc<Self>,
+        user: &User,
+        id: Uuid,
+        input: ApproveInput,
+    ) -> AppResult<ReviewView> {
+        self.load_visible(user, id)
+            .await
+            .map_err(|_| AppError::NotFound(format!("no review {id}")))?;
+        let stored = self
+            .decide(
+                id,
+                &user.email,
+                |r| r.approve(actor(user), input.clone(), self.now()),
+                |_, after| {
+                    let Some(a) = after.approvals.last() else {
+                        return vec![];
+                    };
+                    vec![AuditEvent::ReviewApproved {
+                        review_id: after.id,
+                        approver: a.approver.clone(),
+                        group: a.group.clone(),
+                        forced: a.forced,
+                        auto: false,
+                        reason: a.reason.clone(),
+                        approved: after.status == ReviewStatus::Approved,
+                    }]
+                },
+            )
+            .await?;
+        self.after_approval(&stored);
+        self.view(stored).await
+    }
+
+    /// Approved command reviews run now, in the background: the approver's request returns at
+    /// once and the requester's waiter wakes when the result is stored.
+    pub(crate) fn after_approval(self: &std::sync::Arc<Self>, review: &Review) {
+        if review.status == ReviewStatus::Approved && review.kind == RuleType::Command {
+            let app = self.clone();
+            let id = review.id;
+            tokio::spawn(async move {
+                if let Err(e) = app.execute_review(id).await {
+                    tracing::error!(review = %id, error = %e, "execution of an approved review failed");
+                }
+            });
+        }
+    }
+
+    pub async fn reject(
+        &self,
+        user: &User,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> AppResult<ReviewView> {
+        self.load_visible(user, id).await?;
+        let stored = self
+            .decide(
+                id,
+                &user.email,
+                |r| r.reject(actor(user), reason.as_deref(), self.now()),
+                |_, after| {
+                    vec![AuditEvent::ReviewRejected {
+                        review_id: after.id,
+                        by: user.email.clone(),
+                        reason: after.reason.clone().unwrap_or_default(),
+                        withdrawn: false,
+                    }]
+                },
+            )
+            .await?;
+        self.view(stored).await
+    }
+
+    pub async fn withdraw(&self, user: &User, id: Uuid) -> AppResult<ReviewView> {
+        self.load_visible(user, id).await?;
+        let stored = self
+            .decide(
+                id,
+                &user.email,
+                |r| r.withdraw(actor(user), self.now()),
+                |_, after| {
+                    vec![AuditEvent::ReviewRejected {
+                        review_id: after.id,
+                        by: user.email.clone(),
+                        reason: "withdrawn by requester".into(),
+                        withdrawn: true,
+                    }]
+                },
+            )
+            .await?;
+        self.view(stored).await
+    }
+
+    pub async fn revoke(
+        &self,
+        user: &User,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> AppResult<ReviewView> {
+        self.load_visible(user, id).await?;
+        let stored = self
+            .decide(
+                id,
+                &user.email,
+                |r| r.revoke(actor(user), reason.as_deref(), self.now()),
+                |_, after| {
+                    vec![AuditEvent::ReviewRevoked {
+                        review_id: after.id,
+                        by: user.email.clone(),
+                        reason: after.reason.clone().unwrap_or_default(),
+                    }]
+                },
+            )
+            .await?;
+        self.close_grant(
+            id,
+            &format!(
+                "access window revoked by {}: {}",
+                user.email,
+                stored.reason.clone().unwrap_or_default()
+            ),
+        );
+        self.view(stored).await
+    }
+
+    pub(crate) async fn expire_review(&self, review: Review) -> AppResult<()> {
+        let id = review.id;
+        let Ok(next) = review.expire(self.now()) else {
+            return Ok(());
+        };
+        match self
+            .store
+            .update_review(
+                &next,
+                AuditCtx::new(
+                    "system",
+                    self.now(),
+                    vec![AuditEvent::ReviewExpired { review_id: id }],
+                ),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.publish(id, ReviewStatus::Expired);
+                Ok(())
+            }
+            Err(warden_store::StoreError::Conflict) => Ok(()), // a decision won the race
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Long-poll: returns when the review reaches a state the requester acts on (command:
+    /// terminal; jit: approved or terminal) or after `timeout`, whichever comes first.
+    pub async fn wait_review(
+        &self,
+        user: &User,
+        id: Uuid,
+        timeout: StdDuration,
+    ) -> AppResult<ReviewView> {
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let r = self.load_visible(user, id).await?;
+            let settled = r.status.is_terminal()
+                || (r.kind == RuleType::Jit && r.status == ReviewStatus::Approved);
+            if settled || tokio::time::Instant::now() >= deadline {
+                return self.view(r).await;
+            }
+            // Wake on a local event for this review, or re-read every second (another replica
+            // may have decided it).
+            let tick = tokio::time::Instant::now() + StdDuration::from_secs(1);
+            let until = tick.min(deadline);
+            loop {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Ok(ev)) if ev.id == id => break,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// `warden request CONN --duration D`: a JIT window request.
+    pub async fn request_jit(
+        self: &std::sync::Arc<Self>,
+        user: &User,
+        connection: &str,
+        duration_sec: i64,
+        reason: Option<String>,
+    ) -> AppResult<JitResult> {
+        let rec = self
+            .store
+            .get_connection(connection)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no connection {connection:?}")))?;
+        let rules = self.store.rules_for_connection(connection).await?;
+        let ctx = AccessContext {
+            user,
+            connection: &rec.connection,
+            rules: &rules,
+            windows: &[],
+            admin_auto_approve: self.config.admin_auto_approve,
+        };
+        if reason.as_ref().is_some_and(|r| r.len() > 2000) {
+            return Err(AppError::bad(
+                "too_long",
+                "reason: longer than 2000 characters",
+            ));
+        }
+        let decision = evaluate_jit(&ctx, duration_sec, reason.as_deref());
+        let rule_name = match &decision {
+            Decision::Deny(d) => {
+                self.audit_denied(user, connection, &d.message()).await;
+                return Err(match d {
+                    warden_core::decision::DenyReason::NoAccess { .. } => {
+                        AppError::Forbidden(d.message())
+                    }
+                    _ => AppError::bad("invalid_request", d.message()),
+                });
+            }
+            Decision::Allow(reason) => {
+                return Ok(JitResult::NotNeeded {
+                    reason: reason.clone(),
+                });
+            }
+            Decision::AutoApprove { rule } | Decision::NeedsReview { rule } => rule.clone(),
+        };
+        let rule = rules
+            .iter()
+            .find(|r| r.name == rule_name)
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("rule vanished")))?;
+        let now = self.now();
+        let mut review = Review::new(
+            rule,
+            NewReview {
+                connection: connection.into(),
+                requester: user.email.clone(),
+                requester_groups: user.groups.clone(),
+                command: None,
+                duration_sec: Some(duration_sec),
+                request_reason: reason,
+            },
+            self.config.review_timeout_sec,
+            now,
+        );
+        let mut events = vec![requested_event(&review)];
+        if matches!(decision, Decision::AutoApprove { .. }) {
+            review = review.auto_approve(now);
+            events.push(auto_event(&review));
+        }
+        let stored = self
+            .store
+            .insert_review(&review, AuditCtx::new(&user.email, now, events))
+            .await?;
+        self.publish(stored.id, stored.status);
+        Ok(JitResult::Review {
+            review: Box::new(self.view(stored).await?),
+        })
+    }
+
+    /// The caller's open JIT windows.
+    pub async fn my_windows(&self, user: &User) -> AppResult<Vec<ReviewView>> {
+        let filter = ReviewFilter {
+            status: Some(ReviewStatus::Approved),
+            kind: Some(RuleType::Jit),
+            requester: Some(user.email.clone()),
+            page: 1,
+            per_page: 500,
+            ..ReviewFilter::default()
+        };
+        let (rs, _) = self.store.list_reviews(&filter).await?;
+        let now = self.now();
+        let mut out = Vec::new();
+        for r in rs.into_iter().filter(|r| r.window_active(now)) {
+            out.push(self.view(r).await?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn audit_denied(&self, user: &User, connection: &str, reason: &str) {
+        let ev = AuditEvent::AccessDenied {
+            connection: connection.into(),
+            reason: reason.into(),
+        };
+        if let Err(e) = self
+            .store
+            .append_audit(AuditCtx::new(&user.email, self.now(), vec![ev]))
+            .await
+        {
+            tracing::error!(error = %e, "could not audit a denial");
+        }
+    }
+}
+
+pub(crate) fn requested_event(r: &Review) -> AuditEvent {
+    AuditEvent::ReviewRequested {
+        review_id: r.id,
+        review_type: r.kind.as_str().into(),
+        connection: r.connection.clone(),
+        rule: r.rule.clone(),
+        command_sha256: r.command_sha256.clone(),
+        duration_sec: r.duration_sec,
+        reason: r.request_reason.clone(),
+    }
+}
+
+pub(crate) fn auto_event(r: &Review) -> AuditEvent {
+    AuditEvent::ReviewApproved {
+        review_id: r.id,
+        approver: r.requester.clone(),
+        group: String::new(),
+        forced: false,
+        auto: true,
+        reason: Some("admin auto-approval".into()),
+        approved: true,
+    }
+}

@@ -1,0 +1,97 @@
+//! The sweeper: a background loop that expires PENDING reviews past their timeout, closes JIT
+//! windows at their end, and recovers approved reviews a crash left unexecuted. It runs on every
+//! replica; transitions are version-checked so replicas never double-apply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warden_core::ReviewStatus;
+use warden_core::audit::AuditEvent;
+use warden_store::AuditCtx;
+
+use super::{App, AppResult};
+
+impl App {
+    /// One pass of the sweeper (tests call this directly).
+    pub async fn sweep(self: &Arc<Self>) -> AppResult<()> {
+        let now = self.now();
+        for r in self.store.reviews_to_expire(now).await? {
+            self.expire_review(r).await?;
+        }
+        for r in self.store.windows_to_finish(now).await? {
+            let id = r.id;
+            let Ok(next) = r.finish_window(now) else {
+                continue;
+            };
+            match self
+                .store
+                .update_review(
+                    &next,
+                    AuditCtx::new(
+                        "system",
+                        now,
+                        vec![AuditEvent::WindowEnded { review_id: id }],
+                    ),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.publish(id, ReviewStatus::Executed);
+                    self.close_grant(id, "access window ended");
+                }
+                Err(warden_store::StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for r in self.store.unclaimed_approved().await? {
+            let app = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = app.execute_review(r.id).await {
+                    tracing::error!(review = %r.id, error = %e, "recovering an approved review failed");
+                }
+            });
+        }
+        // Claimed long ago and never finished: the gateway died mid-execution. Never re-run
+        // (the command may have had effects); record the unknown outcome instead.
+        let stale_before = now - time::Duration::seconds(self.config.exec_timeout_sec as i64 + 60);
+        for r in self.store.stale_claims(stale_before).await? {
+            let s = self
+                .failed_session(&r, "execution was interrupted (gateway stopped); outcome unknown — check the target before resubmitting")
+                .await?;
+            if let Ok(next) = r.clone().mark_executed() {
+                let ev = AuditEvent::ReviewExecuted {
+                    review_id: r.id,
+                    session_id: s.id,
+                    exit_code: 2,
+                    output_sha256: s.output_sha256.clone().unwrap_or_default(),
+                    duration_ms: 0,
+                };
+                if self
+                    .store
+                    .update_review(&next, AuditCtx::new("system", now, vec![ev]))
+                    .await
+                    .is_ok()
+                {
+                    self.publish(r.id, ReviewStatus::Executed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the sweeper until `shutdown` fires.
+    pub async fn run_sweeper(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.sweep_ms.max(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.sweep().await {
+                        tracing::error!(error = %e, "sweeper pass failed");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Gateway configuration, read once from the environment at start (SPEC §4 "Environment").
+//! Secrets in here are wrapped in `Secret` so a logged config never leaks them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use warden_core::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP API + web app listener (`WARDEN_LISTEN`, default 127.0.0.1:8009).
+    pub listen: SocketAddr,
+    /// PostgreSQL proxy listener (`WARDEN_PG_LISTEN`, default 127.0.0.1:15432; `off` disables).
+    pub pg_listen: Option<SocketAddr>,
+    /// Data dir for the embedded SQLite store and the secret key file (`WARDEN_DATA_DIR`, `./.warden`).
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default: inside the data dir) or `postgres://…` (`WARDEN_DATABASE_URL`).
+    pub database_url: Secret<String>,
+    /// Default PENDING timeout (`REVIEW_TIMEOUT_SEC`, 3600).
+    pub review_timeout_sec: i64,
+    /// Base URL for links (`WARDEN_PUBLIC_URL`, default `http://<listen>`).
+    pub public_url: String,
+    pub admin_email: String,
+    pub admin_password: Option<Secret<String>>,
+    /// 32-byte key, base64 or hex (`WARDEN_SECRET_KEY`); else a key file in the data dir.
+    pub secret_key: Option<Secret<String>>,
+    /// Admins' own requests are approved at once (`WARDEN_ADMIN_AUTO_APPROVE`, true).
+    pub admin_auto_approve: bool,
+    /// Max bytes of command output kept (`WARDEN_OUTPUT_CAP`, 1 MiB).
+    pub output_cap: usize,
+    /// Executions are killed after this many seconds (`WARDEN_EXEC_TIMEOUT_SEC`, 300).
+    pub exec_timeout_sec: u64,
+    /// How often the sweeper runs, in milliseconds (`WARDEN_SWEEP_MS`, 1000).
+    pub sweep_ms: u64,
+    /// TLS for the proxy listener (`WARDEN_TLS_CERT` / `WARDEN_TLS_KEY`, PEM paths).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clear-text proxy clients (`WARDEN_REQUIRE_TLS`).
+    pub require_tls: bool,
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_bool(key: &str, default: bool) -> Result<bool> {
+    match env(key).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => bail!("{key}={other:?} is not a boolean (use true or false)"),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, default: T) -> Result<T> {
+    match env(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{key}={v:?} is not a valid number")),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config> {
+        let listen: SocketAddr = env("WARDEN_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8009".into())
+            .parse()
+            .context("WARDEN_LISTEN must be HOST:PORT, e.g. 127.0.0.1:8009")?;
+        let pg_listen = match env("WARDEN_PG_LISTEN").as_deref() {
+            Some("off" | "none") => None,
+            Some(v) => Some(
+                v.parse()
+                    .context("WARDEN_PG_LISTEN must be HOST:PORT or off")?,
+            ),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 15432))),
+        };
+        let data_dir = PathBuf::from(env("WARDEN_DATA_DIR").unwrap_or_else(|| "./.warden".into()));
+        let database_url = env("WARDEN_DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("warden.db").display()));
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            bail!("WARDEN_DATABASE_URL must start with sqlite:// or postgres://");
+        }
+        let public_url = env("WARDEN_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Config {
+            listen,
+            pg_listen,
+            data_dir,
+            database_url: Secret::new(database_url),
+            review_timeout_sec: parse_num("REVIEW_TIMEOUT_SEC", 3600)?,
+            public_url,
+            admin_email: env("WARDEN_ADMIN_EMAIL").unwrap_or_else(|| "admin@warden.local".into()),
+            admin_password: env("WARDEN_ADMIN_PASSWORD").map(Secret::new),
+            secret_key: env("WARDEN_SECRET_KEY").map(Secret::new),
+            admin_auto_approve: parse_bool("WARDEN_ADMIN_AUTO_APPROVE", true)?,
+            output_cap: parse_num("WARDEN_OUTPUT_CAP", 1024 * 1024)?,
+            exec_timeout_sec: parse_num("WARDEN_EXEC_TIMEOUT_SEC", 300)?,
+            sweep_ms: parse_num("WARDEN_SWEEP_MS", 1000)?,
+            tls_cert: env("WARDEN_TLS_CERT").map(PathBuf::from),
+            tls_key: env("WARDEN_TLS_KEY").map(PathBuf::from),
+            require_tls: parse_bool("WARDEN_REQUIRE_TLS", false)?,
+        })
+    }
+
+    /// A config for tests and embedding: everything local under `data_dir`, ports chosen by the OS.
+    pub fn for_data_dir(data_dir: PathBuf) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pg_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            database_url: Secret::new(format!("sqlite://{}", data_dir.join("warden.db").display())),
+            data_dir,
+            review_timeout_sec: 3600,
+            public_url: String::new(),
+            admin_email: "admin@warden.local".into(),
+            admin_password: None,
+            secret_key: None,
+            admin_auto_approve: true,
+            output_cap: 1024 * 1024,
+            exec_timeout_sec: 300,
+            sweep_ms: 200,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+        }
+    }
+}
