@@ -4,10 +4,28 @@
 //! returns an [`ExecOutcome`], nothing else.
 //!
 //! Executors never decide access: by the time `execute` is called, the gateway has approved.
+//!
+//! Modules: `postgres`, `mysql`, `sqlite` and `command` run one kind of
+//! target each; `table` renders result sets (psql's aligned format) and JSON rows; `output`
+//! caps the output and adds the trailing marker lines. Exit codes: the program's own for
+//! commands; for SQL 0 = success, 1 = a statement failed; for all kinds 2 = could not connect /
+//! could not start / misconfigured target, 124 = timeout (killed or cancelled), 126/127 = command
+//! not runnable / not found.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 use warden_core::secret::Secret;
 use warden_core::{ConnectionType, ExecOutcome};
+
+mod command;
+mod mysql;
+mod output;
+mod postgres;
+mod sqlite;
+mod table;
+
+use output::CappedText;
 
 /// Where and how to run: built by the gateway from a connection and its decrypted secrets.
 #[derive(Debug, Clone)]
@@ -31,13 +49,72 @@ pub struct ExecOptions {
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        Self { output_cap: 1024 * 1024, timeout: Duration::from_secs(300) }
+        Self {
+            output_cap: 1024 * 1024,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What an executor hands back; `execute` turns it into an [`ExecOutcome`].
+pub(crate) struct RunResult {
+    pub(crate) out: CappedText,
+    pub(crate) exit_code: i32,
+    pub(crate) rows_json: Option<serde_json::Value>,
+    /// A last line added after the (possibly truncated) output, e.g. the timeout message.
+    pub(crate) trailer: Option<String>,
+}
+
+impl RunResult {
+    /// A run that failed before doing anything: `message` is the whole output.
+    pub(crate) fn failed(exit_code: i32, message: &str, cap: usize) -> Self {
+        let mut out = CappedText::new(cap);
+        out.push_str(message);
+        if !message.ends_with('\n') {
+            out.push_str("\n");
+        }
+        Self {
+            out,
+            exit_code,
+            rows_json: None,
+            trailer: None,
+        }
     }
 }
 
 /// Runs `input` against `target`. Never panics; every failure becomes a non-zero exit code with
 /// the reason in `output`.
 pub async fn execute(target: &Target, input: &str, opts: &ExecOptions) -> ExecOutcome {
-    let _ = (target, input, opts);
-    todo!("implemented by the executor work")
+    let started = Instant::now();
+    let run = std::panic::AssertUnwindSafe(dispatch(target, input, opts))
+        .catch_unwind()
+        .await;
+    let run = run.unwrap_or_else(|_| {
+        RunResult::failed(
+            2,
+            "warden: internal error in the executor (see the gateway log)",
+            opts.output_cap,
+        )
+    });
+    let (output, truncated) = run.out.finish(run.trailer.as_deref());
+    ExecOutcome {
+        exit_code: run.exit_code,
+        output,
+        truncated,
+        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        rows_json: run.rows_json,
+    }
+}
+
+async fn dispatch(target: &Target, input: &str, opts: &ExecOptions) -> RunResult {
+    let url = target.url.as_ref().map(|u| u.expose().as_str());
+    match (target.kind, url) {
+        (ConnectionType::Command, _) => {
+            command::run(&target.command, &target.env, input, opts).await
+        }
+        (_, None) => RunResult::failed(2, "warden: the connection has no URL", opts.output_cap),
+        (ConnectionType::Postgres, Some(url)) => postgres::run(url, input, opts).await,
+        (ConnectionType::Mysql, Some(url)) => mysql::run(url, input, opts).await,
+        (ConnectionType::Sqlite, Some(url)) => sqlite::run(url, input, opts).await,
+    }
 }

@@ -1,0 +1,1022 @@
+//! PostgreSQL executor: runs the approved script once, over one fresh connection, with the
+//! simple query protocol (one `Query` message holding the whole script), and renders what the
+//! server sends back the way `psql` shows it: aligned tables, command tags (`UPDATE 3`,
+//! `INSERT 0 1`, `CREATE TABLE`), notices, and errors with their SQLSTATE.
+//!
+//! Why not `tokio_postgres::Client::simple_query`: it drops the command tag (it keeps only the
+//! row count) and the column types, both needed to show results like psql. This module speaks
+//! the protocol itself with `postgres-protocol` (the message codec and SCRAM/MD5 code that
+//! tokio-postgres uses), which also gives it the backend key to cancel a query on timeout.
+//!
+//! Supported: TCP and Unix sockets; trust, cleartext, MD5 and SCRAM-SHA-256 authentication;
+//! TLS via rustls with libpq's `sslmode` semantics (`disable`, `allow`/`prefer` = TLS when the
+//! server offers it, `require` = TLS without certificate checks, `verify-ca` / `verify-full`
+//! against `sslrootcert`, default `~/.postgresql/root.crt`).
+//!
+//! A multi-statement script runs as one implicit transaction (PostgreSQL's rule for a simple
+//! query): when a statement fails, the changes of the earlier statements since the last
+//! `COMMIT` are rolled back, and the output says so.
+//!
+//! Executors never decide access: the gateway approved this script before calling us.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::{backend::Message, frontend};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::rustls;
+
+use crate::output::{CappedText, fmt_duration, scrub};
+use crate::table::ResultSet;
+use crate::{ExecOptions, RunResult};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Connection parameters
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Tcp(String),
+    /// Directory holding the server's socket (`/var/run/postgresql`).
+    Unix(PathBuf),
+}
+
+#[derive(Clone)]
+struct ConnInfo {
+    host: Host,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    dbname: String,
+    sslmode: SslMode,
+    sslrootcert: Option<PathBuf>,
+    application_name: String,
+    options: Option<String>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("endpoint", &self.endpoint())
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .field("dbname", &self.dbname)
+            .field("sslmode", &self.sslmode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnInfo {
+    /// `host:port` or the socket path: safe to show (no credentials).
+    fn endpoint(&self) -> String {
+        match &self.host {
+            Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
+            Host::Tcp(h) => format!("{h}:{}", self.port),
+            Host::Unix(dir) => dir
+                .join(format!(".s.PGSQL.{}", self.port))
+                .display()
+                .to_string(),
+        }
+    }
+}
+
+fn decode(s: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| "the connection URL holds invalid percent-encoded UTF-8".to_string())
+}
+
+/// Parses a libpq-style URL (`postgres://user:pass@host:port/db?sslmode=require`). Errors never
+/// quote the URL (it may hold a password).
+fn parse_url(raw: &str) -> Result<ConnInfo, String> {
+    let url =
+        url::Url::parse(raw).map_err(|e| format!("invalid PostgreSQL connection URL ({e})"))?;
+    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+        return Err(format!(
+            "invalid PostgreSQL connection URL: scheme must be postgres:// or postgresql://, not {}://",
+            url.scheme()
+        ));
+    }
+    let mut user = decode(url.username())?;
+    let mut password = url.password().map(decode).transpose()?;
+    let mut host = match url.host_str() {
+        Some(h) => decode(h.trim_start_matches('[').trim_end_matches(']'))?,
+        None => String::new(),
+    };
+    let mut port = url.port().unwrap_or(5432);
+    let mut dbname = decode(url.path().trim_start_matches('/'))?;
+    let mut sslmode = SslMode::Prefer;
+    let mut sslrootcert = None;
+    let mut application_name = "warden".to_string();
+    let mut options = None;
+    let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+
+    for (k, v) in url.query_pairs() {
+        let v = v.into_owned();
+        match k.as_ref() {
+            "user" => user = v,
+            "password" => password = Some(v),
+            "dbname" => dbname = v,
+            "host" => host = v,
+            "port" => {
+                port = v
+                    .parse()
+                    .map_err(|_| format!("invalid port in PostgreSQL connection URL: {v}"))?
+            }
+            "sslmode" => {
+                sslmode = match v.as_str() {
+                    "disable" => SslMode::Disable,
+                    "allow" | "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(format!(
+                            "invalid sslmode in PostgreSQL connection URL: {other}"
+                        ));
+                    }
+                }
+            }
+            "sslrootcert" => sslrootcert = Some(PathBuf::from(v)),
+            "application_name" => application_name = v,
+            "options" => options = Some(v),
+            "connect_timeout" => {
+                let secs: u64 = v.parse().map_err(|_| {
+                    format!("invalid connect_timeout in PostgreSQL connection URL: {v}")
+                })?;
+                if secs > 0 {
+                    connect_timeout = Duration::from_secs(secs.max(2));
+                }
+            }
+            // Accepted and ignored: only one host is ever tried.
+            "target_session_attrs" | "sslnegotiation" => {}
+            other => {
+                return Err(format!(
+                    "unsupported parameter in PostgreSQL connection URL: {other}"
+                ));
+            }
+        }
+    }
+    if user.is_empty() {
+        return Err("the PostgreSQL connection URL has no user name".into());
+    }
+    if dbname.is_empty() {
+        dbname = user.clone();
+    }
+    let host = if host.is_empty() {
+        Host::Tcp("localhost".into())
+    } else if host.starts_with('/') {
+        Host::Unix(PathBuf::from(host))
+    } else {
+        Host::Tcp(host)
+    };
+    Ok(ConnInfo {
+        host,
+        port,
+        user,
+        password,
+        dbname,
+        sslmode,
+        sslrootcert,
+        application_name,
+        options,
+        connect_timeout,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transport
+// ---------------------------------------------------------------------------------------------
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Conn {
+    io: Box<dyn Io>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl Conn {
+    async fn read(&mut self) -> io::Result<Message> {
+        loop {
+            if let Some(msg) = Message::parse(&mut self.rbuf)? {
+                return Ok(msg);
+            }
+            if self.io.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection unexpectedly",
+                ));
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let buf = self.wbuf.split();
+        self.io.write_all(&buf).await?;
+        self.io.flush().await
+    }
+}
+
+/// A connection failure, shown to the user (exit code 2). Never holds the URL or password.
+#[derive(Debug)]
+struct ConnectError(String);
+
+impl From<io::Error> for ConnectError {
+    fn from(e: io::Error) -> Self {
+        ConnectError(e.to_string())
+    }
+}
+
+async fn open_socket(info: &ConnInfo) -> Result<Box<dyn Io>, ConnectError> {
+    match &info.host {
+        Host::Unix(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{}", info.port));
+            let s = UnixStream::connect(&path).await?;
+            Ok(Box::new(s))
+        }
+        Host::Tcp(host) => {
+            let tcp = TcpStream::connect((host.as_str(), info.port)).await?;
+            let _ = tcp.set_nodelay(true);
+            if info.sslmode == SslMode::Disable {
+                return Ok(Box::new(tcp));
+            }
+            negotiate_tls(tcp, host, info).await
+        }
+    }
+}
+
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    host: &str,
+    info: &ConnInfo,
+) -> Result<Box<dyn Io>, ConnectError> {
+    let mut buf = BytesMut::new();
+    frontend::ssl_request(&mut buf);
+    tcp.write_all(&buf).await?;
+    let answer = tcp.read_u8().await?;
+    match answer {
+        b'S' => {}
+        b'N' if info.sslmode == SslMode::Prefer => return Ok(Box::new(tcp)),
+        b'N' => {
+            return Err(ConnectError(format!(
+                "the server does not support SSL, but sslmode={} was requested",
+                match info.sslmode {
+                    SslMode::Require => "require",
+                    SslMode::VerifyCa => "verify-ca",
+                    _ => "verify-full",
+                }
+            )));
+        }
+        _ => return Err(ConnectError("unexpected answer to the SSL request".into())),
+    }
+    let config = tls_config(info)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| ConnectError(format!("invalid host name for TLS: {host}")))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ConnectError(format!("TLS handshake failed: {e}")))?;
+    Ok(Box::new(tls))
+}
+
+fn tls_config(info: &ConnInfo) -> Result<rustls::ClientConfig, ConnectError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError(format!("TLS setup failed: {e}")))?;
+    let mut config = match info.sslmode {
+        SslMode::VerifyCa | SslMode::VerifyFull => {
+            let path = match &info.sslrootcert {
+                Some(p) => p.clone(),
+                None => std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+                    .ok_or_else(|| {
+                        ConnectError("sslmode=verify-* needs sslrootcert=<file>".into())
+                    })?,
+            };
+            let roots = load_roots(&path)?;
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| ConnectError(format!("TLS setup failed: {e}")))?;
+            let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+                if info.sslmode == SslMode::VerifyCa {
+                    Arc::new(tls::ChainOnly(webpki))
+                } else {
+                    webpki
+                };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
+        }
+        _ => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(tls::NoCertCheck(provider)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(config)
+}
+
+fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, ConnectError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+        ConnectError(format!(
+            "cannot read root certificate {}: {e}",
+            path.display()
+        ))
+    })?;
+    for cert in certs {
+        let cert = cert.map_err(|e| {
+            ConnectError(format!(
+                "cannot read root certificate {}: {e}",
+                path.display()
+            ))
+        })?;
+        roots.add(cert).map_err(|e| {
+            ConnectError(format!(
+                "invalid root certificate in {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(ConnectError(format!(
+            "no certificate found in {}",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+mod tls {
+    //! Certificate verifiers for `sslmode=require` (encrypt only, like libpq) and `verify-ca`
+    //! (chain checked, host name not).
+    use std::sync::Arc;
+    use tokio_rustls::rustls::client::WebPkiServerVerifier;
+    use tokio_rustls::rustls::client::danger::{
+        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+    };
+    use tokio_rustls::rustls::crypto::{
+        CryptoProvider, verify_tls12_signature, verify_tls13_signature,
+    };
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+
+    #[derive(Debug)]
+    pub(super) struct NoCertCheck(pub(super) Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for NoCertCheck {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    #[derive(Debug)]
+    pub(super) struct ChainOnly(pub(super) Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(Error::InvalidCertificate(CertificateError::NotValidForName))
+                | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                    ..
+                })) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Startup and authentication
+// ---------------------------------------------------------------------------------------------
+
+struct Session {
+    conn: Conn,
+    /// Backend process id and secret key, for a cancel request.
+    key: Option<(i32, i32)>,
+}
+
+async fn connect(info: &ConnInfo) -> Result<Session, ConnectError> {
+    let io = open_socket(info).await?;
+    let mut conn = Conn {
+        io,
+        rbuf: BytesMut::with_capacity(8192),
+        wbuf: BytesMut::new(),
+    };
+
+    let mut params: Vec<(&str, &str)> = vec![
+        ("user", &info.user),
+        ("database", &info.dbname),
+        ("application_name", &info.application_name),
+        ("client_encoding", "UTF8"),
+    ];
+    if let Some(o) = &info.options {
+        params.push(("options", o));
+    }
+    frontend::startup_message(params, &mut conn.wbuf)?;
+    conn.flush().await?;
+
+    authenticate(&mut conn, info).await?;
+
+    let mut key = None;
+    loop {
+        match conn.read().await? {
+            Message::ReadyForQuery(_) => break,
+            Message::BackendKeyData(body) => key = Some((body.process_id(), body.secret_key())),
+            Message::ErrorResponse(body) => {
+                return Err(ConnectError(format_server_error(
+                    &fields(body.fields()),
+                    None,
+                )));
+            }
+            _ => {} // ParameterStatus, NoticeResponse
+        }
+    }
+    Ok(Session { conn, key })
+}
+
+fn need_password(info: &ConnInfo) -> Result<&[u8], ConnectError> {
+    info.password.as_deref().map(str::as_bytes).ok_or_else(|| {
+        ConnectError("the server requested a password, but the connection has none".into())
+    })
+}
+
+async fn authenticate(conn: &mut Conn, info: &ConnInfo) -> Result<(), ConnectError> {
+    loop {
+        match conn.read().await? {
+            Message::AuthenticationOk => return Ok(()),
+            Message::AuthenticationCleartextPassword => {
+                frontend::password_message(need_password(info)?, &mut conn.wbuf)?;
+                conn.flush().await?;
+            }
+            Message::AuthenticationMd5Password(body) => {
+                let hash = md5_hash(info.user.as_bytes(), need_password(info)?, body.salt());
+                frontend::password_message(hash.as_bytes(), &mut conn.wbuf)?;
+                conn.flush().await?;
+            }
+            Message::AuthenticationSasl(body) => {
+                let mut mechanisms = body.mechanisms();
+                let mut scram = false;
+                while let Some(m) = mechanisms.next()? {
+                    if m == sasl::SCRAM_SHA_256 {
+                        scram = true;
+                    }
+                }
+                if !scram {
+                    return Err(ConnectError(
+                        "the server offers no supported SASL mechanism".into(),
+                    ));
+                }
+                // Channel binding is not used ('n'): always accepted by the server.
+                let mut scram = sasl::ScramSha256::new(
+                    need_password(info)?,
+                    sasl::ChannelBinding::unsupported(),
+                );
+                frontend::sasl_initial_response(
+                    sasl::SCRAM_SHA_256,
+                    scram.message(),
+                    &mut conn.wbuf,
+                )?;
+                conn.flush().await?;
+                match conn.read().await? {
+                    Message::AuthenticationSaslContinue(body) => scram.update(body.data())?,
+                    Message::ErrorResponse(body) => {
+                        return Err(ConnectError(format_server_error(
+                            &fields(body.fields()),
+                            None,
+                        )));
+                    }
+                    _ => {
+                        return Err(ConnectError(
+                            "unexpected message during SCRAM authentication".into(),
+                        ));
+                    }
+                }
+                frontend::sasl_response(scram.message(), &mut conn.wbuf)?;
+                conn.flush().await?;
+                match conn.read().await? {
+                    Message::AuthenticationSaslFinal(body) => scram.finish(body.data())?,
+                    Message::ErrorResponse(body) => {
+                        return Err(ConnectError(format_server_error(
+                            &fields(body.fields()),
+                            None,
+                        )));
+                    }
+                    _ => {
+                        return Err(ConnectError(
+                            "unexpected message during SCRAM authentication".into(),
+                        ));
+                    }
+                }
+            }
+            Message::ErrorResponse(body) => {
+                return Err(ConnectError(format_server_error(
+                    &fields(body.fields()),
+                    None,
+                )));
+            }
+            _ => {
+                return Err(ConnectError(
+                    "the server requested an unsupported authentication method (only trust, password, md5 and scram-sha-256 are supported)".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Best-effort CancelRequest for a running query (new plain connection, as libpq does).
+async fn cancel(info: &ConnInfo, key: (i32, i32)) {
+    let mut buf = BytesMut::new();
+    frontend::cancel_request(key.0, key.1, &mut buf);
+    let send = async {
+        match &info.host {
+            Host::Tcp(h) => {
+                let mut s = TcpStream::connect((h.as_str(), info.port)).await?;
+                s.write_all(&buf).await?;
+                // The server closes the connection once it has read the request.
+                let _ = s.read_u8().await;
+            }
+            Host::Unix(dir) => {
+                let mut s =
+                    UnixStream::connect(dir.join(format!(".s.PGSQL.{}", info.port))).await?;
+                s.write_all(&buf).await?;
+                let _ = s.read_u8().await;
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(3), send).await {
+        tracing::warn!(error = %e, "postgres cancel request failed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and notices
+// ---------------------------------------------------------------------------------------------
+
+/// Error/notice fields by their one-letter code.
+#[derive(Debug, Default)]
+struct Fields(Vec<(u8, String)>);
+
+impl Fields {
+    fn get(&self, code: u8) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn fields(mut it: postgres_protocol::message::backend::ErrorFields<'_>) -> Fields {
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = it.next() {
+        out.push((
+            f.type_(),
+            String::from_utf8_lossy(f.value_bytes()).into_owned(),
+        ));
+    }
+    Fields(out)
+}
+
+/// `ERROR:  message (SQLSTATE xxxxx)` then `LINE n: …` with a caret, `DETAIL:`, `HINT:`,
+/// `CONTEXT:` lines, as psql prints them (plus the SQLSTATE).
+fn format_server_error(f: &Fields, query: Option<&str>) -> String {
+    let severity = f.get(b'V').or_else(|| f.get(b'S')).unwrap_or("ERROR");
+    let message = f.get(b'M').unwrap_or("unknown error");
+    let mut out = match f.get(b'C') {
+        Some(code) => format!("{severity}:  {message} (SQLSTATE {code})\n"),
+        None => format!("{severity}:  {message}\n"),
+    };
+    if let (Some(q), Some(pos)) = (query, f.get(b'P').and_then(|p| p.parse::<usize>().ok())) {
+        out.push_str(&error_position(q, pos));
+    }
+    for (code, label) in [(b'D', "DETAIL"), (b'H', "HINT"), (b'W', "CONTEXT")] {
+        if let Some(v) = f.get(code) {
+            out.push_str(&format!("{label}:  {v}\n"));
+        }
+    }
+    out
+}
+
+/// `LINE 2: select * from nope;` and a caret under the character at 1-based `pos`.
+fn error_position(query: &str, pos: usize) -> String {
+    if pos == 0 {
+        return String::new();
+    }
+    let chars: Vec<char> = query.chars().collect();
+    let idx = (pos - 1).min(chars.len());
+    let line_no = chars[..idx].iter().filter(|c| **c == '\n').count() + 1;
+    let line_start = chars[..idx]
+        .iter()
+        .rposition(|c| *c == '\n')
+        .map_or(0, |i| i + 1);
+    let line_end = chars[idx..]
+        .iter()
+        .position(|c| *c == '\n')
+        .map_or(chars.len(), |i| idx + i);
+    let line: String = chars[line_start..line_end]
+        .iter()
+        .map(|c| if *c == '\t' { ' ' } else { *c })
+        .collect();
+    let line = line.trim_end_matches('\r');
+    let prefix = format!("LINE {line_no}: ");
+    let before: String = chars[line_start..idx]
+        .iter()
+        .map(|c| if *c == '\t' { ' ' } else { *c })
+        .collect();
+    let caret_col = prefix.len() + unicode_width::UnicodeWidthStr::width(before.as_str());
+    format!("{prefix}{line}\n{}^\n", " ".repeat(caret_col))
+}
+
+fn format_notice(f: &Fields) -> String {
+    let severity = f.get(b'V').or_else(|| f.get(b'S')).unwrap_or("NOTICE");
+    let mut out = format!("{severity}:  {}\n", f.get(b'M').unwrap_or(""));
+    for (code, label) in [(b'D', "DETAIL"), (b'H', "HINT")] {
+        if let Some(v) = f.get(code) {
+            out.push_str(&format!("{label}:  {v}\n"));
+        }
+    }
+    out
+}
+
+/// psql's right-aligned types: int2/4/8, float4/8, numeric, oid, xid, xid8, cid, money.
+fn is_numeric_oid(oid: u32) -> bool {
+    matches!(
+        oid,
+        20 | 21 | 23 | 700 | 701 | 1700 | 26 | 28 | 5069 | 29 | 790
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the script
+// ---------------------------------------------------------------------------------------------
+
+/// What survives a timeout: the output so far and the key to cancel the query.
+struct State {
+    out: CappedText,
+    exit_code: i32,
+    last_table: Option<ResultSet>,
+    key: Option<(i32, i32)>,
+    connected: bool,
+}
+
+pub(crate) async fn run(url: &str, input: &str, opts: &ExecOptions) -> RunResult {
+    let info = match parse_url(url) {
+        Ok(i) => i,
+        Err(msg) => return RunResult::failed(2, &msg, opts.output_cap),
+    };
+    let mut state = State {
+        out: CappedText::new(opts.output_cap),
+        exit_code: 0,
+        last_table: None,
+        key: None,
+        connected: false,
+    };
+    let timed_out = tokio::time::timeout(opts.timeout, run_inner(&info, input, &mut state))
+        .await
+        .is_err();
+    let mut trailer = None;
+    if timed_out {
+        if let Some(key) = state.key {
+            cancel(&info, key).await;
+        }
+        state.exit_code = 124;
+        let what = if state.connected {
+            "query cancelled"
+        } else {
+            "connection attempt abandoned"
+        };
+        trailer = Some(format!(
+            "… {what} after {} timeout",
+            fmt_duration(opts.timeout)
+        ));
+    }
+    let rows_json = state.last_table.as_ref().map(ResultSet::to_json);
+    RunResult {
+        out: state.out,
+        exit_code: state.exit_code,
+        rows_json,
+        trailer,
+    }
+}
+
+async fn run_inner(info: &ConnInfo, input: &str, st: &mut State) {
+    let connecting = tokio::time::timeout(info.connect_timeout, connect(info)).await;
+    let mut session = match connecting {
+        Ok(Ok(s)) => s,
+        Ok(Err(ConnectError(msg))) => {
+            let secrets: Vec<&str> = info.password.iter().map(String::as_str).collect();
+            let msg = scrub(&msg, &secrets);
+            st.out.push_str(&format!(
+                "warden: could not connect to PostgreSQL at {}: {msg}\n",
+                info.endpoint()
+            ));
+            st.exit_code = 2;
+            return;
+        }
+        Err(_) => {
+            st.out.push_str(&format!(
+                "warden: could not connect to PostgreSQL at {}: timed out after {}\n",
+                info.endpoint(),
+                fmt_duration(info.connect_timeout)
+            ));
+            st.exit_code = 2;
+            return;
+        }
+    };
+    st.key = session.key;
+    st.connected = true;
+    if let Err(e) = query(&mut session.conn, input, st).await {
+        st.out
+            .push_str(&format!("warden: connection to PostgreSQL lost: {e}\n"));
+        st.exit_code = 2;
+        return;
+    }
+    frontend::terminate(&mut session.conn.wbuf);
+    let _ = session.conn.flush().await;
+}
+
+/// Tags whose effects an error later in the same script rolls back.
+fn tag_changes_data(tag: &str) -> bool {
+    let word = tag.split(' ').next().unwrap_or("");
+    !matches!(
+        word,
+        "SELECT"
+            | "SHOW"
+            | "FETCH"
+            | "EXPLAIN"
+            | "BEGIN"
+            | "START"
+            | "SET"
+            | "RESET"
+            | "DECLARE"
+            | "CLOSE"
+            | "MOVE"
+            | "LISTEN"
+            | "UNLISTEN"
+            | "NOTIFY"
+            | "DISCARD"
+            | "PREPARE"
+            | "DEALLOCATE"
+            | "SAVEPOINT"
+            | "RELEASE"
+            | "COMMIT"
+            | "ROLLBACK"
+            | "VALUES"
+            | "TABLE"
+    )
+}
+
+async fn query(conn: &mut Conn, input: &str, st: &mut State) -> io::Result<()> {
+    frontend::query(input, &mut conn.wbuf)?;
+    conn.flush().await?;
+
+    let mut current: Option<ResultSet> = None;
+    // Statements since the last COMMIT/ROLLBACK whose changes an error would undo.
+    let mut uncommitted = false;
+    loop {
+        match conn.read().await? {
+            Message::RowDescription(body) => {
+                let mut names = Vec::new();
+                let mut right = Vec::new();
+                let mut it = body.fields();
+                while let Some(f) = it.next()? {
+                    names.push(f.name().to_string());
+                    right.push(is_numeric_oid(f.type_oid()));
+                }
+                current = Some(ResultSet::new(names, right));
+            }
+            Message::DataRow(body) => {
+                if let Some(rs) = current.as_mut() {
+                    let buf = body.buffer();
+                    let mut values = Vec::new();
+                    let mut ranges = body.ranges();
+                    while let Some(r) = ranges.next()? {
+                        values.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+                    }
+                    let room = st.out.room();
+                    rs.push_row(values, room);
+                }
+            }
+            Message::CommandComplete(body) => {
+                let tag = body.tag()?.to_string();
+                if matches!(tag.as_str(), "COMMIT" | "ROLLBACK")
+                    || tag.starts_with("PREPARE TRANSACTION")
+                {
+                    uncommitted = false;
+                } else if tag_changes_data(&tag) {
+                    uncommitted = true;
+                }
+                match current.take() {
+                    Some(rs) => {
+                        st.out.push_str(&rs.render());
+                        if rs.is_partial() {
+                            st.out.mark_truncated();
+                        }
+                        // psql also shows the tag of INSERT/UPDATE/DELETE/MERGE … RETURNING.
+                        if ["INSERT", "UPDATE", "DELETE", "MERGE"]
+                            .iter()
+                            .any(|k| tag.starts_with(k))
+                        {
+                            st.out.push_str(&format!("{tag}\n"));
+                        }
+                        st.last_table = Some(rs);
+                    }
+                    None => st.out.push_str(&format!("{tag}\n")),
+                }
+            }
+            Message::EmptyQueryResponse => {}
+            Message::ErrorResponse(body) => {
+                // Like psql, a result set cut by an error is not shown.
+                current = None;
+                st.out
+                    .push_str(&format_server_error(&fields(body.fields()), Some(input)));
+                if uncommitted {
+                    st.out.push_str(
+                        "NOTE:  the script ran as one transaction: changes made by the statements before the error were rolled back\n",
+                    );
+                }
+                st.exit_code = 1;
+            }
+            Message::NoticeResponse(body) => {
+                st.out.push_str(&format_notice(&fields(body.fields())))
+            }
+            Message::NotificationResponse(body) => {
+                st.out.push_str(&format!(
+                    "Asynchronous notification \"{}\" with payload \"{}\" received from server process with PID {}.\n",
+                    body.channel()?,
+                    body.message()?,
+                    body.process_id()
+                ));
+            }
+            Message::CopyInResponse(_) => {
+                frontend::copy_fail(
+                    "COPY FROM STDIN is not supported through warden exec",
+                    &mut conn.wbuf,
+                )?;
+                conn.flush().await?;
+            }
+            Message::CopyData(body) => st.out.push_str(&String::from_utf8_lossy(body.data())),
+            Message::ReadyForQuery(_) => break,
+            _ => {} // ParameterStatus, CopyOutResponse, CopyDone, …
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let i = parse_url(
+            "postgres://bob:p%40ss@db.example:6543/app?sslmode=require&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(i.host, Host::Tcp("db.example".into()));
+        assert_eq!(
+            (i.port, i.user.as_str(), i.password.as_deref()),
+            (6543, "bob", Some("p@ss"))
+        );
+        assert_eq!(
+            (i.dbname.as_str(), i.sslmode, i.application_name.as_str()),
+            ("app", SslMode::Require, "x")
+        );
+        let i = parse_url("postgresql://u@[::1]/").unwrap();
+        assert_eq!(
+            (i.host, i.port, i.dbname.as_str()),
+            (Host::Tcp("::1".into()), 5432, "u")
+        );
+        let i = parse_url("postgres:///db?host=/var/run/postgresql&user=me").unwrap();
+        assert_eq!(i.host, Host::Unix("/var/run/postgresql".into()));
+        assert_eq!(i.endpoint(), "/var/run/postgresql/.s.PGSQL.5432");
+        assert!(
+            parse_url("postgres://u:secret@h/db?bogus=1")
+                .unwrap_err()
+                .contains("bogus")
+        );
+        assert!(
+            !parse_url("mysql://u:secret@h/db")
+                .unwrap_err()
+                .contains("secret")
+        );
+        assert!(parse_url("postgres://h/db").is_err(), "no user");
+    }
+
+    #[test]
+    fn error_caret_like_psql() {
+        let q = "select 1;\nselect * from nope;";
+        // position 25 is the 'n' of "nope" (1-based over the whole script)
+        assert_eq!(
+            error_position(q, 25),
+            "LINE 2: select * from nope;\n                      ^\n"
+        );
+    }
+
+    #[test]
+    fn formats_errors() {
+        let f = Fields(vec![
+            (b'S', "ERROR".into()),
+            (b'C', "42P01".into()),
+            (b'M', "relation \"nope\" does not exist".into()),
+            (b'H', "check it".into()),
+        ]);
+        assert_eq!(
+            format_server_error(&f, None),
+            "ERROR:  relation \"nope\" does not exist (SQLSTATE 42P01)\nHINT:  check it\n"
+        );
+    }
+}
