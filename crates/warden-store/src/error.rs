@@ -23,4 +23,36 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A database operation failed; `context` names the operation and its subject (never a
+    /// secret), e.g. `update review 0190…: error returned from database: …`.
+    #[error("{context}: {source}")]
+    Database {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    /// The underlying driver error, if this is a database failure.
+    pub fn db_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Self::Db(e) | Self::Database { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when the database refused a write because of a UNIQUE constraint.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        self.db_error()
+            .and_then(sqlx::Error::as_database_error)
+            .is_some_and(|e| e.is_unique_violation())
+    }
+
+    /// True when the database refused a write because of a FOREIGN KEY constraint.
+    pub(crate) fn is_foreign_key_violation(&self) -> bool {
+        self.db_error()
+            .and_then(sqlx::Error::as_database_error)
+            .is_some_and(|e| e.is_foreign_key_violation())
+    }
 }
