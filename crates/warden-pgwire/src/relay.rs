@@ -572,6 +572,7 @@ pub(crate) enum UpstreamEnd {
 struct Matcher {
     copy_ignores_sync: bool,
     carry: Vec<StatementLog>,
+    untagged: Vec<StatementLog>,
     tags: Vec<String>,
     status: u8,
 }
@@ -624,17 +625,39 @@ impl Matcher {
         }
     }
 
-    /// Attaches the collected tags to the answered entry's records.
-    fn finish(&mut self, mut logs: Vec<StatementLog>, simple: bool) -> Vec<StatementLog> {
+    /// Attaches the collected tags to the answered entry's records. Records of a batch that
+    /// only prepared (no tag: e.g. a driver's `Parse`/`Describe`/`Sync`) wait for the next
+    /// answer that has tags but no records of its own (its `Bind`/`Execute`/`Sync`).
+    fn finish(&mut self, logs: Vec<StatementLog>) -> Vec<StatementLog> {
         let tags = std::mem::take(&mut self.tags);
-        if logs.len() == 1 && (simple || tags.len() > 1) {
-            logs[0].tag = (!tags.is_empty()).then(|| tags.join(", "));
+        if tags.is_empty() {
+            if logs.is_empty() {
+                return Vec::new();
+            }
+            return std::mem::replace(&mut self.untagged, logs);
+        }
+        let mut logs = if logs.is_empty() {
+            std::mem::take(&mut self.untagged)
+        } else {
+            logs
+        };
+        let mut out = std::mem::take(&mut self.untagged);
+        if logs.len() == 1 {
+            logs[0].tag = Some(tags.join(", "));
         } else {
             for (log, tag) in logs.iter_mut().zip(tags) {
                 log.tag = Some(tag);
             }
         }
-        logs
+        out.extend(logs);
+        out
+    }
+
+    /// Records still held when the session ends.
+    fn leftovers(&mut self) -> Vec<StatementLog> {
+        let mut v = std::mem::take(&mut self.carry);
+        v.append(&mut self.untagged);
+        v
     }
 }
 
@@ -666,9 +689,9 @@ async fn write_synthetics(shared: &Shared, client: &mut BoxWrite, status: u8) ->
 /// Upstream → client, the single writer to the client. `end` resolves to a FATAL frame when
 /// the session must close (window over, revoked, shutdown, broken client input).
 pub(crate) async fn upstream_to_client<E>(
-    mut upstream: BoxRead,
-    mut client: BoxWrite,
-    mut buf: BytesMut,
+    upstream: BoxRead,
+    client: BoxWrite,
+    buf: BytesMut,
     shared: Arc<Shared>,
     audit: AuditSink,
     status: u8,
@@ -677,15 +700,37 @@ pub(crate) async fn upstream_to_client<E>(
 where
     E: std::future::Future<Output = BytesMut>,
 {
-    // Server messages are trusted for size (DataRow can be large); only the inspected,
-    // small ones are ever buffered whole.
-    let mut scanner = Scanner::new(i32::MAX as usize);
     let mut m = Matcher {
         copy_ignores_sync: false,
         carry: Vec::new(),
+        untagged: Vec::new(),
         tags: Vec::new(),
         status,
     };
+    let result =
+        upstream_to_client_inner(&mut m, upstream, client, buf, &shared, &audit, end).await;
+    let leftovers = m.leftovers();
+    if !leftovers.is_empty() {
+        audit.push(leftovers).await;
+    }
+    result
+}
+
+async fn upstream_to_client_inner<E>(
+    m: &mut Matcher,
+    mut upstream: BoxRead,
+    mut client: BoxWrite,
+    mut buf: BytesMut,
+    shared: &Shared,
+    audit: &AuditSink,
+    end: E,
+) -> Result<UpstreamEnd, RelayError>
+where
+    E: std::future::Future<Output = BytesMut>,
+{
+    // Server messages are trusted for size (DataRow can be large); only the inspected,
+    // small ones are ever buffered whole.
+    let mut scanner = Scanner::new(i32::MAX as usize);
     let mut ending: Option<BytesMut> = None;
     let grace = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(end, grace);
@@ -698,7 +743,7 @@ where
                 let _ = client.shutdown().await;
                 return Ok(UpstreamEnd::Ended { notified: true });
             }
-            if write_synthetics(&shared, &mut client, m.status).await? {
+            if write_synthetics(shared, &mut client, m.status).await? {
                 client.flush().await?;
             }
         }
@@ -732,8 +777,7 @@ where
                                     client.write_all(&err).await?;
                                     written = pos;
                                 }
-                                let simple = logs.len() == 1;
-                                records.extend(m.finish(logs, simple));
+                                records.extend(m.finish(logs));
                             } else {
                                 m.tags.clear();
                             }
@@ -747,7 +791,7 @@ where
                             if due {
                                 client.write_all(&buf[written..pos]).await?;
                                 written = pos;
-                                write_synthetics(&shared, &mut client, m.status).await?;
+                                write_synthetics(shared, &mut client, m.status).await?;
                             }
                             continue;
                         }

@@ -1,0 +1,277 @@
+//! tokio-postgres (a Rust driver on the extended protocol) through the proxy: prepared
+//! statements, pipelining, LISTEN/NOTIFY, a multi-megabyte row, cancel, COPY, and the
+//! `warden connect` tunnel in front of the proxy.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::{StreamExt, TryStreamExt, future::try_join_all};
+use tokio_postgres::AsyncMessage;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_pipelined_large_rows_and_copy() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    let c = proxy.connect().await;
+    let t = table("drv");
+    c.batch_execute(&format!("CREATE TABLE {t} (id int primary key, body text)"))
+        .await
+        .unwrap();
+
+    // Named prepared statement reused many times.
+    let insert = c
+        .prepare(&format!("INSERT INTO {t} VALUES ($1, $2)"))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        c.execute(&insert, &[&i, &format!("row {i}")])
+            .await
+            .unwrap();
+    }
+    // Pipelining: many queries in flight on one connection.
+    let select = c
+        .prepare(&format!("SELECT body FROM {t} WHERE id = $1"))
+        .await
+        .unwrap();
+    let futs = (0..20).map(|i| {
+        let c = &c;
+        let select = &select;
+        async move {
+            c.query_one(select, &[&i])
+                .await
+                .map(|r| (i, r.get::<_, String>(0)))
+        }
+    });
+    for (i, body) in try_join_all(futs).await.unwrap() {
+        assert_eq!(body, format!("row {i}"));
+    }
+    // Unnamed statements via query with parameters, and a transaction.
+    let mut c = c;
+    let tx = c.transaction().await.unwrap();
+    tx.execute(
+        &format!("UPDATE {t} SET body = $1 WHERE id = 1"),
+        &[&"changed"],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let row = c
+        .query_one(&format!("SELECT body FROM {t} WHERE id = 1"), &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "row 1");
+
+    // A row of several megabytes each way (Bind and DataRow much larger than the relay buffers).
+    let big: String = "x".repeat(6 << 20);
+    c.execute(&format!("INSERT INTO {t} VALUES (1000, $1)"), &[&big])
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            &format!("SELECT body, length(body) FROM {t} WHERE id = 1000"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(1), 6 << 20);
+    assert!(row.get::<_, String>(0) == big);
+
+    // COPY FROM STDIN on the extended protocol (the Sync sent during COPY is ignored by the server).
+    let sink = c
+        .copy_in::<_, bytes::Bytes>(&format!("COPY {t} FROM STDIN"))
+        .await
+        .unwrap();
+    let data = (2000..2100)
+        .map(|i| format!("{i}\tcopied {i}\n"))
+        .collect::<String>();
+    futures::pin_mut!(sink);
+    futures::SinkExt::send(&mut sink, bytes::Bytes::from(data))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 100);
+    let out = c
+        .copy_out(&format!(
+            "COPY (SELECT id FROM {t} WHERE id >= 2000 ORDER BY id) TO STDOUT"
+        ))
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+    assert_eq!(
+        chunks
+            .concat()
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        100
+    );
+    // After COPY, statement answers still line up with their audit records.
+    c.execute(&format!("UPDATE {t} SET body = 'z' WHERE id = 2000"), &[])
+        .await
+        .unwrap();
+    c.batch_execute(&format!("DROP TABLE {t}")).await.unwrap();
+
+    let l = proxy
+        .backend
+        .wait_log(&format!("UPDATE {t} SET body = 'z'"))
+        .await;
+    assert_eq!(l.tag.as_deref(), Some("UPDATE 1"));
+    let l = proxy
+        .backend
+        .wait_log(&format!("INSERT INTO {t} VALUES ($1, $2)"))
+        .await;
+    assert_eq!(l.tag.as_deref(), Some("INSERT 0 1"));
+    let l = proxy
+        .backend
+        .wait_log(&format!("COPY {t} FROM STDIN"))
+        .await;
+    assert_eq!(l.tag.as_deref(), Some("COPY 100"));
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_notify_and_cancel() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    let (client, mut conn) =
+        tokio_postgres::connect(&proxy.conninfo("disable"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(Ok(m)) = stream.next().await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    client.batch_execute("LISTEN warden_test").await.unwrap();
+    let other = proxy.connect().await;
+    other
+        .batch_execute("NOTIFY warden_test, 'hello through the proxy'")
+        .await
+        .unwrap();
+    let (channel, payload) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (channel.as_str(), payload.as_str()),
+        ("warden_test", "hello through the proxy")
+    );
+
+    // Cancel: the proxy's key is mapped to the upstream's.
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let err = client
+        .batch_execute("SELECT pg_sleep(30)")
+        .await
+        .unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The session is still usable after the cancel.
+    assert_eq!(
+        client
+            .query_one("SELECT 7", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_logs_in_for_the_user() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let tunnel = tokio::spawn(warden_pgwire::run_tunnel(
+        listener,
+        proxy.addr,
+        USER.into(),
+        warden_core::secret::Secret::new(TOKEN.into()),
+        CONNECTION.into(),
+        warden_pgwire::UpstreamTls::Prefer,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Any user, no password: the tunnel carries the identity.
+    let mut cmd = std::process::Command::new("psql");
+    cmd.arg(format!(
+        "host=127.0.0.1 port={port} user=anything dbname={CONNECTION} application_name=tunnel_app"
+    ))
+    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    let out = run(
+        cmd,
+        "SELECT current_setting('application_name'), current_database();\n",
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "tunnel_app|test");
+
+    // Cancel through the tunnel.
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=x dbname={CONNECTION}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let token = client.cancel_token();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = client
+        .batch_execute("SELECT pg_sleep(30)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+
+    // A tunnel with a wrong token shows the gateway's own refusal.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad_port = listener.local_addr().unwrap().port();
+    tokio::spawn(warden_pgwire::run_tunnel(
+        listener,
+        proxy.addr,
+        USER.into(),
+        warden_core::secret::Secret::new("wrong".into()),
+        CONNECTION.into(),
+        warden_pgwire::UpstreamTls::Disable,
+        std::future::pending::<()>(),
+    ));
+    let mut cmd = std::process::Command::new("psql");
+    cmd.arg(format!(
+        "host=127.0.0.1 port={bad_port} user=x dbname={CONNECTION}"
+    ))
+    .args(["-X", "-c", "SELECT 1"]);
+    let out = run(cmd, "").await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+
+    let _ = stop.send(());
+    tunnel.await.unwrap().unwrap();
+    proxy.stop().await;
+}

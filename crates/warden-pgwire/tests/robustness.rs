@@ -1,0 +1,245 @@
+//! Hostile and broken clients: malformed bytes, oversized lengths, wrong passwords, brute
+//! force, and sessions that end (window over, revoked). Each affects only its own connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn startup(user: &str, db: &str) -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    for (k, v) in [("user", user), ("database", db)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    m.extend(body);
+    m
+}
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads until the server closes; returns everything received.
+async fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Logs in over a raw socket and returns it positioned after the first ReadyForQuery.
+async fn raw_session(proxy: &Proxy) -> TcpStream {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&startup(USER, CONNECTION)).await.unwrap();
+    let mut b = [0u8; 9];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(
+        &b[..],
+        &[b'R', 0, 0, 0, 8, 0, 0, 0, 3],
+        "cleartext password request"
+    );
+    s.write_all(&message(b'p', format!("{TOKEN}\0").as_bytes()))
+        .await
+        .unwrap();
+    // Read messages until 'Z'.
+    loop {
+        let mut h = [0u8; 5];
+        s.read_exact(&mut h).await.unwrap();
+        let len = i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        if h[0] == b'Z' {
+            return s;
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_input_end_only_that_session() {
+    let config = warden_pgwire::ProxyConfig {
+        max_message: 1 << 20,
+        ..Default::default()
+    };
+    let proxy = Proxy::start_with(TestBackend::allow_all(), config).await;
+    let healthy = proxy.connect().await;
+
+    // Negative length after login.
+    let mut s = raw_session(&proxy).await;
+    s.write_all(&[b'Q', 0xff, 0xff, 0xff, 0xf0]).await.unwrap();
+    let got = read_all(&mut s).await;
+    assert!(
+        contains(&got, "FATAL") && contains(&got, "08P01") && contains(&got, "invalid length"),
+        "{got:?}"
+    );
+
+    // A length above the cap.
+    let mut s = raw_session(&proxy).await;
+    s.write_all(&[b'Q', 0x10, 0, 0, 0]).await.unwrap();
+    let got = read_all(&mut s).await;
+    assert!(
+        contains(&got, "54000") && contains(&got, "above the"),
+        "{got:?}"
+    );
+
+    // A Query without its terminating NUL.
+    let mut s = raw_session(&proxy).await;
+    s.write_all(&message(b'Q', b"select 1")).await.unwrap();
+    let got = read_all(&mut s).await;
+    assert!(contains(&got, "malformed Query"), "{got:?}");
+
+    // Garbage instead of a startup packet.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let got = read_all(&mut s).await;
+    assert!(contains(&got, "08P01"), "{got:?}");
+
+    // Bytes smuggled after SSLRequest are refused.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut req = vec![0, 0, 0, 8, 4, 210, 22, 47];
+    req.extend(startup(USER, CONNECTION));
+    s.write_all(&req).await.unwrap();
+    let got = read_all(&mut s).await;
+    assert!(
+        contains(&got, "data received before TLS") || got == b"N",
+        "{got:?}"
+    );
+
+    // The healthy session never noticed.
+    assert_eq!(
+        healthy
+            .query_one("SELECT 1 + 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_then_rate_limit() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    let bad = |user: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password=wrong dbname={CONNECTION} sslmode=disable",
+            proxy.addr.port()
+        )
+    };
+    let err = tokio_postgres::connect(&bad(USER), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    let db = err.as_db_error().expect("server error");
+    assert_eq!(db.code().code(), "28P01");
+    assert_eq!(db.severity(), "FATAL");
+
+    // Denied (known user, no access to that connection) is 28000.
+    let other = format!(
+        "host=127.0.0.1 port={} user={USER} password={TOKEN} dbname=other sslmode=disable",
+        proxy.addr.port()
+    );
+    let err = tokio_postgres::connect(&other, tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "28000");
+    assert!(err.as_db_error().unwrap().message().contains("no access"));
+
+    for _ in 0..4 {
+        let _ = tokio_postgres::connect(&bad(USER), tokio_postgres::NoTls).await;
+    }
+    let calls = *proxy.backend.auth_calls.lock().unwrap();
+    // Blocked now: even the right token is refused, and the backend is not asked.
+    let err = tokio_postgres::connect(&proxy.conninfo("disable"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "28P01");
+    assert!(
+        db.message().contains("too many failed attempts"),
+        "{}",
+        db.message()
+    );
+    assert_eq!(*proxy.backend.auth_calls.lock().unwrap(), calls);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_end_and_revoke_close_sessions_with_fatal() {
+    let backend = TestBackend {
+        ends_in: Some(Duration::from_secs(2)),
+        ..TestBackend::allow_all()
+    };
+    let proxy = Proxy::start(backend).await;
+    // psql runs a statement, then another after the window has closed.
+    let out = run(
+        psql(&proxy, "disable"),
+        "SELECT 'inside';\n\\! sleep 3\nSELECT 'after';\n",
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stdout.contains("inside") && !stdout.contains("after"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("access window for \"prod-db\" has ended"),
+        "{stderr}"
+    );
+    assert_eq!(proxy.backend.ended.lock().unwrap().len(), 1);
+    proxy.stop().await;
+
+    // Revoke during a long statement: FATAL 57P01 within a second, the statement is cancelled.
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    let c = proxy.connect().await;
+    let revoker = {
+        let backend = proxy.backend.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let tx = backend.terminators.lock().unwrap().pop_back().unwrap();
+            tx.send(Some("revoked by carol@example.com: incident over".into()))
+                .unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    let err = c.batch_execute("SELECT pg_sleep(20)").await.unwrap_err();
+    revoker.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let db = err.as_db_error().expect("a FATAL from the proxy");
+    assert_eq!(db.code().code(), "57P01");
+    assert!(
+        db.message()
+            .contains("was revoked: revoked by carol@example.com: incident over"),
+        "{}",
+        db.message()
+    );
+    // The upstream statement was cancelled, not left running.
+    let d = direct().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running: i64 = d
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 0);
+    proxy.stop().await;
+}
