@@ -17,4 +17,5 @@ pub mod config;
 pub mod proxy;
 pub mod secrets;
 pub mod server;
+pub mod testing;
 pub mod web;

@@ -1,0 +1,210 @@
+//! Test harness shared by the integration tests of every crate: a real gateway on port 0 with a
+//! temp data dir, SQLite or a fresh PostgreSQL database, and typed HTTP helpers.
+//!
+//! PostgreSQL is required, not optional: when it is unreachable the harness panics with a
+//! message saying so (tests fail loudly, they never skip).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::app::Clock;
+use crate::config::Config;
+use crate::server::{self, Running};
+
+/// Which store the gateway under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const ADMIN_EMAIL: &str = "admin@warden.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// The admin URL of the test PostgreSQL (`WARDEN_TEST_PG_URL`, default local trust auth).
+pub fn pg_admin_url() -> String {
+    std::env::var("WARDEN_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh PostgreSQL database and returns its URL. Panics if PostgreSQL is down.
+pub async fn fresh_pg_database(prefix: &str) -> String {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is required for this test and is unreachable at {admin}: {e}")
+        });
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+/// A controllable clock for tests (starts at the real time).
+pub struct FakeClock(std::sync::Mutex<OffsetDateTime>);
+
+impl FakeClock {
+    pub fn new() -> Arc<FakeClock> {
+        Arc::new(FakeClock(std::sync::Mutex::new(OffsetDateTime::now_utc())))
+    }
+    pub fn advance(&self, secs: i64) {
+        if let Ok(mut t) = self.0.lock() {
+            *t += time::Duration::seconds(secs);
+        }
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> OffsetDateTime {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc())
+    }
+}
+
+pub struct TestGateway {
+    pub running: Running,
+    pub base: String,
+    pub admin_token: String,
+    pub dir: Arc<tempfile::TempDir>,
+    pub config: Config,
+    http: reqwest::Client,
+}
+
+impl TestGateway {
+    pub fn config(dir: PathBuf, backend_url: Option<String>) -> Config {
+        let mut c = Config::for_data_dir(dir);
+        if let Some(u) = backend_url {
+            c.database_url = warden_core::secret::Secret::new(u);
+        }
+        c.admin_email = ADMIN_EMAIL.into();
+        c.admin_password = Some(warden_core::secret::Secret::new(ADMIN_PASSWORD.into()));
+        c.secret_key = Some(warden_core::secret::Secret::new(
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+        ));
+        c
+    }
+
+    pub async fn spawn(backend: Backend) -> TestGateway {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestGateway {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_pg_database("warden_gw").await),
+        };
+        let mut config = Self::config(dir.path().to_path_buf(), url);
+        tweak(&mut config);
+        Self::start(config, dir, None).await
+    }
+
+    /// Starts a gateway on an existing config/data dir (restart tests reuse the dir).
+    pub async fn start(
+        config: Config,
+        dir: Arc<tempfile::TempDir>,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> TestGateway {
+        let running = match clock {
+            Some(c) => server::start_with_clock(config.clone(), c).await,
+            None => server::start(config.clone()).await,
+        }
+        .expect("gateway starts");
+        let base = format!("http://{}", running.http_addr);
+        let http = reqwest::Client::new();
+        let resp: Value = http
+            .post(format!("{base}/api/login"))
+            .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login json");
+        let admin_token = resp["token"].as_str().expect("admin token").to_string();
+        TestGateway {
+            running,
+            base,
+            admin_token,
+            dir,
+            config,
+            http,
+        }
+    }
+
+    /// Stops the gateway, returning what is needed to start it again on the same store.
+    pub async fn stop(self) -> (Config, Arc<tempfile::TempDir>) {
+        let config = self.config.clone();
+        let dir = self.dir.clone();
+        self.running.stop().await;
+        (config, dir)
+    }
+
+    /// `(status, json body)` of an API call with an optional token.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(&self.admin_token.clone()), body)
+            .await
+    }
+
+    /// Creates a user with groups and returns a token for them.
+    pub async fn user(&self, email: &str, groups: &[&str]) -> String {
+        let (s, b) = self
+            .admin(
+                "POST",
+                "/api/users",
+                Some(json!({"email": email, "groups": groups})),
+            )
+            .await;
+        assert_eq!(s, 201, "create user {email}: {b}");
+        let (s, b) = self
+            .admin("POST", "/api/tokens", Some(json!({"user": email})))
+            .await;
+        assert_eq!(s, 201, "token for {email}: {b}");
+        b["token"].as_str().expect("token").to_string()
+    }
+
+    /// Creates a `command` connection running `sh -c 'CMD'`-style argv.
+    pub async fn command_connection(&self, name: &str, argv: &[&str], reviewers: &[&str]) {
+        let (s, b) = self
+            .admin("POST", "/api/connections", Some(json!({"name": name, "type": "command", "command": argv, "reviewers": reviewers})))
+            .await;
+        assert_eq!(s, 201, "create connection {name}: {b}");
+    }
+}

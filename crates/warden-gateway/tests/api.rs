@@ -1,0 +1,561 @@
+//! The JSON API against a real gateway on SQLite and PostgreSQL: authentication, authorization
+//! denials, identities, connections (secrets never returned), rules, and bad input that changes
+//! nothing.
+
+use serde_json::{Value, json};
+use warden_gateway::testing::{Backend, TestGateway};
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(super::Backend::Postgres).await }
+        }
+    )*};
+}
+
+on_both_stores!(
+    authentication_and_admin_only_endpoints,
+    tokens_expire_and_revoke,
+    connections_keep_secrets_secret,
+    rules_are_validated_and_nothing_is_written_on_error,
+    bad_input_gets_clear_errors,
+    admin_changes_are_audited_and_chain_verifies,
+);
+
+async fn authentication_and_admin_only_endpoints(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    let (s, body) = gw.call("GET", "/api/health", None, None).await;
+    assert_eq!(s, 200, "{body}");
+    // no token, garbage token, unknown token
+    assert_eq!(gw.call("GET", "/api/me", None, None).await.0, 401);
+    assert_eq!(gw.call("GET", "/api/me", Some("nope"), None).await.0, 401);
+    let (s, body) = gw
+        .call(
+            "GET",
+            "/api/me",
+            Some("wdn_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(body["code"], "unauthorized");
+    // wrong password
+    let (s, _) = gw
+        .call(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"email": "admin@warden.test", "password": "wrong"})),
+        )
+        .await;
+    assert_eq!(s, 401);
+    // a plain user is refused admin endpoints with 403
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    for (m, p, body) in [
+        ("GET", "/api/users", None),
+        ("POST", "/api/users", Some(json!({"email": "x@y.z"}))),
+        ("DELETE", "/api/users/admin@warden.test", None),
+        ("GET", "/api/groups", None),
+        (
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "c", "type": "command", "command": ["true"]})),
+        ),
+        ("DELETE", "/api/connections/c", None),
+        (
+            "POST",
+            "/api/rules",
+            Some(
+                json!({"name": "r", "type": "command", "connections": ["c"], "approval_groups": ["g"]}),
+            ),
+        ),
+        ("GET", "/api/audit", None),
+        ("GET", "/api/audit/verify", None),
+        ("GET", "/metrics", None),
+    ] {
+        let (s, body) = gw.call(m, p, Some(&dev), body).await;
+        assert_eq!(s, 403, "{m} {p} as non-admin: {body}");
+        assert_eq!(body["code"], "forbidden");
+    }
+    // a user may create a token for themselves but not for others
+    let (s, _) = gw
+        .call(
+            "POST",
+            "/api/tokens",
+            Some(&dev),
+            Some(json!({"name": "mine"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = gw
+        .call(
+            "POST",
+            "/api/tokens",
+            Some(&dev),
+            Some(json!({"user": "admin@warden.test"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    // the admin sees users and groups
+    let (s, users) = gw.admin("GET", "/api/users", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(users.as_array().map(Vec::len), Some(2));
+    let (_, groups) = gw.admin("GET", "/api/groups", None).await;
+    assert!(
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "dev" && g["members"][0] == "dev@example.com"),
+        "{groups}"
+    );
+    // login with password for a created user
+    let (s, _) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "pw@example.com", "password": "longenough1"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, body) = gw
+        .call(
+            "POST",
+            "/api/login",
+            None,
+            Some(json!({"email": "pw@example.com", "password": "longenough1"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let t = body["token"].as_str().unwrap();
+    assert_eq!(
+        gw.call("GET", "/api/me", Some(t), None).await.1["email"],
+        "pw@example.com"
+    );
+    gw.stop().await;
+}
+
+async fn tokens_expire_and_revoke(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    gw.user("dev@example.com", &["dev"]).await;
+    let (_, t) = gw
+        .admin(
+            "POST",
+            "/api/tokens",
+            Some(json!({"user": "dev@example.com", "expires_in": 1})),
+        )
+        .await;
+    let short = t["token"].as_str().unwrap().to_string();
+    assert_eq!(gw.call("GET", "/api/me", Some(&short), None).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(
+        gw.call("GET", "/api/me", Some(&short), None).await.0,
+        401,
+        "expired token refused"
+    );
+    let (_, t) = gw
+        .admin(
+            "POST",
+            "/api/tokens",
+            Some(json!({"user": "dev@example.com"})),
+        )
+        .await;
+    let long = t["token"].as_str().unwrap().to_string();
+    let (_, list) = gw
+        .admin("GET", "/api/tokens?user=dev@example.com", None)
+        .await;
+    assert!(
+        list.to_string().find(&long).is_none(),
+        "token plaintext never listed"
+    );
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["revoked_at"].is_null() && t["expires_at"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        gw.admin("DELETE", &format!("/api/tokens/{id}"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        gw.call("GET", "/api/me", Some(&long), None).await.0,
+        401,
+        "revoked token refused"
+    );
+    // deleting a user kills their tokens
+    let dev2 = gw.user("dev2@example.com", &[]).await;
+    assert_eq!(
+        gw.admin("DELETE", "/api/users/dev2@example.com", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(gw.call("GET", "/api/me", Some(&dev2), None).await.0, 401);
+    gw.stop().await;
+}
+
+async fn connections_keep_secrets_secret(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    let (s, body) = gw
+        .admin("POST", "/api/connections", Some(json!({
+            "name": "pg", "type": "postgres", "url": "postgres://app:hunter2-secret@127.0.0.1:5432/test",
+            "access_groups": ["dev"], "reviewers": ["dba", "security"]
+        })))
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(
+        body["url_redacted"],
+        "postgres://app:***@127.0.0.1:5432/test"
+    );
+    let (s, body) = gw
+        .admin("POST", "/api/connections", Some(json!({
+            "name": "sh", "type": "command", "command": ["sh", "-c", "echo $API_KEY"], "env": ["API_KEY=top-secret-value"]
+        })))
+        .await;
+    assert_eq!(s, 201, "{body}");
+    // duplicate without overwrite → 409, nothing changed
+    let (s, body) = gw
+        .admin(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "sh", "type": "command", "command": ["true"]})),
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["code"], "duplicate");
+    // overwrite keeps secrets when not re-given
+    let (s, _) = gw.admin("POST", "/api/connections", Some(json!({"name": "sh", "type": "command", "command": ["sh", "-c", "echo $API_KEY"], "overwrite": true}))).await;
+    assert_eq!(s, 201);
+    // the --reviewers shorthand made a command rule requiring both groups
+    let (_, rule) = gw.admin("GET", "/api/rules/pg", None).await;
+    assert_eq!(rule["approval_groups"], json!(["dba", "security"]));
+    assert_eq!(rule["require_all_groups"], true);
+    // secrets never come back: list, get, audit
+    let (_, list) = gw.admin("GET", "/api/connections", None).await;
+    let (_, one) = gw.admin("GET", "/api/connections/sh", None).await;
+    let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+    for text in [list.to_string(), one.to_string(), audit.to_string()] {
+        assert!(
+            !text.contains("hunter2-secret") && !text.contains("top-secret-value"),
+            "secret leaked: {text}"
+        );
+    }
+    assert_eq!(one["env_keys"], json!(["API_KEY"]));
+    // the secret still works: exec as admin (auto-approved under no rule)
+    let (s, r) = gw
+        .admin(
+            "POST",
+            "/api/exec",
+            Some(json!({"connection": "sh", "command": ""})),
+        )
+        .await;
+    assert_eq!(s, 400, "empty command refused: {r}");
+    let (s, r) = gw
+        .admin(
+            "POST",
+            "/api/exec",
+            Some(json!({"connection": "sh", "command": "x"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["session"]["output"], "top-secret-value\n");
+    // the raw store holds ciphertext only
+    if b == Backend::Sqlite {
+        let raw = std::fs::read(gw.dir.path().join("warden.db")).unwrap();
+        let hay = String::from_utf8_lossy(&raw);
+        assert!(
+            !hay.contains("hunter2-secret") && !hay.contains("top-secret-value"),
+            "secret stored in clear"
+        );
+    }
+    // a non-member of the access groups does not see the connection
+    let other = gw.user("other@example.com", &["sales"]).await;
+    assert_eq!(
+        gw.call("GET", "/api/connections/pg", Some(&other), None)
+            .await
+            .0,
+        404
+    );
+    let (s, body) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&other),
+            Some(json!({"connection": "pg", "command": "select 1"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    // deleting a connection bound by a rule is refused, then allowed after the rule goes
+    let (s, body) = gw.admin("DELETE", "/api/connections/pg", None).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(gw.admin("DELETE", "/api/rules/pg", None).await.0, 204);
+    assert_eq!(gw.admin("DELETE", "/api/connections/pg", None).await.0, 204);
+    assert_eq!(gw.admin("GET", "/api/connections/pg", None).await.0, 404);
+    gw.stop().await;
+}
+
+async fn rules_are_validated_and_nothing_is_written_on_error(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    gw.command_connection("c1", &["cat"], &[]).await;
+    gw.command_connection("c2", &["cat"], &[]).await;
+    let good = json!({"name": "prod", "type": "command", "connections": ["c1"], "approval_groups": ["dba"], "approval_amount": 2, "timeout_sec": 600});
+    let (s, body) = gw.admin("POST", "/api/rules", Some(good.clone())).await;
+    assert_eq!(s, 201, "{body}");
+    let cases = [
+        (
+            json!({"name": "x", "type": "command", "connections": ["nope"], "approval_groups": ["dba"]}),
+            "unknown connection",
+        ),
+        (
+            json!({"name": "x", "type": "command", "connections": ["c2"], "approval_groups": []}),
+            "approval group",
+        ),
+        (
+            json!({"name": "x", "type": "command", "connections": ["c2"], "approval_groups": ["a"], "approval_amount": 0}),
+            "at least 1",
+        ),
+        (
+            json!({"name": "x", "type": "command", "connections": ["c1"], "approval_groups": ["a"]}),
+            "already has a command rule",
+        ),
+        (
+            json!({"name": "prod", "type": "jit", "connections": ["c2"], "approval_groups": ["a"]}),
+            "already exists",
+        ),
+        (
+            json!({"name": "x", "type": "command", "connections": ["c2"], "approval_groups": ["a"], "bogus": 1}),
+            "unknown field",
+        ),
+        (
+            json!({"name": "x".repeat(300), "type": "command", "connections": ["c2"], "approval_groups": ["a"]}),
+            "name",
+        ),
+    ];
+    for (body, expect) in cases {
+        let (s, resp) = gw.admin("POST", "/api/rules", Some(body.clone())).await;
+        assert_eq!(s, 400, "{body} → {resp}");
+        assert!(
+            resp["error"].as_str().unwrap().contains(expect),
+            "{resp} should mention {expect}"
+        );
+        assert!(resp["code"].is_string());
+    }
+    let (_, rules) = gw.admin("GET", "/api/rules", None).await;
+    assert_eq!(
+        rules.as_array().unwrap().len(),
+        1,
+        "nothing written: {rules}"
+    );
+    // a jit rule on the same connection is fine; update and delete work
+    let (s, _) = gw.admin("POST", "/api/rules", Some(json!({"name": "win", "type": "jit", "connections": ["c1"], "approval_groups": ["dba"], "max_duration_sec": 3600}))).await;
+    assert_eq!(s, 201);
+    let mut upd = good.clone();
+    upd["approval_amount"] = json!(1);
+    upd["connections"] = json!(["c1", "c2"]);
+    let (s, body) = gw.admin("PUT", "/api/rules/prod", Some(upd)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["approval_amount"], 1);
+    assert_eq!(
+        gw.admin("PUT", "/api/rules/missing", Some(good)).await.0,
+        404
+    );
+    assert_eq!(gw.admin("DELETE", "/api/rules/win", None).await.0, 204);
+    assert_eq!(gw.admin("DELETE", "/api/rules/win", None).await.0, 404);
+    gw.stop().await;
+}
+
+async fn bad_input_gets_clear_errors(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    let raw = reqwest::Client::new();
+    // malformed JSON
+    let resp = raw
+        .post(format!("{}/api/users", gw.base))
+        .bearer_auth(&gw.admin_token)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "bad_json");
+    // unknown fields, wrong types
+    let (s, body) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "a@b.c", "role": "root"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (400, Some("invalid_fields")),
+        "{body}"
+    );
+    let (s, _) = gw
+        .admin("POST", "/api/users", Some(json!({"email": 5})))
+        .await;
+    assert_eq!(s, 400);
+    // invalid values
+    for email in [
+        "not-an-email",
+        "<script>@x.y",
+        &format!("{}@x.y", "a".repeat(300)),
+    ] {
+        let (s, body) = gw
+            .admin("POST", "/api/users", Some(json!({"email": email})))
+            .await;
+        assert_eq!(s, 400, "{email}: {body}");
+    }
+    let (s, _) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "g@x.y", "groups": ["bad group"]})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "p@x.y", "password": "short"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // duplicates
+    assert_eq!(
+        gw.admin("POST", "/api/users", Some(json!({"email": "d@x.y"})))
+            .await
+            .0,
+        201
+    );
+    let (s, body) = gw
+        .admin("POST", "/api/users", Some(json!({"email": "D@x.y"})))
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (409, Some("duplicate")),
+        "{body}"
+    );
+    // unknown ids and malformed ids
+    assert_eq!(
+        gw.admin(
+            "GET",
+            "/api/reviews/00000000-0000-0000-0000-000000000000",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        gw.admin("GET", "/api/reviews/not-a-uuid", None).await.0,
+        400
+    );
+    assert_eq!(
+        gw.admin(
+            "PUT",
+            "/api/reviews/00000000-0000-0000-0000-000000000000/approve",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        gw.admin("DELETE", "/api/users/ghost@x.y", None).await.0,
+        404
+    );
+    assert_eq!(gw.admin("GET", "/api/nope", None).await.0, 404);
+    // connection validation
+    for bad in [
+        json!({"name": "a b", "type": "command", "command": ["true"]}),
+        json!({"name": "x", "type": "oracle", "url": "oracle://h"}),
+        json!({"name": "x", "type": "postgres"}),
+        json!({"name": "x", "type": "postgres", "url": "mysql://h/db"}),
+        json!({"name": "x", "type": "sqlite", "url": "sqlite://relative.db"}),
+        json!({"name": "x", "type": "command"}),
+        json!({"name": "x", "type": "command", "command": ["true"], "env": ["NOEQUALS"]}),
+        json!({"name": "x", "type": "command", "command": ["true"], "env": ["1BAD=x"]}),
+    ] {
+        let (s, body) = gw
+            .admin("POST", "/api/connections", Some(bad.clone()))
+            .await;
+        assert_eq!(s, 400, "{bad} → {body}");
+    }
+    let (_, list) = gw.admin("GET", "/api/connections", None).await;
+    assert_eq!(list, json!([]), "nothing partially written");
+    // oversized command
+    gw.command_connection("cat", &["cat"], &[]).await;
+    let (s, body) = gw
+        .admin(
+            "POST",
+            "/api/exec",
+            Some(json!({"connection": "cat", "command": "x".repeat(300 * 1024)})),
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    let (s, _) = gw
+        .admin(
+            "POST",
+            "/api/exec",
+            Some(json!({"connection": "ghost", "command": "x"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    gw.stop().await;
+}
+
+async fn admin_changes_are_audited_and_chain_verifies(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    gw.user("dev@example.com", &["dev"]).await;
+    gw.command_connection("c", &["cat"], &["dba"]).await;
+    let (s, _) = gw
+        .admin(
+            "POST",
+            "/api/login",
+            Some(json!({"email": "admin@warden.test", "password": "bad"})),
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (_, entries) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+    let kinds: Vec<String> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["event"]["kind"].as_str().unwrap_or(""),
+                e["event"]["entity"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for expected in [
+        "admin_change:user",
+        "token_created:",
+        "admin_change:connection",
+        "admin_change:rule",
+        "login_failed:",
+        "login_succeeded:",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "missing {expected} in {kinds:?}"
+        );
+    }
+    let (s, report) = gw.admin("GET", "/api/audit/verify", None).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["ok"], true);
+    gw.stop().await;
+}
