@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Column, Conn, Opts, Row, Value};
+use mysql_async::{Column, Conn, Opts, Value};
 
 use crate::output::{CappedText, fmt_duration, scrub};
 use crate::table::ResultSet;
@@ -27,6 +27,8 @@ struct State {
     out: CappedText,
     exit_code: i32,
     last_table: Option<ResultSet>,
+    /// The result set being read (complete or not: see `script`).
+    pending: Option<ResultSet>,
     conn_id: Option<u32>,
 }
 
@@ -50,6 +52,7 @@ pub(crate) async fn run(url: &str, input: &str, opts: &ExecOptions) -> RunResult
         out: CappedText::new(opts.output_cap),
         exit_code: 0,
         last_table: None,
+        pending: None,
         conn_id: None,
     };
     let timed_out = tokio::time::timeout(opts.timeout, run_inner(&my_opts, input, &mut state))
@@ -57,6 +60,13 @@ pub(crate) async fn run(url: &str, input: &str, opts: &ExecOptions) -> RunResult
         .is_err();
     let mut trailer = None;
     if timed_out {
+        if let Some(rs) = state.pending.take() {
+            let footer = format!(
+                "({} received before the timeout)",
+                plural(rs.row_count, "row")
+            );
+            show(&mut state, rs, Some(&footer));
+        }
         let what = match state.conn_id {
             Some(id) => {
                 kill_query(&my_opts, id).await;
@@ -213,8 +223,13 @@ fn plural(n: u64, word: &str) -> String {
 
 async fn script(conn: &mut Conn, input: &str, st: &mut State) -> mysql_async::Result<()> {
     let mut result = conn.query_iter(input).await?;
-    // `columns()` is None once every result set has been read; Some(empty) for an OK packet.
-    while let Some(columns) = result.columns() {
+    loop {
+        // Some(empty) for an OK packet; None once every result set has been read OR when the
+        // next statement failed: `next()` then returns that error.
+        let Some(columns) = result.columns() else {
+            let _ = result.next().await?;
+            return Ok(());
+        };
         if columns.is_empty() {
             let mut line = format!(
                 "Query OK, {} affected",
@@ -233,7 +248,7 @@ async fn script(conn: &mut Conn, input: &str, st: &mut State) -> mysql_async::Re
                 line.push('\n');
             }
             st.out.push_str(&line);
-            // Moves on to the next result set (errors of later statements surface here).
+            // Moves on to the next result set.
             let _ = result.next().await?;
             continue;
         }
@@ -243,23 +258,33 @@ async fn script(conn: &mut Conn, input: &str, st: &mut State) -> mysql_async::Re
             .map(|c| is_numeric(c.column_type()))
             .collect();
         let binary: Vec<bool> = columns.iter().map(is_binary).collect();
-        let mut rs = ResultSet::new(names, right);
-        loop {
-            let row: Option<Row> = result.next().await?;
-            let Some(row) = row else { break };
+        st.pending = Some(ResultSet::new(names, right));
+        // `next()` returns None only once the NEXT statement has produced its first packet, so
+        // the set waits in `st.pending` (shown even if the timeout strikes meanwhile).
+        while let Some(row) = result.next().await? {
             let values = (0..binary.len())
                 .map(|i| cell(row.as_ref(i), binary[i]))
                 .collect();
             let room = st.out.room();
-            rs.push_row(values, room);
+            if let Some(rs) = st.pending.as_mut() {
+                rs.push_row(values, room);
+            }
         }
-        st.out.push_str(&rs.render());
-        if rs.is_partial() {
-            st.out.mark_truncated();
+        if let Some(rs) = st.pending.take() {
+            show(st, rs, None);
         }
-        st.last_table = Some(rs);
     }
-    Ok(())
+}
+
+fn show(st: &mut State, rs: ResultSet, footer: Option<&str>) {
+    st.out.push_str(&match footer {
+        Some(f) => rs.render_with_footer(f),
+        None => rs.render(),
+    });
+    if rs.is_partial() {
+        st.out.mark_truncated();
+    }
+    st.last_table = Some(rs);
 }
 
 /// Best effort: stops the statement still running on connection `id`.

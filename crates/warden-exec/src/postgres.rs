@@ -33,7 +33,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::rustls;
 
 use crate::output::{CappedText, fmt_duration, scrub};
-use crate::table::ResultSet;
+use crate::table::{ResultSet, error_position};
 use crate::{ExecOptions, RunResult};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -688,36 +688,6 @@ fn format_server_error(f: &Fields, query: Option<&str>) -> String {
         }
     }
     out
-}
-
-/// `LINE 2: select * from nope;` and a caret under the character at 1-based `pos`.
-fn error_position(query: &str, pos: usize) -> String {
-    if pos == 0 {
-        return String::new();
-    }
-    let chars: Vec<char> = query.chars().collect();
-    let idx = (pos - 1).min(chars.len());
-    let line_no = chars[..idx].iter().filter(|c| **c == '\n').count() + 1;
-    let line_start = chars[..idx]
-        .iter()
-        .rposition(|c| *c == '\n')
-        .map_or(0, |i| i + 1);
-    let line_end = chars[idx..]
-        .iter()
-        .position(|c| *c == '\n')
-        .map_or(chars.len(), |i| idx + i);
-    let line: String = chars[line_start..line_end]
-        .iter()
-        .map(|c| if *c == '\t' { ' ' } else { *c })
-        .collect();
-    let line = line.trim_end_matches('\r');
-    let prefix = format!("LINE {line_no}: ");
-    let before: String = chars[line_start..idx]
-        .iter()
-        .map(|c| if *c == '\t' { ' ' } else { *c })
-        .collect();
-    let caret_col = prefix.len() + unicode_width::UnicodeWidthStr::width(before.as_str());
-    format!("{prefix}{line}\n{}^\n", " ".repeat(caret_col))
 }
 
 fn format_notice(f: &Fields) -> String {

@@ -22,7 +22,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Batch, Connection, InterruptHandle, OpenFlags};
 
 use crate::output::{CappedText, fmt_duration};
-use crate::table::ResultSet;
+use crate::table::{ResultSet, error_position};
 use crate::{ExecOptions, RunResult};
 
 struct Location {
@@ -168,7 +168,7 @@ fn run_blocking(
     let exit_code = match script(&conn, input, &mut out, &mut last_table) {
         Ok(()) => 0,
         Err(e) => {
-            out.push_str(&format_error(&e));
+            out.push_str(&format_error(&e, input));
             1
         }
     };
@@ -308,8 +308,24 @@ fn tag(sql: &str, changes: Option<u64>) -> String {
     }
 }
 
-fn format_error(e: &rusqlite::Error) -> String {
+fn format_error(e: &rusqlite::Error, input: &str) -> String {
     match e {
+        // A statement that does not parse: show where, like the PostgreSQL executor does.
+        rusqlite::Error::SqlInputError {
+            error,
+            msg,
+            sql,
+            offset,
+        } => {
+            let mut out = format!("ERROR:  {msg} ({})\n", code_name(error.extended_code));
+            let start = input.len().saturating_sub(sql.len());
+            let byte = start + usize::try_from(*offset).unwrap_or(0);
+            if input.ends_with(sql.as_str()) && input.is_char_boundary(byte.min(input.len())) {
+                let pos = input[..byte.min(input.len())].chars().count() + 1;
+                out.push_str(&error_position(input, pos));
+            }
+            out
+        }
         rusqlite::Error::SqliteFailure(err, msg) => {
             let text = msg.clone().unwrap_or_else(|| err.to_string());
             format!("ERROR:  {text} ({})\n", code_name(err.extended_code))

@@ -61,6 +61,18 @@ impl ResultSet {
         render_aligned(&self.columns, &self.right_align, &self.rows, self.row_count)
     }
 
+    /// Same table with another footer line (e.g. rows received before a timeout).
+    pub(crate) fn render_with_footer(&self, footer: &str) -> String {
+        let mut out = self.render();
+        let default = format!("{}\n\n", row_footer(self.row_count));
+        if out.ends_with(&default) {
+            out.truncate(out.len() - default.len());
+            out.push_str(footer);
+            out.push_str("\n\n");
+        }
+        out
+    }
+
     /// `[{"column": "value" | null, …}, …]` for the rows kept. Duplicate column names get a
     /// `_2`, `_3`… suffix so no value is lost.
     pub(crate) fn to_json(&self) -> serde_json::Value {
@@ -265,6 +277,37 @@ pub(crate) fn render_aligned(
     out.push_str(&row_footer(row_count));
     out.push_str("\n\n");
     out
+}
+
+/// `LINE 2: select * from nope;` and a caret under the character at 1-based `pos` (counted
+/// in characters over the whole script), as psql shows a server's error position.
+pub(crate) fn error_position(query: &str, pos: usize) -> String {
+    if pos == 0 {
+        return String::new();
+    }
+    let chars: Vec<char> = query.chars().collect();
+    let idx = (pos - 1).min(chars.len());
+    let line_no = chars[..idx].iter().filter(|c| **c == '\n').count() + 1;
+    let line_start = chars[..idx]
+        .iter()
+        .rposition(|c| *c == '\n')
+        .map_or(0, |i| i + 1);
+    let line_end = chars[idx..]
+        .iter()
+        .position(|c| *c == '\n')
+        .map_or(chars.len(), |i| idx + i);
+    let line: String = chars[line_start..line_end]
+        .iter()
+        .map(|c| if *c == '\t' { ' ' } else { *c })
+        .collect();
+    let line = line.trim_end_matches('\r');
+    let prefix = format!("LINE {line_no}: ");
+    let before: String = chars[line_start..idx]
+        .iter()
+        .map(|c| if *c == '\t' { ' ' } else { *c })
+        .collect();
+    let caret_col = prefix.len() + width(&before);
+    format!("{prefix}{line}\n{}^\n", " ".repeat(caret_col))
 }
 
 #[cfg(test)]
