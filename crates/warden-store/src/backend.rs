@@ -144,9 +144,11 @@ async fn connect_sqlite(url: &str) -> Result<Db> {
     } else {
         let file = opts.get_filename().to_path_buf();
         create_parent_dir(&file)?;
+        // WAL lets readers run beside the one writer. `synchronous` stays FULL (sqlx's
+        // default): a committed audit entry must survive a power cut.
         opts = opts
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Full);
         SqlitePoolOptions::new().max_connections(8)
     };
     let where_ = if memory {
