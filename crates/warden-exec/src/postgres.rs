@@ -727,6 +727,10 @@ pub(crate) async fn run(url: &str, input: &str, opts: &ExecOptions) -> RunResult
         Ok(i) => i,
         Err(msg) => return RunResult::failed(2, &msg, opts.output_cap),
     };
+    if input.contains('\0') {
+        let msg = "ERROR:  the script contains a NUL character, which PostgreSQL does not accept";
+        return RunResult::failed(1, msg, opts.output_cap);
+    }
     let mut state = State {
         out: CappedText::new(opts.output_cap),
         exit_code: 0,
@@ -866,7 +870,10 @@ async fn query(conn: &mut Conn, input: &str, st: &mut State) -> io::Result<()> {
                     || tag.starts_with("PREPARE TRANSACTION")
                 {
                     uncommitted = false;
-                } else if tag_changes_data(&tag) {
+                } else if tag_changes_data(&tag)
+                    // `SELECT n` without rows: SELECT INTO / CREATE TABLE AS.
+                    || (tag.starts_with("SELECT") && current.is_none())
+                {
                     uncommitted = true;
                 }
                 match current.take() {

@@ -190,6 +190,7 @@ pub(crate) fn render_aligned(
 ) -> String {
     let mut out = String::new();
     let ncols = columns.len();
+    let right = |j: usize| right_align.get(j).copied().unwrap_or(false);
     if ncols == 0 {
         out.push_str("--\n");
         out.push_str(&row_footer(row_count));
@@ -254,14 +255,14 @@ pub(crate) fn render_aligned(
                 out.push(' ');
                 if last && !continues {
                     // psql does not pad the last column (no trailing blanks).
-                    if right_align[j] {
+                    if right(j) {
                         pad_left(&mut out, text, widths[j]);
                     } else {
                         out.push_str(text);
                     }
                     continue;
                 }
-                if right_align[j] {
+                if right(j) {
                     pad_left(&mut out, text, widths[j]);
                 } else {
                     pad_right(&mut out, text, widths[j]);

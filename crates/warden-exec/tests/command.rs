@@ -198,3 +198,15 @@ async fn invalid_utf8_output_is_replaced_not_fatal() {
     assert_eq!(out.exit_code, 0);
     assert_eq!(out.output, "a\u{fffd}b");
 }
+
+#[tokio::test]
+async fn background_children_do_not_hold_the_result_hostage() {
+    let started = Instant::now();
+    let out = cmd(&["sh", "-c", "sleep 5 & echo hi"], &[], "", &opts()).await;
+    assert_eq!((out.exit_code, out.output.as_str()), (0, "hi\n"));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+}

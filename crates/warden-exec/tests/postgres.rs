@@ -272,6 +272,56 @@ async fn tls_modes() {
 }
 
 #[tokio::test]
+async fn tls_certificate_verification() {
+    // The server presents Debian's self-signed "snakeoil" certificate (CN/SAN = localhost).
+    let cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    assert!(
+        std::path::Path::new(cert).exists(),
+        "{cert} is missing: the PostgreSQL TLS setup of this machine changed"
+    );
+    let probe = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
+    let url =
+        format!("postgres://postgres@localhost:5432/test?sslmode=verify-full&sslrootcert={cert}");
+    let out = pg_with(&url, probe, &opts()).await;
+    assert_eq!(out.rows_json, Some(json!([{"ssl": "t"}])), "{}", out.output);
+    // verify-ca checks the chain only, so the IP address is fine…
+    let url = format!("{PG_URL}?sslmode=verify-ca&sslrootcert={cert}");
+    let out = pg_with(&url, probe, &opts()).await;
+    assert_eq!(out.rows_json, Some(json!([{"ssl": "t"}])), "{}", out.output);
+    // …but verify-full refuses a certificate that does not name the host,
+    let url = format!("{PG_URL}?sslmode=verify-full&sslrootcert={cert}");
+    let out = warden_exec::execute(
+        &sql_target(warden_core::ConnectionType::Postgres, &url),
+        probe,
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.exit_code, 2, "{}", out.output);
+    assert!(out.output.contains("not valid for name"), "{}", out.output);
+    // and an unrelated root refuses the chain.
+    let url = format!("{PG_URL}?sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt");
+    let out = warden_exec::execute(
+        &sql_target(warden_core::ConnectionType::Postgres, &url),
+        probe,
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.exit_code, 2, "{}", out.output);
+    assert!(
+        out.output.contains("TLS handshake failed"),
+        "{}",
+        out.output
+    );
+}
+
+#[tokio::test]
+async fn nul_in_script_is_refused() {
+    let out = pg("select 1;\0").await;
+    assert_eq!(out.exit_code, 1);
+    assert!(out.output.contains("NUL"), "{}", out.output);
+}
+
+#[tokio::test]
 async fn connection_failures_exit_2_and_never_show_the_password() {
     let secret = "Sup3rS3cretPw";
     let cases = [
