@@ -1,1 +1,123 @@
-fn main() {}
+//! A stand-alone Warden proxy for `bench/run.sh`: every login is granted on one upstream, no
+//! statement review, but every statement is still audited through the batching channel into
+//! a cheap counting sink — the relay does all the work it does in production.
+//!
+//! Never use this outside benchmarks: it lets anyone in.
+//!
+//! Usage: `bench_proxy [LISTEN] [UPSTREAM_HOST:PORT] [UPSTREAM_USER] [UPSTREAM_DB] [WORKER_THREADS]`
+//! (defaults `127.0.0.1:6433 127.0.0.1:5432 postgres test 2`; 0 threads = current-thread runtime). Stops on SIGINT/SIGTERM and
+//! prints how many statements were audited.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+use warden_pgwire::{
+    AuthFailure, Login, ProxyBackend, ProxyConfig, SessionGrant, StatementDecision, StatementLog,
+    Upstream, UpstreamTls,
+};
+
+struct BenchBackend {
+    host: String,
+    port: u16,
+    user: String,
+    database: String,
+    statements: AtomicU64,
+    batches: AtomicU64,
+    /// Keeps every session's revoke switch alive (dropping it would not end sessions anyway).
+    _never_revoked: watch::Sender<Option<String>>,
+}
+
+impl ProxyBackend for BenchBackend {
+    async fn authenticate(&self, login: Login) -> Result<SessionGrant, AuthFailure> {
+        Ok(SessionGrant {
+            session_id: Uuid::new_v4(),
+            user: login.user,
+            connection: login.database,
+            upstream: Upstream {
+                host: self.host.clone(),
+                port: self.port,
+                user: self.user.clone(),
+                password: None,
+                database: self.database.clone(),
+                tls: UpstreamTls::Disable,
+            },
+            review_statements: false,
+            review_id: None,
+            ends_at: None,
+            terminate: self._never_revoked.subscribe(),
+        })
+    }
+
+    async fn authorize(&self, _grant: &SessionGrant, _statement: &str) -> StatementDecision {
+        StatementDecision::Allow { review_id: None }
+    }
+
+    async fn record(&self, batch: Vec<StatementLog>) {
+        self.statements
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn session_ended(&self, _grant: &SessionGrant) {}
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
+    let listen: SocketAddr = arg(1, "127.0.0.1:6433").parse()?;
+    let upstream = arg(2, "127.0.0.1:5432");
+    let (host, port) = upstream
+        .rsplit_once(':')
+        .ok_or("UPSTREAM must be HOST:PORT")?;
+    let threads: usize = arg(5, "2").parse()?;
+    let backend = Arc::new(BenchBackend {
+        host: host.to_string(),
+        port: port.parse()?,
+        user: arg(3, "postgres"),
+        database: arg(4, "test"),
+        statements: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+        _never_revoked: watch::channel(None).0,
+    });
+    // 0 worker threads = tokio's current-thread runtime (one thread does everything).
+    let runtime = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let config = ProxyConfig {
+            listen,
+            ..ProxyConfig::default()
+        };
+        eprintln!(
+            "bench_proxy listening on {listen}, upstream {upstream}, {threads} worker threads"
+        );
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        warden_pgwire::serve(listener, backend.clone(), config, shutdown).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    eprintln!(
+        "bench_proxy: audited {} statements in {} batches",
+        backend.statements.load(Ordering::Relaxed),
+        backend.batches.load(Ordering::Relaxed)
+    );
+    Ok(())
+}

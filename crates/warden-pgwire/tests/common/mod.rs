@@ -47,6 +47,8 @@ pub struct TestBackend {
     pub auth_calls: Mutex<u32>,
     pub ends_in: Option<Duration>,
     pub upstream_tls: Option<UpstreamTls>,
+    /// Replaces the real PostgreSQL as upstream (fake servers in tests).
+    pub upstream: Option<Upstream>,
     /// Revoke switches of live sessions, newest last.
     pub terminators: Mutex<VecDeque<watch::Sender<Option<String>>>>,
 }
@@ -105,14 +107,14 @@ impl ProxyBackend for TestBackend {
             session_id: Uuid::new_v4(),
             user: login.user,
             connection: login.database,
-            upstream: Upstream {
+            upstream: self.upstream.clone().unwrap_or(Upstream {
                 host: PG_HOST.into(),
                 port: PG_PORT,
                 user: "postgres".into(),
                 password: Some(Secret::new("unused-under-trust".into())),
                 database: "test".into(),
                 tls: self.upstream_tls.unwrap_or(UpstreamTls::Disable),
-            },
+            }),
             review_statements: self.review,
             review_id: None,
             ends_at: self.ends_in.map(|d| SystemTime::now() + d),

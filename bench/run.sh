@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Warden PostgreSQL proxy benchmark: pgbench through nothing (direct), pgbouncer (session mode)
+# and Warden's proxy (examples/bench_proxy.rs: no rule, every statement audited), in one run,
+# all with sslmode=disable (no TLS on any hop, so like is compared with like).
+#
+# Usage: bench/run.sh            (env: DURATION=20 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
+#                                  PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 ROUNDS=1)
+# Needs: PostgreSQL reachable as above, pgbench, cargo; installs pgbouncer (Debian) if missing.
+set -euo pipefail
+
+DURATION=${DURATION:-20}
+CLIENTS=${CLIENTS:-8}
+JOBS=${JOBS:-2}
+SCALE=${SCALE:-10}
+ROUNDS=${ROUNDS:-1}
+PGHOST=${PGHOST:-127.0.0.1}
+PGPORT=${PGPORT:-5432}
+PGUSER=${PGUSER:-postgres}
+PGDATABASE=${PGDATABASE:-test}
+WARDEN_THREADS=${WARDEN_THREADS:-2}
+BOUNCER_PORT=${BOUNCER_PORT:-6432}
+WARDEN_PORT=${WARDEN_PORT:-6433}
+export PGSSLMODE=disable
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/warden-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! command -v pgbouncer >/dev/null; then
+    echo "installing pgbouncer (Debian package)…" >&2
+    apt-get install -y pgbouncer >/dev/null || { apt-get update >/dev/null && apt-get install -y pgbouncer >/dev/null; }
+fi
+pg_isready -h "$PGHOST" -p "$PGPORT" >/dev/null || { echo "PostgreSQL is not reachable at $PGHOST:$PGPORT" >&2; exit 1; }
+
+echo "building the proxy (release)…" >&2
+(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy)
+proxy_bin="$root/target/release/examples/bench_proxy"
+
+# pgbouncer, session mode, trust to its clients, trust upstream (as the PostgreSQL here).
+cat >"$work/pgbouncer.ini" <<INI
+[databases]
+$PGDATABASE = host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=$PGUSER
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $work/pgbouncer.log
+pidfile = $work/pgbouncer.pid
+INI
+echo "\"$PGUSER\" \"\"" >"$work/users.txt"
+chmod 644 "$work"/*
+if [ "$(id -u)" = 0 ]; then
+    chown -R postgres "$work" # pgbouncer refuses to run as root; it writes its log here
+    runuser -u postgres -- pgbouncer -q "$work/pgbouncer.ini" 2>/dev/null & pids+=($!)
+else
+    pgbouncer -q "$work/pgbouncer.ini" 2>/dev/null & pids+=($!)
+fi
+"$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
+for port in "$BOUNCER_PORT" "$WARDEN_PORT"; do
+    for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+echo "initialising pgbench tables (scale $SCALE, direct)…" >&2
+pgbench -i -q -s "$SCALE" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" "$PGDATABASE" >/dev/null 2>&1
+
+# target -> "host port user"
+declare -A target=(
+    [direct]="$PGHOST $PGPORT $PGUSER"
+    [pgbouncer]="127.0.0.1 $BOUNCER_PORT $PGUSER"
+    [warden]="127.0.0.1 $WARDEN_PORT bench@warden.test"
+)
+results="$work/results.tsv"
+: >"$results"
+run_one() { # workload mode target
+    local workload=$1 mode=$2 name=$3 script_args=()
+    read -r host port user <<<"${target[$name]}"
+    [ "$workload" = select-only ] && script_args=(-S)
+    local out
+    out=$(PGPASSWORD=bench-token pgbench -n "${script_args[@]}" -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" \
+        -h "$host" -p "$port" -U "$user" "$PGDATABASE" 2>&1) || { echo "$out" >&2; exit 1; }
+    local tps lat
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
+    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$workload" "$mode" "$name" "$tps" "$lat" >>"$results"
+    printf '  %-11s %-8s %-9s %10s tps %8s ms\n' "$workload" "$mode" "$name" "$tps" "$lat" >&2
+}
+
+echo "pgbench: $CLIENTS clients, $JOBS threads, ${DURATION}s per run, $ROUNDS round(s), sslmode=disable" >&2
+for _ in $(seq "$ROUNDS"); do
+    for workload in select-only tpcb-like; do
+        for mode in simple prepared; do
+            for name in direct pgbouncer warden; do
+                run_one "$workload" "$mode" "$name"
+            done
+        done
+    done
+done
+
+echo
+echo "| workload | mode | target | tps | latency avg (ms) | vs direct |"
+echo "|---|---|---|---:|---:|---:|"
+awk -F'\t' '
+    { key = $1 FS $2 FS $3; tps[key] += $4; lat[key] += $5; n[key]++; order[key] = NR }
+    END {
+        PROCINFO["sorted_in"] = "@val_num_asc"
+        for (key in order) {
+            split(key, k, FS)
+            d = k[1] FS k[2] FS "direct"
+            printf "| %s | %s | %s | %.0f | %.3f | %.2f× |\n", k[1], k[2], k[3], tps[key]/n[key], lat[key]/n[key], (tps[key]/n[key]) / (tps[d]/n[d])
+        }
+    }' "$results"
+kill -INT "${pids[-1]}" 2>/dev/null || true
+sleep 1
+tail -n 1 "$work/warden.log" >&2
