@@ -19,7 +19,11 @@ struct Cli {
 impl Cli {
     fn new(gw: &TestGateway) -> Cli {
         let dir = tempfile::tempdir().unwrap();
-        Cli { gateway: gw.base.clone(), config: dir.path().join("config.json"), _dir: dir }
+        Cli {
+            gateway: gw.base.clone(),
+            config: dir.path().join("config.json"),
+            _dir: dir,
+        }
     }
     fn cmd(&self, token: Option<&str>, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_warden"));
@@ -37,7 +41,11 @@ impl Cli {
     }
     async fn run(&self, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
         let out = self.cmd(token, args).output().await.unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
     }
     async fn ok(&self, token: Option<&str>, args: &[&str]) -> String {
         let (code, out, err) = self.run(token, args).await;
@@ -54,34 +62,157 @@ async fn login_and_admin_commands() {
     let mut login = cli.cmd(None, &["login", "--email", ADMIN_EMAIL, "--password-stdin"]);
     login.stdin(Stdio::piped());
     let mut child = login.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(format!("{ADMIN_PASSWORD}\n").as_bytes()).await.unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
     let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let saved: Value = serde_json::from_slice(&std::fs::read(&cli.config).unwrap()).unwrap();
     assert!(saved["token"].as_str().unwrap().starts_with("wdn_"));
-    cli.ok(None, &["admin", "create", "user", "dev@example.com", "--groups", "dev,backend"]).await;
-    let tok: Value = serde_json::from_str(&cli.ok(None, &["admin", "create", "token", "--user", "dev@example.com", "-o", "json"]).await).unwrap();
+    cli.ok(
+        None,
+        &[
+            "admin",
+            "create",
+            "user",
+            "dev@example.com",
+            "--groups",
+            "dev,backend",
+        ],
+    )
+    .await;
+    let tok: Value = serde_json::from_str(
+        &cli.ok(
+            None,
+            &[
+                "admin",
+                "create",
+                "token",
+                "--user",
+                "dev@example.com",
+                "-o",
+                "json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
     assert!(tok["token"].as_str().unwrap().starts_with("wdn_"));
-    cli.ok(None, &["admin", "create", "connection", "shell", "--type", "command", "--reviewers", "dba", "--env", "SECRET=s3cr3t-value", "--", "sh"]).await;
+    cli.ok(
+        None,
+        &[
+            "admin",
+            "create",
+            "connection",
+            "shell",
+            "--type",
+            "command",
+            "--reviewers",
+            "dba",
+            "--env",
+            "SECRET=s3cr3t-value",
+            "--",
+            "sh",
+        ],
+    )
+    .await;
     let table = cli.ok(None, &["admin", "get", "connections"]).await;
-    assert!(table.contains("shell") && table.contains("SECRET") && !table.contains("s3cr3t-value"), "{table}");
-    let conns: Value = serde_json::from_str(&cli.ok(None, &["admin", "get", "connections", "-o", "json"]).await).unwrap();
+    assert!(
+        table.contains("shell") && table.contains("SECRET") && !table.contains("s3cr3t-value"),
+        "{table}"
+    );
+    let conns: Value = serde_json::from_str(
+        &cli.ok(None, &["admin", "get", "connections", "-o", "json"])
+            .await,
+    )
+    .unwrap();
     assert_eq!(conns.as_array().unwrap().len(), 1);
     for what in ["users", "groups", "rules", "reviews", "sessions", "tokens"] {
-        let v: Value = serde_json::from_str(&cli.ok(None, &["admin", "get", what, "-o", "json"]).await).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let v: Value =
+            serde_json::from_str(&cli.ok(None, &["admin", "get", what, "-o", "json"]).await)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(v.is_array(), "{what} -o json prints an array");
     }
-    cli.ok(None, &["admin", "create", "rule", "win", "--type", "jit", "--connections", "shell", "--approval-groups", "dba", "--max-duration", "2h", "--require-reason"]).await;
-    let rules: Value = serde_json::from_str(&cli.ok(None, &["admin", "get", "rules", "-o", "json"]).await).unwrap();
-    let win = rules.as_array().unwrap().iter().find(|r| r["name"] == "win").unwrap();
+    cli.ok(
+        None,
+        &[
+            "admin",
+            "create",
+            "rule",
+            "win",
+            "--type",
+            "jit",
+            "--connections",
+            "shell",
+            "--approval-groups",
+            "dba",
+            "--max-duration",
+            "2h",
+            "--require-reason",
+        ],
+    )
+    .await;
+    let rules: Value =
+        serde_json::from_str(&cli.ok(None, &["admin", "get", "rules", "-o", "json"]).await)
+            .unwrap();
+    let win = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "win")
+        .unwrap();
     assert_eq!(win["max_duration_sec"], 7200);
     assert_eq!(win["require_reason"], true);
-    cli.ok(None, &["admin", "update", "rule", "win", "--approval-amount", "2"]).await;
+    cli.ok(
+        None,
+        &["admin", "update", "rule", "win", "--approval-amount", "2"],
+    )
+    .await;
     // a refused rule: clear error, non-zero exit
-    let (code, _, err) = cli.run(None, &["admin", "create", "rule", "bad", "--type", "command", "--connections", "shell", "--approval-groups", "x"]).await;
+    let (code, _, err) = cli
+        .run(
+            None,
+            &[
+                "admin",
+                "create",
+                "rule",
+                "bad",
+                "--type",
+                "command",
+                "--connections",
+                "shell",
+                "--approval-groups",
+                "x",
+            ],
+        )
+        .await;
     assert_ne!(code, 0);
     assert!(err.contains("already has a command rule"), "{err}");
-    let (code, _, err) = cli.run(None, &["admin", "create", "rule", "bad", "--type", "command", "--connections", "nope", "--approval-groups", "x"]).await;
+    let (code, _, err) = cli
+        .run(
+            None,
+            &[
+                "admin",
+                "create",
+                "rule",
+                "bad",
+                "--type",
+                "command",
+                "--connections",
+                "nope",
+                "--approval-groups",
+                "x",
+            ],
+        )
+        .await;
     assert_ne!(code, 0);
     assert!(err.contains("unknown connection"), "{err}");
     cli.ok(None, &["admin", "delete", "rule", "win"]).await;
@@ -94,13 +225,25 @@ async fn login_and_admin_commands() {
 }
 
 /// Spawns `warden exec`, waits until it prints the review URL, returns the child and review id.
-async fn start_exec(cli: &Cli, token: &str, conn: &str, input: &str) -> (tokio::process::Child, String) {
-    let mut child = cli.cmd(Some(token), &["exec", conn, "-i", input]).spawn().unwrap();
+async fn start_exec(
+    cli: &Cli,
+    token: &str,
+    conn: &str,
+    input: &str,
+) -> (tokio::process::Child, String) {
+    let mut child = cli
+        .cmd(Some(token), &["exec", conn, "-i", input])
+        .spawn()
+        .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let line = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let l = lines.next_line().await.unwrap().expect("exec printed nothing");
+            let l = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("exec printed nothing");
             if l.contains("Waiting for approval at") {
                 return l;
             }
@@ -108,7 +251,14 @@ async fn start_exec(cli: &Cli, token: &str, conn: &str, input: &str) -> (tokio::
     })
     .await
     .expect("exec announces the wait");
-    let id = line.rsplit("/reviews/").next().unwrap().split_whitespace().next().unwrap().to_string();
+    let id = line
+        .rsplit("/reviews/")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     // keep draining stderr so the child never blocks
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, id)
@@ -124,20 +274,39 @@ async fn held_exec_waits_for_approval_and_prints_the_result() {
     let (child, id) = start_exec(&cli, &dev, "shell", "echo from-the-approved-command").await;
     // the approver sees it in the list and approves from their own CLI
     let list = cli.ok(Some(&dba), &["review", "list"]).await;
-    assert!(list.contains(&id[..8]) && list.contains("dev@example.com"), "{list}");
+    assert!(
+        list.contains(&id[..8]) && list.contains("dev@example.com"),
+        "{list}"
+    );
     let show = cli.ok(Some(&dba), &["review", "show", &id]).await;
-    assert!(show.contains("echo from-the-approved-command") && show.contains("PENDING"), "{show}");
-    cli.ok(Some(&dba), &["review", "approve", &id, "--reason", "ok"]).await;
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    assert!(
+        show.contains("echo from-the-approved-command") && show.contains("PENDING"),
+        "{show}"
+    );
+    cli.ok(Some(&dba), &["review", "approve", &id, "--reason", "ok"])
+        .await;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-the-approved-command\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from-the-approved-command\n"
+    );
     // the result is kept for later
     let show = cli.ok(Some(&dev), &["review", "show", &id]).await;
-    assert!(show.contains("EXECUTED") && show.contains("from-the-approved-command"), "{show}");
+    assert!(
+        show.contains("EXECUTED") && show.contains("from-the-approved-command"),
+        "{show}"
+    );
     // a failing command propagates its exit code
     let (child, id) = start_exec(&cli, &dev, "shell", "exit 7").await;
     cli.ok(Some(&dba), &["review", "approve", &id]).await;
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7));
     gw.stop().await;
 }
@@ -152,22 +321,37 @@ async fn rejected_and_expired_exec_exit_non_zero() {
     let (child, id) = start_exec(&cli, &dev, "shell", "rm -rf /data").await;
     let (code, _, err) = cli.run(Some(&dba), &["review", "reject", &id]).await;
     assert_ne!(code, 0, "reject needs --reason: {err}");
-    cli.ok(Some(&dba), &["review", "reject", &id, "--reason", "not on prod"]).await;
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    cli.ok(
+        Some(&dba),
+        &["review", "reject", &id, "--reason", "not on prod"],
+    )
+    .await;
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     // the child's stderr was consumed by start_exec's drain; check the reason via show
     let show = cli.ok(Some(&dev), &["review", "show", &id]).await;
-    assert!(show.contains("dba@example.com") && show.contains("not on prod"), "{show}");
+    assert!(
+        show.contains("dba@example.com") && show.contains("not on prod"),
+        "{show}"
+    );
     // expiry
     gw.admin("POST", "/api/rules", Some(serde_json::json!({"name": "fast", "type": "command", "connections": ["quick"], "approval_groups": ["dba"], "timeout_sec": 1}))).await;
     gw.command_connection("quick", &["sh"], &[]).await;
     gw.admin("POST", "/api/rules", Some(serde_json::json!({"name": "fast", "type": "command", "connections": ["quick"], "approval_groups": ["dba"], "timeout_sec": 1}))).await;
-    let (code, _, err) = cli.run(Some(&dev), &["exec", "quick", "-i", "echo never"]).await;
+    let (code, _, err) = cli
+        .run(Some(&dev), &["exec", "quick", "-i", "echo never"])
+        .await;
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("expired — resubmit"), "{err}");
     // `review wait` on a settled review reports it again
     let (code, _, err) = cli.run(Some(&dev), &["review", "wait", &id]).await;
     assert_eq!(code, 3);
-    assert!(err.contains("Rejected by dba@example.com: not on prod"), "{err}");
+    assert!(
+        err.contains("Rejected by dba@example.com: not on prod"),
+        "{err}"
+    );
     gw.stop().await;
 }

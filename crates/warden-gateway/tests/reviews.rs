@@ -348,11 +348,12 @@ async fn force_approval_and_exemptions(b: Backend) {
     assert_eq!(done["status"], "EXECUTED");
     assert_eq!(done["result"]["output"], "fix prod");
     // an admin's own request is auto-approved and runs at once, recorded as a review
+    gw.command_connection("c2", &["cat"], &["dba"]).await;
     let (s, r) = gw
         .admin(
             "POST",
             "/api/exec",
-            Some(json!({"connection": "c", "command": "admin"})),
+            Some(json!({"connection": "c2", "command": "admin"})),
         )
         .await;
     assert_eq!(s, 200, "{r}");
