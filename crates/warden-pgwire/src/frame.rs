@@ -95,8 +95,11 @@ pub fn header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, FrameError>
     Ok(Some((tag, 1 + len as usize)))
 }
 
-/// A whole typed message at the start of `buf`: `(type, body, total length)`.
-pub fn whole(buf: &[u8], max: usize) -> Result<Option<(u8, &[u8], usize)>, FrameError> {
+/// A whole typed message: `(type, body, total length)`.
+pub type Whole<'a> = (u8, &'a [u8], usize);
+
+/// A whole typed message at the start of `buf`, if all of it is there.
+pub fn whole(buf: &[u8], max: usize) -> Result<Option<Whole<'_>>, FrameError> {
     match header(buf, max)? {
         Some((tag, total)) if buf.len() >= total => Ok(Some((tag, &buf[5..total], total))),
         _ => Ok(None),

@@ -169,11 +169,10 @@ async fn startup<B: ProxyBackend>(
                 ));
             }
             StartupPacket::Cancel { pid, secret } => {
-                if let Some(t) = ctx.cancels.lookup(pid, secret) {
-                    if let Err(e) = upstream::cancel(&t.host, t.port, t.tls, t.pid, t.secret).await
-                    {
-                        warn!("cancel request upstream failed: {e}");
-                    }
+                if let Some(t) = ctx.cancels.lookup(pid, secret)
+                    && let Err(e) = upstream::cancel(&t.host, t.port, t.tls, t.pid, t.secret).await
+                {
+                    warn!("cancel request upstream failed: {e}");
                 }
                 return Ok(None);
             }
