@@ -275,3 +275,88 @@ async fn tunnel_logs_in_for_the_user() {
     tunnel.await.unwrap().unwrap();
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_review_and_other_sessions_not_blocked() {
+    use warden_pgwire::HeldOutcome;
+    let backend = TestBackend::reviewing(vec![
+        (
+            "slow_approve",
+            Script::Held(
+                Duration::from_secs(2),
+                HeldOutcome::Approved {
+                    review_id: uuid::Uuid::nil(),
+                },
+            ),
+        ),
+        (
+            "reject_me",
+            Script::Held(
+                Duration::from_millis(200),
+                HeldOutcome::Rejected {
+                    by: "bob@example.com".into(),
+                    reason: "no".into(),
+                },
+            ),
+        ),
+        ("deny_me", Script::Deny("Warden: denied by rule".into())),
+    ]);
+    let proxy = Proxy::start(backend).await;
+    let held = proxy.connect().await;
+    let other = proxy.connect().await;
+
+    // Session A waits on a held statement (extended protocol, parameters)…
+    let waiting = tokio::spawn(async move {
+        let row = held
+            .query_one("SELECT $1::text AS slow_approve", &[&"approved!"])
+            .await
+            .unwrap();
+        (held, row.get::<_, String>(0))
+    });
+    // …while session B runs freely.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        assert_eq!(
+            other
+                .query_one("SELECT $1::int", &[&i])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            i
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "other session was blocked"
+    );
+    assert!(!waiting.is_finished());
+    let (held, value) = waiting.await.unwrap();
+    assert_eq!(value, "approved!");
+
+    // Rejected and denied statements fail with 42501; the session goes on, pipelined work too.
+    let err = held.query("SELECT 1 AS reject_me", &[]).await.unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    assert_eq!(
+        db.message(),
+        "Warden: statement rejected by bob@example.com: no"
+    );
+    let err = held.prepare("SELECT 1 AS deny_me").await.unwrap_err();
+    assert_eq!(
+        err.as_db_error().unwrap().message(),
+        "Warden: denied by rule"
+    );
+    let (a, b, c) = tokio::join!(
+        held.query_one("SELECT 1::int", &[]),
+        held.query_one("SELECT 2 AS reject_me", &[]),
+        held.query_one("SELECT 3::int", &[])
+    );
+    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(b.unwrap_err().as_db_error().unwrap().code().code(), "42501");
+    assert_eq!(c.unwrap().get::<_, i32>(0), 3);
+    let l = proxy.backend.wait_log("slow_approve").await;
+    assert_eq!(l.review_id, Some(uuid::Uuid::nil()));
+    assert_eq!(l.tag.as_deref(), Some("SELECT 1"));
+    proxy.stop().await;
+}
