@@ -3,6 +3,7 @@
 //! another CLI, the waiting exec prints the approved command's output).
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -224,19 +225,21 @@ async fn login_and_admin_commands() {
     gw.stop().await;
 }
 
-/// Spawns `warden exec`, waits until it prints the review URL, returns the child and review id.
-async fn start_exec(
+/// Spawns `warden exec`, waits until it prints the review URL, returns the child, the review id
+/// and everything it writes to stderr (collected in the background).
+async fn start_exec_logged(
     cli: &Cli,
     token: &str,
     conn: &str,
     input: &str,
-) -> (tokio::process::Child, String) {
+) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
     let mut child = cli
         .cmd(Some(token), &["exec", conn, "-i", input])
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let log = Arc::new(Mutex::new(String::new()));
     let line = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let l = lines
@@ -244,6 +247,7 @@ async fn start_exec(
                 .await
                 .unwrap()
                 .expect("exec printed nothing");
+            log.lock().unwrap().push_str(&format!("{l}\n"));
             if l.contains("Waiting for approval at") {
                 return l;
             }
@@ -259,8 +263,22 @@ async fn start_exec(
         .next()
         .unwrap()
         .to_string();
-    // keep draining stderr so the child never blocks
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            sink.lock().unwrap().push_str(&format!("{l}\n"));
+        }
+    });
+    (child, id, log)
+}
+
+async fn start_exec(
+    cli: &Cli,
+    token: &str,
+    conn: &str,
+    input: &str,
+) -> (tokio::process::Child, String) {
+    let (child, id, _) = start_exec_logged(cli, token, conn, input).await;
     (child, id)
 }
 
@@ -352,6 +370,91 @@ async fn rejected_and_expired_exec_exit_non_zero() {
     assert!(
         err.contains("Rejected by dba@example.com: not on prod"),
         "{err}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_leaves_the_request_pending_and_wait_resumes() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let (child, id, log) = start_exec_logged(&cli, &dev, "shell", "echo resumed").await;
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = log.lock().unwrap().clone();
+    assert!(err.contains(&format!("warden review wait {id}")), "{err}");
+    let (_, r) = gw
+        .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
+        .await;
+    assert_eq!(r["status"], "PENDING", "still pending after Ctrl-C");
+    // resume with `review wait`, approve meanwhile
+    let waiter = cli
+        .cmd(Some(&dev), &["review", "wait", &id])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cli.ok(Some(&dba), &["review", "approve", &id]).await;
+    let out = tokio::time::timeout(Duration::from_secs(30), waiter.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "resumed\n");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_exec_reconnects_after_a_gateway_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = TestGateway::spawn_with(Backend::Sqlite, |c| c.listen = port).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let (child, id, log) = start_exec_logged(&cli, &dev, "shell", "echo survived-restart").await;
+    let (config, dir) = gw.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gw = TestGateway::start(config, dir, None).await;
+    let (s, _) = gw
+        .call(
+            "PUT",
+            &format!("/api/reviews/{id}/approve"),
+            Some(&dba),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = log.lock().unwrap().clone();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "survived-restart\n");
+    assert!(
+        err.contains("gateway unreachable, retrying"),
+        "the CLI said it was reconnecting: {err}"
     );
     gw.stop().await;
 }

@@ -1,5 +1,7 @@
 //! Command executor: runs the connection's argv directly (argv[0] is the program, no shell),
-//! with the connection's secret env vars added to the inherited environment, the approved input
+//! with a clean environment (only [`PASSED_ENV`] is passed through from the gateway, so gateway
+//! secrets such as `WARDEN_SECRET_KEY` never reach a command) plus the connection's secret env
+//! vars, the approved input
 //! written to its stdin (then closed), and stdout and stderr captured.
 //!
 //! Output: stdout and stderr share ONE pipe (both are the same pipe's write end in the child), so
@@ -15,6 +17,12 @@
 //! after a normal exit are not killed; their output is read for at most a second more.
 //!
 //! Executors never decide access: the gateway approved this command before calling us.
+
+/// The only variables of the gateway's own environment a command inherits.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "USER", "LOGNAME", "SHELL",
+    "TMPDIR",
+];
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -83,6 +91,12 @@ pub(crate) async fn run(
 
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&argv[1..])
+        .env_clear()
+        .envs(
+            PASSED_ENV
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.expose().as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::from(writer))

@@ -75,7 +75,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     let pg_addr = pg_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let app = App::new(store, config, secrets, clock);
     let bootstrap = app.bootstrap_admin().await?;
-    let shutdown = CancellationToken::new();
+    let shutdown = app.shutdown.clone();
     let mut tasks = Vec::new();
 
     let router = crate::web::router()

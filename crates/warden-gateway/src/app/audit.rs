@@ -51,14 +51,27 @@ impl App {
         Ok(self.store.audit_entries(after, limit).await?)
     }
 
-    /// Walks the whole chain page by page.
+    /// Walks the whole chain page by page, up to the head recorded when the walk started, and
+    /// checks that the last entry *is* that head (entries deleted from the end are caught too).
     pub async fn verify_audit(&self, user: &User) -> AppResult<VerifyReport> {
         self.require_admin(user)?;
+        let recorded = self.store.audit_head().await?;
+        let limit = recorded.as_ref().map(|h| h.0).unwrap_or(0);
         let mut head: Option<(i64, String)> = None;
         let mut count = 0i64;
         let mut after = 0i64;
-        loop {
-            let page = self.store.audit_entries(after, VERIFY_PAGE).await?;
+        let broken =
+            |count: i64, head: Option<(i64, String)>, seq: i64, error: String| VerifyReport {
+                ok: false,
+                entries: count,
+                head_seq: head.as_ref().map(|h| h.0),
+                head_hash: head.map(|h| h.1),
+                first_bad_seq: Some(seq),
+                error: Some(error),
+            };
+        while after < limit {
+            let mut page = self.store.audit_entries(after, VERIFY_PAGE).await?;
+            page.retain(|e| e.seq <= limit);
             if page.is_empty() {
                 break;
             }
@@ -66,18 +79,19 @@ impl App {
             let start = head.as_ref().map(|(s, h)| (*s, h.as_str()));
             match verify_chain(&page, start) {
                 Ok(h) => head = h,
-                Err(e) => {
-                    return Ok(VerifyReport {
-                        ok: false,
-                        entries: count,
-                        head_seq: head.as_ref().map(|h| h.0),
-                        head_hash: head.map(|h| h.1),
-                        first_bad_seq: Some(e.seq()),
-                        error: Some(e.to_string()),
-                    });
-                }
+                Err(e) => return Ok(broken(count, head, e.seq(), e.to_string())),
             }
             after = page.last().map(|e| e.seq).unwrap_or(after);
+        }
+        if let Some((seq, hash)) = &recorded {
+            let tip_ok = head.as_ref().is_some_and(|(s, h)| s == seq && h == hash);
+            if !tip_ok {
+                let last = head.as_ref().map(|h| h.0).unwrap_or(0);
+                let msg = format!(
+                    "the chain ends at entry {last} but the recorded head is entry {seq}: entries were deleted from the end or the head was altered"
+                );
+                return Ok(broken(count, head, last + 1, msg));
+            }
         }
         Ok(VerifyReport {
             ok: true,

@@ -136,6 +136,8 @@ pub struct App {
     failures: Mutex<HashMap<String, (i64, u32)>>,
     /// Live proxy sessions per JIT review: told to close when the window ends or is revoked.
     grants: Mutex<HashMap<Uuid, Vec<tokio::sync::watch::Sender<Option<String>>>>>,
+    /// Cancelled when the gateway shuts down: long-polls return early so shutdown is prompt.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for App {
@@ -164,6 +166,7 @@ impl App {
             events,
             failures: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
 

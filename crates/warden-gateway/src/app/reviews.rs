@@ -331,7 +331,7 @@ impl App {
             let r = self.load_visible(user, id).await?;
             let settled = r.status.is_terminal()
                 || (r.kind == RuleType::Jit && r.status == ReviewStatus::Approved);
-            if settled || tokio::time::Instant::now() >= deadline {
+            if settled || tokio::time::Instant::now() >= deadline || self.shutdown.is_cancelled() {
                 return self.view(r).await;
             }
             // Wake on a local event for this review, or re-read every second (another replica
@@ -339,7 +339,11 @@ impl App {
             let tick = tokio::time::Instant::now() + StdDuration::from_secs(1);
             let until = tick.min(deadline);
             loop {
-                match tokio::time::timeout_at(until, rx.recv()).await {
+                let next = tokio::select! {
+                    r = tokio::time::timeout_at(until, rx.recv()) => r,
+                    _ = self.shutdown.cancelled() => break,
+                };
+                match next {
                     Ok(Ok(ev)) if ev.id == id => break,
                     Ok(Ok(_)) => continue,
                     Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
