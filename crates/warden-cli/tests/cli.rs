@@ -458,3 +458,77 @@ async fn waiting_exec_reconnects_after_a_gateway_restart() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jit_request_waits_then_access_lists_the_window() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("c", &["cat"], &[]).await;
+    gw.admin("POST", "/api/rules", Some(serde_json::json!({"name": "win", "type": "jit", "connections": ["c"], "approval_groups": ["dba"], "max_duration_sec": 7200}))).await;
+    let (code, _, err) = cli
+        .run(Some(&dev), &["request", "c", "--duration", "3h"])
+        .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("max duration 2h"), "{err}");
+    let mut child = cli
+        .cmd(
+            Some(&dev),
+            &["request", "c", "--duration", "30m", "--reason", "deploy"],
+        )
+        .spawn()
+        .unwrap();
+    let id = loop {
+        let (_, list) = gw
+            .call("GET", "/api/reviews?status=pending", Some(&dba), None)
+            .await;
+        if let Some(id) = list[0]["id"].as_str() {
+            break id.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    cli.ok(Some(&dba), &["review", "approve", &id]).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let access: Value =
+        serde_json::from_str(&cli.ok(Some(&dev), &["access", "-o", "json"]).await).unwrap();
+    assert_eq!(access.as_array().unwrap().len(), 1);
+    let table = cli.ok(Some(&dev), &["access"]).await;
+    assert!(
+        table.contains("TIME LEFT") && table.contains("29m"),
+        "{table}"
+    );
+    let approved = cli
+        .ok(
+            None,
+            &[
+                "--token",
+                &gw.admin_token,
+                "admin",
+                "get",
+                "reviews",
+                "--status",
+                "approved",
+            ],
+        )
+        .await;
+    assert!(
+        approved.contains("TIME LEFT") && approved.contains(&id[..8]),
+        "{approved}"
+    );
+    assert_eq!(
+        cli.ok(Some(&dev), &["exec", "c", "-i", "inside the window"])
+            .await,
+        "inside the window\n"
+    );
+    cli.ok(Some(&dba), &["review", "revoke", &id, "--reason", "done"])
+        .await;
+    let (code, _, err) = cli.run(Some(&dev), &["exec", "c", "-i", "after"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("warden request c"), "{err}");
+    gw.stop().await;
+}
