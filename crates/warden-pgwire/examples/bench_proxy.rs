@@ -5,7 +5,8 @@
 //! Never use this outside benchmarks: it lets anyone in.
 //!
 //! Usage: `bench_proxy [LISTEN] [UPSTREAM_HOST:PORT] [UPSTREAM_USER] [UPSTREAM_DB] [WORKER_THREADS]`
-//! (defaults `127.0.0.1:6433 127.0.0.1:5432 postgres test 2`; 0 threads = current-thread runtime). Stops on SIGINT/SIGTERM and
+//! (defaults `127.0.0.1:6433 127.0.0.1:5432 postgres test 2`; 0 threads = current-thread runtime).
+//! `RELAY_THREADS=n` sets [`ProxyConfig::relay_threads`]. Stops on SIGINT/SIGTERM and
 //! prints how many statements were audited.
 
 use std::net::SocketAddr;

@@ -35,6 +35,12 @@ pub struct ProxyConfig {
     pub audit_linger: Duration,
     /// Time live sessions get to close when the server shuts down.
     pub shutdown_grace: Duration,
+    /// `0`: sessions run as tasks on the runtime that calls [`crate::serve`]. `n > 0`: sessions
+    /// are spread over `n` dedicated threads, each with its own single-threaded runtime, which
+    /// saves the cross-thread wake-ups of a work-stealing runtime on every relayed packet
+    /// (measurably faster on small machines: see `bench/README.md`). The backend's futures then
+    /// run on those threads too.
+    pub relay_threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -52,6 +58,7 @@ impl Default for ProxyConfig {
             audit_batch: 500,
             audit_linger: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(5),
+            relay_threads: 0,
         }
     }
 }
@@ -65,6 +72,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("max_message", &self.max_message)
             .field("max_auth_failures", &self.max_auth_failures)
             .field("auth_failure_window", &self.auth_failure_window)
+            .field("relay_threads", &self.relay_threads)
             .finish_non_exhaustive()
     }
 }

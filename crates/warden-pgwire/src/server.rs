@@ -35,6 +35,10 @@ pub async fn serve<B: ProxyBackend>(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
+    let workers = (0..config.relay_threads)
+        .map(Worker::start)
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut next_worker = 0usize;
     let ctx = Arc::new(Ctx {
         backend,
         limiter: FailureLimiter::new(config.max_auth_failures, config.auth_failure_window),
@@ -51,7 +55,28 @@ pub async fn serve<B: ProxyBackend>(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    sessions.spawn(session::handle(ctx.clone(), tcp, peer));
+                    if workers.is_empty() {
+                        sessions.spawn(session::handle(ctx.clone(), tcp, peer));
+                    } else {
+                        // Hand the socket to a relay thread: it must be registered there.
+                        let worker = &workers[next_worker % workers.len()];
+                        next_worker = next_worker.wrapping_add(1);
+                        match tcp.into_std() {
+                            Ok(std_tcp) => {
+                                let ctx = ctx.clone();
+                                sessions.spawn_on(
+                                    async move {
+                                        match tokio::net::TcpStream::from_std(std_tcp) {
+                                            Ok(tcp) => session::handle(ctx, tcp, peer).await,
+                                            Err(e) => warn!("cannot move a connection to a relay thread: {e}"),
+                                        }
+                                    },
+                                    &worker.handle,
+                                );
+                            }
+                            Err(e) => warn!("cannot move a connection to a relay thread: {e}"),
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -76,8 +101,37 @@ pub async fn serve<B: ProxyBackend>(
         sessions.abort_all();
         while sessions.join_next().await.is_some() {}
     }
+    drop(workers);
     drop(ctx);
     let _ = audit_task.await;
     info!("PostgreSQL proxy stopped");
     Ok(())
+}
+
+/// A dedicated thread running a single-threaded runtime for sessions. Dropping it lets the
+/// thread finish (its runtime, and any task still on it, is dropped there).
+struct Worker {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Worker {
+    fn start(index: usize) -> io::Result<Worker> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("warden-pg-relay-{index}"))
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Worker {
+            handle,
+            _stop: stop,
+        })
+    }
 }

@@ -9,7 +9,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_initialises_and_runs_in_every_protocol_mode() {
-    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    // Sessions on dedicated relay threads (ProxyConfig::relay_threads), as the benchmark runs.
+    let config = warden_pgwire::ProxyConfig {
+        relay_threads: 2,
+        ..Default::default()
+    };
+    let proxy = Proxy::start_with(TestBackend::allow_all(), config).await;
     let port = proxy.addr.port().to_string();
     let pgbench = |args: &[&str]| {
         let mut c = Command::new("pgbench");
