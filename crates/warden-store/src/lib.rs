@@ -19,6 +19,7 @@
 
 mod backend;
 pub mod error;
+pub mod notify;
 mod rows;
 
 pub use error::StoreError;
