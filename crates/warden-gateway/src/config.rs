@@ -38,6 +38,16 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Refuse clear-text proxy clients (`WARDEN_REQUIRE_TLS`).
     pub require_tls: bool,
+    /// Slack bot token `xoxb-…` (`WARDEN_SLACK_BOT_TOKEN`); unset = no Slack messages.
+    pub slack_bot_token: Option<Secret<String>>,
+    /// Verifies requests from Slack (`WARDEN_SLACK_SIGNING_SECRET`); unset = Slack endpoints off.
+    pub slack_signing_secret: Option<Secret<String>>,
+    /// Slack Web API base (`WARDEN_SLACK_API_URL`, default `https://slack.com/api`).
+    pub slack_api_url: String,
+    /// How often the notifier runs, in ms (`WARDEN_NOTIFY_POLL_MS`, 1000; 0 = not in background).
+    pub notify_poll_ms: u64,
+    /// First retry delay of a failed notification, in ms (`WARDEN_NOTIFY_BACKOFF_MS`, 2000).
+    pub notify_backoff_ms: u64,
 }
 
 fn env(key: &str) -> Option<String> {
@@ -103,6 +113,14 @@ impl Config {
             tls_cert: env("WARDEN_TLS_CERT").map(PathBuf::from),
             tls_key: env("WARDEN_TLS_KEY").map(PathBuf::from),
             require_tls: parse_bool("WARDEN_REQUIRE_TLS", false)?,
+            slack_bot_token: env("WARDEN_SLACK_BOT_TOKEN").map(Secret::new),
+            slack_signing_secret: env("WARDEN_SLACK_SIGNING_SECRET").map(Secret::new),
+            slack_api_url: env("WARDEN_SLACK_API_URL")
+                .unwrap_or_else(|| "https://slack.com/api".into())
+                .trim_end_matches('/')
+                .to_string(),
+            notify_poll_ms: parse_num("WARDEN_NOTIFY_POLL_MS", 1000)?,
+            notify_backoff_ms: parse_num("WARDEN_NOTIFY_BACKOFF_MS", 2000)?,
         })
     }
 
@@ -125,6 +143,11 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             require_tls: false,
+            slack_bot_token: None,
+            slack_signing_secret: None,
+            slack_api_url: "https://slack.com/api".into(),
+            notify_poll_ms: 200,
+            notify_backoff_ms: 200,
         }
     }
 }

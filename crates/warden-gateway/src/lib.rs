@@ -14,6 +14,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod integrations;
 pub mod proxy;
 pub mod secrets;
 pub mod server;

@@ -80,6 +80,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
 
     let router = crate::web::router()
         .merge(crate::api::router())
+        .merge(crate::integrations::router())
         .layer(axum::extract::DefaultBodyLimit::max(2 * 1024 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app.clone());
@@ -98,6 +99,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         tasks.push(crate::proxy::spawn(app.clone(), l, shutdown.clone())?);
     }
     tasks.push(tokio::spawn(app.clone().run_sweeper(shutdown.clone())));
+    tasks.push(app.spawn_notifier(shutdown.clone()));
     Ok(Running {
         app,
         http_addr,

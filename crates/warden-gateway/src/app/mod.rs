@@ -10,6 +10,7 @@ mod audit;
 mod connections;
 mod exec;
 mod identity;
+pub mod notify;
 mod reviews;
 mod rules;
 pub mod sweeper;
