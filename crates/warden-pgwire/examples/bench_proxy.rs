@@ -83,7 +83,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batches: AtomicU64::new(0),
         _never_revoked: watch::channel(None).0,
     });
-    // 0 worker threads = tokio's current-thread runtime (one thread does everything).
+    // The gateway's shape: a multi-threaded runtime calls `serve`; sessions either share it
+    // (RELAY_THREADS=0) or run on dedicated single-threaded relay runtimes. 0 worker threads =
+    // tokio's current-thread runtime for everything.
+    let relay_threads: usize = std::env::var("RELAY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let runtime = if threads == 0 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -98,10 +104,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let config = ProxyConfig {
             listen,
+            relay_threads,
             ..ProxyConfig::default()
         };
         eprintln!(
-            "bench_proxy listening on {listen}, upstream {upstream}, {threads} worker threads"
+            "bench_proxy listening on {listen}, upstream {upstream}, {threads} worker threads, \
+             {relay_threads} relay threads"
         );
         let shutdown = async {
             let mut term =

@@ -628,29 +628,33 @@ impl Matcher {
     /// Attaches the collected tags to the answered entry's records. Records of a batch that
     /// only prepared (no tag: e.g. a driver's `Parse`/`Describe`/`Sync`) wait for the next
     /// answer that has tags but no records of its own (its `Bind`/`Execute`/`Sync`).
-    fn finish(&mut self, logs: Vec<StatementLog>) -> Vec<StatementLog> {
-        let tags = std::mem::take(&mut self.tags);
-        if tags.is_empty() {
-            if logs.is_empty() {
-                return Vec::new();
+    fn finish(&mut self, logs: Vec<StatementLog>, out: &mut Vec<StatementLog>) {
+        if self.tags.is_empty() {
+            if !logs.is_empty() {
+                out.append(&mut self.untagged);
+                self.untagged = logs;
             }
-            return std::mem::replace(&mut self.untagged, logs);
+            return;
         }
         let mut logs = if logs.is_empty() {
             std::mem::take(&mut self.untagged)
         } else {
             logs
         };
-        let mut out = std::mem::take(&mut self.untagged);
+        out.append(&mut self.untagged);
         if logs.len() == 1 {
-            logs[0].tag = Some(tags.join(", "));
+            logs[0].tag = Some(if self.tags.len() == 1 {
+                self.tags.pop().unwrap_or_default()
+            } else {
+                self.tags.join(", ")
+            });
         } else {
-            for (log, tag) in logs.iter_mut().zip(tags) {
+            for (log, tag) in logs.iter_mut().zip(self.tags.drain(..)) {
                 log.tag = Some(tag);
             }
         }
-        out.extend(logs);
-        out
+        self.tags.clear();
+        out.append(&mut logs);
     }
 
     /// Records still held when the session ends.
@@ -686,8 +690,9 @@ async fn write_synthetics(shared: &Shared, client: &mut BoxWrite, status: u8) ->
     Ok(true)
 }
 
-/// Upstream → client, the single writer to the client. `end` resolves to a FATAL frame when
-/// the session must close (window over, revoked, shutdown, broken client input).
+/// Upstream → client, the single writer to the client. `end` resolves to `Some(FATAL frame)`
+/// when the session must close (window over, revoked, shutdown, broken client input), or to
+/// `None` when the client half has finished (the upstream then gets a moment to close).
 pub(crate) async fn upstream_to_client<E>(
     upstream: BoxRead,
     client: BoxWrite,
@@ -698,7 +703,7 @@ pub(crate) async fn upstream_to_client<E>(
     end: E,
 ) -> Result<UpstreamEnd, RelayError>
 where
-    E: std::future::Future<Output = BytesMut>,
+    E: std::future::Future<Output = Option<BytesMut>>,
 {
     let mut m = Matcher {
         copy_ignores_sync: false,
@@ -726,11 +731,12 @@ async fn upstream_to_client_inner<E>(
     end: E,
 ) -> Result<UpstreamEnd, RelayError>
 where
-    E: std::future::Future<Output = BytesMut>,
+    E: std::future::Future<Output = Option<BytesMut>>,
 {
     // Server messages are trusted for size (DataRow can be large); only the inspected,
     // small ones are ever buffered whole.
     let mut scanner = Scanner::new(i32::MAX as usize);
+    let mut records = Vec::new();
     let mut ending: Option<BytesMut> = None;
     let grace = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(end, grace);
@@ -750,7 +756,6 @@ where
         let mut pos = 0;
         let mut written = 0;
         let need;
-        let mut records = Vec::new();
         loop {
             match scanner.next(&buf[pos..], inspect_upstream)? {
                 Item::Pass(n) => pos += n,
@@ -777,7 +782,7 @@ where
                                     client.write_all(&err).await?;
                                     written = pos;
                                 }
-                                records.extend(m.finish(logs));
+                                m.finish(logs, &mut records);
                             } else {
                                 m.tags.clear();
                             }
@@ -812,13 +817,15 @@ where
             buf.advance(pos);
         }
         if !records.is_empty() {
-            audit.push(records).await;
+            audit.push(records.drain(..)).await;
         }
         if ending.is_some() && scanner.at_boundary() {
             continue;
         }
         reserve_for_read(&mut buf, need);
+        // Biased: the common case (upstream data) is polled first and alone.
         tokio::select! {
+            biased;
             n = upstream.read_buf(&mut buf) => {
                 if n? == 0 {
                     let _ = client.shutdown().await;
@@ -828,8 +835,9 @@ where
             _ = shared.wake.notified(), if scanner.at_boundary() => {}
             fatal = &mut end, if !end_fired => {
                 end_fired = true;
-                ending = Some(fatal);
-                // Give a frame in flight a moment to complete so the FATAL lands whole.
+                ending = fatal;
+                // Give a frame in flight a moment to complete so a FATAL lands whole, and the
+                // upstream a moment to close after the client's Terminate.
                 grace.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
             }
             _ = &mut grace, if end_fired => {

@@ -343,9 +343,50 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     let (client_r, client_w) = client.split();
     let (up_r, up_w) = up.stream.split();
     let shared = Arc::new(Shared::default());
-    let (fatal_tx, fatal_rx) = oneshot::channel::<BytesMut>();
-    let end = session_end(&ctx, &grant, fatal_rx);
-    let u2c = relay::upstream_to_client(
+    let (client_done_tx, client_done_rx) = oneshot::channel::<Option<BytesMut>>();
+    let end = session_end(&ctx, &grant, client_done_rx);
+    let info = SessionInfo::from_grant(&grant);
+    let max = ctx.config.max_message;
+    // The client half runs as its own task so that a packet from one side only wakes the
+    // half that handles it.
+    let c2u = {
+        let (shared, audit, backend, grant) = (
+            shared.clone(),
+            ctx.audit.clone(),
+            ctx.backend.clone(),
+            grant.clone(),
+        );
+        async move {
+            let r = if grant.review_statements {
+                relay::client_to_upstream_reviewed(
+                    client_r, up_w, buf, shared, info, audit, max, backend, grant,
+                )
+                .await
+            } else {
+                relay::client_to_upstream(client_r, up_w, buf, shared, info, audit, max).await
+            };
+            let fatal = match r {
+                Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) | Err(RelayError::Io(_)) => None,
+                Err(e) => {
+                    debug!("client half ended: {e}");
+                    let code = match e {
+                        RelayError::Frame(FrameError::TooLarge { .. }) | RelayError::Limit(_) => {
+                            sqlstate::PROGRAM_LIMIT_EXCEEDED
+                        }
+                        _ => sqlstate::PROTOCOL_VIOLATION,
+                    };
+                    Some(message::error_frame(
+                        Severity::Fatal,
+                        code,
+                        &format!("Warden: {e}"),
+                    ))
+                }
+            };
+            let _ = client_done_tx.send(fatal);
+        }
+    };
+    let client_half = AbortOnDrop(tokio::spawn(c2u.instrument(tracing::Span::current())));
+    let r = relay::upstream_to_client(
         up_r,
         client_w,
         up.leftover,
@@ -353,66 +394,19 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         ctx.audit.clone(),
         up.status,
         end,
-    );
-    let info = SessionInfo::from_grant(&grant);
-    let max = ctx.config.max_message;
-    let c2u = async {
-        if grant.review_statements {
-            relay::client_to_upstream_reviewed(
-                client_r,
-                up_w,
-                buf,
-                shared.clone(),
-                info,
-                ctx.audit.clone(),
-                max,
-                ctx.backend.clone(),
-                grant.clone(),
-            )
-            .await
-        } else {
-            relay::client_to_upstream(
-                client_r,
-                up_w,
-                buf,
-                shared.clone(),
-                info,
-                ctx.audit.clone(),
-                max,
-            )
-            .await
+    )
+    .await;
+    drop(client_half);
+    let cancel_upstream = match r {
+        Ok(relay::UpstreamEnd::Ended { notified }) => {
+            debug!(notified, "session ended by the proxy");
+            true
+        }
+        other => {
+            debug!("upstream half ended: {other:?}");
+            false
         }
     };
-    tokio::pin!(u2c, c2u);
-    let mut cancel_upstream = false;
-    tokio::select! {
-        r = &mut u2c => {
-            if let Ok(relay::UpstreamEnd::Ended { notified }) = r {
-                debug!(notified, "session ended by the proxy");
-                cancel_upstream = true;
-            } else {
-                debug!("upstream half ended: {r:?}");
-            }
-        }
-        r = &mut c2u => {
-            match r {
-                Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) => {}
-                Err(e) => {
-                    debug!("client half ended: {e}");
-                    let code = match e {
-                        RelayError::Frame(FrameError::TooLarge { .. }) | RelayError::Limit(_) => sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                        _ => sqlstate::PROTOCOL_VIOLATION,
-                    };
-                    if !matches!(e, RelayError::Io(_)) {
-                        let _ = fatal_tx.send(message::error_frame(Severity::Fatal, code, &format!("Warden: {e}")));
-                        cancel_upstream = true;
-                    }
-                }
-            }
-            // Let the upstream half deliver what remains (and any FATAL) before closing.
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut u2c).await;
-        }
-    }
     if cancel_upstream {
         let t = cancel_target;
         tokio::spawn(async move {
@@ -483,13 +477,22 @@ async fn open_upstream<B: ProxyBackend>(
     Ok((up, (ppid, psecret, target, guard)))
 }
 
-/// Resolves to the FATAL frame that ends the session: window end, revoke, server shutdown, or
-/// broken client input reported by the client half.
+/// Aborts a task when dropped (the client half must not outlive its session).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Resolves to the FATAL frame that ends the session (window end, revoke, server shutdown,
+/// broken client input reported by the client half) or to `None` when the client half is done.
 async fn session_end<B: ProxyBackend>(
     ctx: &Ctx<B>,
     grant: &SessionGrant,
-    fatal: oneshot::Receiver<BytesMut>,
-) -> BytesMut {
+    client_done: oneshot::Receiver<Option<BytesMut>>,
+) -> Option<BytesMut> {
     let fatal_frame =
         |m: String| message::error_frame(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, &m);
     let window = async {
@@ -521,17 +524,12 @@ async fn session_end<B: ProxyBackend>(
             std::future::pending::<()>().await;
         }
     };
-    let broken = async {
-        match fatal.await {
-            Ok(frame) => frame,
-            Err(_) => std::future::pending::<BytesMut>().await,
-        }
-    };
+    let client_half = async { client_done.await.unwrap_or(None) };
     let connection = &grant.connection;
     tokio::select! {
-        _ = window => fatal_frame(format!("Warden: the access window for \"{connection}\" has ended")),
-        reason = revoked => fatal_frame(format!("Warden: access to \"{connection}\" was revoked: {reason}")),
-        _ = stopping => fatal_frame("Warden: the gateway is shutting down".to_string()),
-        frame = broken => frame,
+        _ = window => Some(fatal_frame(format!("Warden: the access window for \"{connection}\" has ended"))),
+        reason = revoked => Some(fatal_frame(format!("Warden: access to \"{connection}\" was revoked: {reason}"))),
+        _ = stopping => Some(fatal_frame("Warden: the gateway is shutting down".to_string())),
+        frame = client_half => frame,
     }
 }
