@@ -173,6 +173,30 @@ impl Client {
         Err(ApiError { status, message }.into())
     }
 
+    /// A GET returning the raw body (CSV exports); API errors as in [`Client::call_raw`].
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the gateway at {}: {e}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let message = v
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("gateway answered {status}"));
+            return Err(ApiError { status, message }.into());
+        }
+        Ok(text)
+    }
+
     pub fn require_token(&self) -> Result<()> {
         if self.token.is_none() {
             bail!(

@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod decision;
 pub mod duration;
+pub mod evidence;
 pub mod fingerprint;
 pub mod model;
 pub mod review;

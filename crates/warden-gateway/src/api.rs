@@ -161,6 +161,11 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions/{id}", get(get_session))
         .route("/api/audit", get(audit_entries))
         .route("/api/audit/verify", get(audit_verify))
+        .route("/api/audit/export", get(audit_export))
+        .route(
+            "/api/audit/checkpoints",
+            get(list_checkpoints).post(create_checkpoint),
+        )
         .route("/metrics", get(metrics))
         .fallback(not_found)
 }
@@ -666,4 +671,84 @@ async fn metrics(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Re
         .map(|h| h.render())
         .unwrap_or_default();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}
+
+/// `since`/`until`: RFC 3339 timestamps, or durations back from now (`30d`, `12h`).
+pub fn parse_time(
+    now: time::OffsetDateTime,
+    field: &str,
+    v: &str,
+) -> Result<time::OffsetDateTime, AppError> {
+    if let Ok(t) = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    warden_core::duration::parse_duration(v)
+        .map(|secs| now - time::Duration::seconds(secs))
+        .map_err(|_| AppError::bad("invalid_time", format!("{field}: use an RFC 3339 time (2026-01-31T00:00:00Z) or a duration back from now (30d)")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    since: Option<String>,
+    until: Option<String>,
+    connection: Option<String>,
+    format: Option<String>,
+}
+
+async fn audit_export(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
+    let now = app.now();
+    let filter = crate::app::ExportFilter {
+        since: q
+            .since
+            .as_deref()
+            .map(|v| parse_time(now, "since", v))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|v| parse_time(now, "until", v))
+            .transpose()?,
+        connection: q.connection.filter(|c| !c.is_empty()),
+    };
+    let export = app.export_audit(&u, filter).await?;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(axum::Json(export).into_response()),
+        "csv" => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"warden-audit.csv\"",
+                ),
+            ],
+            crate::app::export_csv(&export),
+        )
+            .into_response()),
+        other => Err(ApiError(AppError::bad(
+            "invalid_format",
+            format!("format {other:?}: use json or csv"),
+        ))),
+    }
+}
+
+async fn list_checkpoints(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Response> {
+    Ok(axum::Json(app.list_checkpoints(&u).await?).into_response())
+}
+
+async fn create_checkpoint(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+) -> ApiResult<(StatusCode, Response)> {
+    match app.create_checkpoint(&u).await? {
+        Some(cp) => Ok((StatusCode::CREATED, axum::Json(cp).into_response())),
+        None => Err(ApiError(AppError::bad(
+            "empty_log",
+            "the audit log is empty: nothing to sign",
+        ))),
+    }
 }

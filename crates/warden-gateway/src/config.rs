@@ -38,6 +38,17 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Refuse clear-text proxy clients (`WARDEN_REQUIRE_TLS`).
     pub require_tls: bool,
+    /// Ed25519 key file (base64, 32 bytes) signing audit checkpoints (`WARDEN_CHECKPOINT_KEY`);
+    /// keep it outside the store. Unset: no checkpoints.
+    pub checkpoint_key: Option<PathBuf>,
+    /// Where signed checkpoints are appended as JSON lines (`WARDEN_CHECKPOINT_FILE`,
+    /// default `<data dir>/checkpoints.jsonl`); publish it somewhere the store's admins can't edit.
+    pub checkpoint_file: PathBuf,
+    /// Seconds between automatic checkpoints (`WARDEN_CHECKPOINT_INTERVAL`, 1h).
+    pub checkpoint_interval_sec: i64,
+    /// Session outputs older than this are pruned (`WARDEN_AUDIT_RETENTION`, e.g. `90d`; unset:
+    /// kept forever). The audit chain is never pruned.
+    pub audit_retention_sec: Option<i64>,
     /// Slack bot token `xoxb-…` (`WARDEN_SLACK_BOT_TOKEN`); unset = no Slack messages.
     pub slack_bot_token: Option<Secret<String>>,
     /// Verifies requests from Slack (`WARDEN_SLACK_SIGNING_SECRET`); unset = Slack endpoints off.
@@ -99,7 +110,7 @@ impl Config {
         Ok(Config {
             listen,
             pg_listen,
-            data_dir,
+            data_dir: data_dir.clone(),
             database_url: Secret::new(database_url),
             review_timeout_sec: parse_num("REVIEW_TIMEOUT_SEC", 3600)?,
             public_url,
@@ -113,6 +124,21 @@ impl Config {
             tls_cert: env("WARDEN_TLS_CERT").map(PathBuf::from),
             tls_key: env("WARDEN_TLS_KEY").map(PathBuf::from),
             require_tls: parse_bool("WARDEN_REQUIRE_TLS", false)?,
+            checkpoint_key: env("WARDEN_CHECKPOINT_KEY").map(PathBuf::from),
+            checkpoint_file: env("WARDEN_CHECKPOINT_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("checkpoints.jsonl")),
+            checkpoint_interval_sec: match env("WARDEN_CHECKPOINT_INTERVAL") {
+                Some(v) => warden_core::duration::parse_duration(&v)
+                    .map_err(|e| anyhow::anyhow!("WARDEN_CHECKPOINT_INTERVAL: {e}"))?,
+                None => 3600,
+            },
+            audit_retention_sec: env("WARDEN_AUDIT_RETENTION")
+                .map(|v| {
+                    warden_core::duration::parse_duration(&v)
+                        .map_err(|e| anyhow::anyhow!("WARDEN_AUDIT_RETENTION: {e}"))
+                })
+                .transpose()?,
             slack_bot_token: env("WARDEN_SLACK_BOT_TOKEN").map(Secret::new),
             slack_signing_secret: env("WARDEN_SLACK_SIGNING_SECRET").map(Secret::new),
             slack_api_url: env("WARDEN_SLACK_API_URL")
@@ -130,7 +156,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             pg_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             database_url: Secret::new(format!("sqlite://{}", data_dir.join("warden.db").display())),
-            data_dir,
+            data_dir: data_dir.clone(),
             review_timeout_sec: 3600,
             public_url: String::new(),
             admin_email: "admin@warden.local".into(),
@@ -148,6 +174,10 @@ impl Config {
             slack_api_url: "https://slack.com/api".into(),
             notify_poll_ms: 200,
             notify_backoff_ms: 200,
+            checkpoint_key: None,
+            checkpoint_file: data_dir.join("checkpoints.jsonl"),
+            checkpoint_interval_sec: 3600,
+            audit_retention_sec: None,
         }
     }
 }

@@ -1414,6 +1414,25 @@ impl Store {
 
     // ---- audit ---------------------------------------------------------------------------
 
+    /// Retention: drops the stored output (and JSON rows) of sessions that ended before
+    /// `before`, keeping their SHA-256 so the audit chain's digests still match what was shown.
+    /// The audit log itself is never pruned. Returns how many sessions were pruned.
+    pub async fn prune_outputs(&self, before: OffsetDateTime, audit: AuditCtx) -> Result<u64> {
+        let mut tx = self.db.write("pruning session outputs").await?;
+        let n = tx
+            .execute(
+                q("UPDATE sessions SET output = NULL, rows_json = NULL \
+                   WHERE ended_at_ms IS NOT NULL AND ended_at_ms < $1 AND (output IS NOT NULL OR rows_json IS NOT NULL)")
+                .bind(before),
+            )
+            .await?;
+        if n > 0 {
+            tx.audit(audit.now, &audit.actor, &audit.events)?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Appends events on their own (logins, denials…).
     pub async fn append_audit(&self, audit: AuditCtx) -> Result<()> {
         if audit.events.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -13,9 +13,46 @@ use crate::output::{self, Format, field, print_list};
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Walk the whole chain; exits non-zero naming the first altered, deleted or reordered entry.
+    /// With --file, verify an export offline (no gateway needed). With --checkpoints, also check
+    /// signed checkpoints against the live chain.
     Verify {
+        /// An export made with `warden audit export --format json`.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// A checkpoints file (JSON lines) to check against the chain.
+        #[arg(long, requires = "public_key")]
+        checkpoints: Option<std::path::PathBuf>,
+        /// The checkpoint signing public key (base64), as printed by `warden audit keygen`.
+        #[arg(long)]
+        public_key: Option<String>,
         #[command(flatten)]
         out: OutputArgs,
+    },
+    /// Export one row per review (with the chain segment proving it) for auditors.
+    Export {
+        /// Start: RFC 3339 time or a duration back from now (30d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        connection: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long = "out", short = 'O')]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Sign the current chain head now (needs WARDEN_CHECKPOINT_KEY on the gateway).
+    Checkpoint {
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Create an Ed25519 key for signing checkpoints; prints the public key to publish.
+    Keygen {
+        /// Where to write the private key (mode 0600); keep it outside the store.
+        #[arg(long = "out")]
+        out: std::path::PathBuf,
     },
     /// Print audit entries after a sequence number.
     Log {
@@ -28,10 +65,182 @@ pub enum Command {
     },
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum ExportFormat {
+    Json,
+    Csv,
+}
+
+fn verify_file(path: &std::path::Path, format: Format) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let export: warden_core::evidence::AuditExport = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON audit export", path.display()))?;
+    let result = warden_core::evidence::verify_export(&export);
+    if format == Format::Json {
+        output::print_json(
+            &serde_json::json!({"ok": result.is_ok(), "rows": export.rows.len(), "entries": export.entries.len(), "head_seq": export.head_seq, "error": result.as_ref().err().map(ToString::to_string)}),
+        );
+    } else {
+        match &result {
+            Ok(()) => println!(
+                "export OK: {} reviews, {} chain entries up to #{} {}",
+                export.rows.len(),
+                export.entries.len(),
+                export.head_seq,
+                export.head_hash
+            ),
+            Err(e) => println!("export BROKEN: {e}"),
+        }
+    }
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn verify_checkpoints(
+    client: &Client,
+    path: &std::path::Path,
+    public_key: &str,
+) -> Result<bool> {
+    let key = warden_core::evidence::parse_key32(public_key)
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut ok = true;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let cp: warden_core::evidence::Checkpoint =
+            serde_json::from_str(line).context("malformed checkpoint line")?;
+        let entries: Value = client
+            .call(
+                Method::GET,
+                &format!("/api/audit?after={}&limit=1", cp.seq - 1),
+                None,
+            )
+            .await?;
+        let at_seq = entries
+            .get(0)
+            .filter(|e| e.get("seq").and_then(Value::as_i64) == Some(cp.seq))
+            .and_then(|e| e.get("hash"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let result = match &at_seq {
+            None => Err(anyhow::anyhow!(
+                "checkpoint #{}: the chain no longer has this entry",
+                cp.seq
+            )),
+            Some(h) => warden_core::evidence::verify_checkpoint(&key, &cp, Some(h))
+                .map_err(anyhow::Error::from),
+        };
+        match result {
+            Ok(()) => println!("checkpoint #{} ({}) OK", cp.seq, cp.at),
+            Err(e) => {
+                ok = false;
+                println!("checkpoint FAILED: {e}");
+            }
+        }
+    }
+    Ok(ok)
+}
+
 pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
+    match c {
+        Command::Verify {
+            file: Some(path), ..
+        } => verify_file(&path, Format::Table),
+        Command::Keygen { out } => {
+            use rand::RngCore;
+            let mut key = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key);
+            #[cfg(unix)]
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&out)
+                    .with_context(|| {
+                        format!("creating {} (it must not exist yet)", out.display())
+                    })?;
+                f.write_all(encoded.as_bytes())?;
+            }
+            #[cfg(not(unix))]
+            std::fs::write(&out, &encoded)?;
+            eprintln!(
+                "private key written to {} — keep it outside the store; start the gateway with WARDEN_CHECKPOINT_KEY={}",
+                out.display(),
+                out.display()
+            );
+            println!("{}", warden_core::evidence::public_key_b64(&key));
+            Ok(ExitCode::SUCCESS)
+        }
+        other => run_online(client, other).await,
+    }
+}
+
+async fn run_online(client: &Client, c: Command) -> Result<ExitCode> {
     client.require_token()?;
     match c {
-        Command::Verify { out } => {
+        Command::Verify {
+            file: Some(path),
+            out,
+            ..
+        } => return verify_file(&path, out.format),
+        Command::Keygen { .. } => return Ok(ExitCode::SUCCESS),
+        Command::Export {
+            since,
+            until,
+            connection,
+            format,
+            out,
+        } => {
+            let mut q = format!(
+                "/api/audit/export?format={}",
+                match format {
+                    ExportFormat::Json => "json",
+                    ExportFormat::Csv => "csv",
+                }
+            );
+            for (k, v) in [
+                ("since", since),
+                ("until", until),
+                ("connection", connection),
+            ] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={}", super::review::urlencode(&v)));
+                }
+            }
+            let body = client.get_text(&q).await?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &body)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{body}"),
+            }
+        }
+        Command::Checkpoint { out } => {
+            let v: Value = client
+                .call(Method::POST, "/api/audit/checkpoints", None)
+                .await?;
+            if out.format == Format::Json {
+                output::print_json(&v);
+            } else {
+                println!("{}", serde_json::to_string(&v).unwrap_or_default());
+            }
+        }
+        Command::Verify {
+            file: None,
+            checkpoints,
+            public_key,
+            out,
+        } => {
             let (_, v) = match client
                 .call_raw(Method::GET, "/api/audit/verify", None)
                 .await
@@ -46,7 +255,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
                     _ => return Err(e),
                 },
             };
-            let ok = v.get("ok").and_then(Value::as_bool) == Some(true);
+            let mut ok = v.get("ok").and_then(Value::as_bool) == Some(true);
             if out.format == Format::Json {
                 output::print_json(&v);
             } else if ok {
@@ -62,6 +271,9 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
                     output::cell(v.get("first_bad_seq")),
                     output::cell(v.get("error"))
                 );
+            }
+            if let (Some(path), Some(key)) = (checkpoints, public_key) {
+                ok &= verify_checkpoints(client, &path, &key).await?;
             }
             return Ok(if ok {
                 ExitCode::SUCCESS

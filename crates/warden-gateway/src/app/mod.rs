@@ -8,6 +8,7 @@
 
 mod audit;
 mod connections;
+mod evidence;
 mod exec;
 mod identity;
 pub mod notify;
@@ -17,6 +18,7 @@ pub mod sweeper;
 
 pub use audit::VerifyReport;
 pub use connections::CreateConnection;
+pub use evidence::{ExportFilter, export_csv};
 pub use exec::ExecResult;
 pub use identity::CreateUser;
 pub use reviews::{JitResult, ReviewView};

@@ -11,6 +11,9 @@ use warden_store::AuditCtx;
 
 use super::{App, AppResult};
 
+/// How often the retention policy is applied.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
 impl App {
     /// One pass of the sweeper (tests call this directly).
     pub async fn sweep(self: &Arc<Self>) -> AppResult<()> {
@@ -83,12 +86,32 @@ impl App {
     pub async fn run_sweeper(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.sweep_ms.max(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let checkpoint_every =
+            Duration::from_secs(self.config.checkpoint_interval_sec.max(1) as u64);
+        let mut last_checkpoint = tokio::time::Instant::now();
+        let mut last_retention: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     if let Err(e) = self.sweep().await {
                         tracing::error!(error = %e, "sweeper pass failed");
+                    }
+                    if self.config.checkpoint_key.is_some() && last_checkpoint.elapsed() >= checkpoint_every {
+                        last_checkpoint = tokio::time::Instant::now();
+                        match self.checkpoint_now().await {
+                            Ok(Some(cp)) => tracing::info!(seq = cp.seq, "signed audit checkpoint"),
+                            Ok(None) => {}
+                            Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
+                        }
+                    }
+                    if self.config.audit_retention_sec.is_some() && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                        last_retention = Some(tokio::time::Instant::now());
+                        match self.apply_retention().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(sessions = n, "pruned session outputs past retention"),
+                            Err(e) => tracing::error!(error = %e, "retention pass failed"),
+                        }
                     }
                 }
             }
