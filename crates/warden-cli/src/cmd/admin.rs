@@ -51,6 +51,8 @@ pub enum What {
     Reviews,
     Sessions,
     Tokens,
+    Webhooks,
+    Deliveries,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -59,6 +61,7 @@ pub enum Deletable {
     Connection,
     Rule,
     Token,
+    Webhook,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -97,6 +100,8 @@ pub enum Create {
     Connection(ConnectionArgs),
     /// An access request rule.
     Rule(RuleArgs),
+    /// A webhook endpoint, signed per the Standard Webhooks spec.
+    Webhook(super::notify::WebhookArgs),
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -346,6 +351,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
                 .await?;
             one(a.out.format, &v, "created rule");
         }
+        Command::Create(Create::Webhook(a)) => super::notify::create_webhook(client, a).await?,
         Command::Update(Update::Rule(a)) => {
             let path = format!("/api/rules/{}", urlencode(&a.name));
             let current: Value = client.call(Method::GET, &path, None).await?;
@@ -367,6 +373,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
                 Deletable::Connection => format!("/api/connections/{}", urlencode(&name)),
                 Deletable::Rule => format!("/api/rules/{}", urlencode(&name)),
                 Deletable::Token => format!("/api/tokens/{}", urlencode(&name)),
+                Deletable::Webhook => format!("/api/webhooks/{}", urlencode(&name)),
             };
             client
                 .call_raw(Method::DELETE, &path, None)
@@ -388,6 +395,8 @@ async fn get(
 ) -> Result<()> {
     let single = |path: String| async move { client.call::<Value>(Method::GET, &path, None).await };
     match (what, name) {
+        (What::Webhooks, _) => super::notify::get_webhooks(client, format).await?,
+        (What::Deliveries, _) => super::notify::get_deliveries(client, status, format).await?,
         (What::Connections, Some(n)) => {
             output::print_json(&single(format!("/api/connections/{}", urlencode(&n))).await?)
         }

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod exec;
 pub mod gateway;
 pub mod login;
+pub mod notify;
 pub mod request;
 pub mod review;
 pub mod wait;
