@@ -40,10 +40,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(json!({"error": message, "code": code}))).into_response()
 }
 
-/// Checks Slack's signature over the raw body; `Err` is the response to send.
-fn verify(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+/// Checks Slack's signature over the raw body; `Some` is the refusal to send.
+fn unverified(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
     let Some(secret) = &app.config.slack_signing_secret else {
-        return Err(error(
+        return Some(error(
             StatusCode::NOT_FOUND,
             "slack_disabled",
             "Slack is not configured on this gateway (WARDEN_SLACK_SIGNING_SECRET)",
@@ -57,7 +57,8 @@ fn verify(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), Respon
         body,
         OffsetDateTime::now_utc().unix_timestamp(),
     )
-    .map_err(|e| {
+    .err()
+    .map(|e| {
         tracing::warn!(reason = %e, "refused a Slack request");
         error(StatusCode::UNAUTHORIZED, "bad_signature", &e.to_string())
     })
@@ -68,7 +69,7 @@ async fn slack_interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if let Err(resp) = verify(&app, &headers, &body) {
+    if let Some(resp) = unverified(&app, &headers, &body) {
         return Ok(resp);
     }
     let interaction = parse_interaction(&body)
@@ -84,7 +85,7 @@ async fn slack_commands(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if let Err(resp) = verify(&app, &headers, &body) {
+    if let Some(resp) = unverified(&app, &headers, &body) {
         return Ok(resp);
     }
     let cmd =

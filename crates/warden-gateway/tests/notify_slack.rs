@@ -421,8 +421,7 @@ async fn every_decision_path_updates_the_message() {
         updates
             .iter()
             .map(|u| all_text(&u["blocks"]))
-            .filter(|t| t.contains(id))
-            .next_back()
+            .rfind(|t| t.contains(id))
             .unwrap_or_else(|| panic!("no update for review {id}"))
     };
     let text_a = latest(&a);
