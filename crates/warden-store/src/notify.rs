@@ -369,6 +369,23 @@ impl Store {
         lease: time::Duration,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
+        // A cheap read first: most passes find nothing, and need not take the write lock.
+        {
+            let mut h = self.db.read("looking for due deliveries").await?;
+            let due: Option<(i64,)> = h
+                .fetch_optional(
+                    q(
+                        "SELECT event_seq FROM deliveries WHERE status IN ('pending', 'failing') \
+                       AND next_attempt_at_ms <= $1 \
+                       AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1) LIMIT 1",
+                    )
+                    .bind(now),
+                )
+                .await?;
+            if due.is_none() {
+                return Ok(Vec::new());
+            }
+        }
         let mut tx = self.db.write("claiming due deliveries").await?;
         let rows: Vec<DeliveryRow> = tx
             .fetch_all(
