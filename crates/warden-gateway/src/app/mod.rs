@@ -6,6 +6,7 @@
 //! Speak HTTP (that is `api`/`web`), write SQL (that is `warden-store`), or decide a quorum by
 //! itself (that is `warden_core::review`). On any store error during authorization it denies.
 
+pub mod analytics;
 mod audit;
 mod connections;
 mod evidence;
@@ -15,6 +16,7 @@ pub mod notify;
 mod reviews;
 mod rules;
 pub mod sweeper;
+mod web_support;
 
 pub use audit::VerifyReport;
 pub use connections::CreateConnection;

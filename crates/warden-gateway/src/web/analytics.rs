@@ -1,0 +1,293 @@
+//! `/analytics` (admins only): average time to approval, approval rate, top requesters, most
+//! common commands (normalised), per connection and per period, with simple server-rendered SVG
+//! bar charts (no script, no chart library). The numbers come from `App::analytics`.
+//!
+//! # What it must never do
+//! Put a label (requester, command fingerprint, connection) into the SVG unescaped: the chart
+//! geometry is computed here, the text goes through the template's escaping like everything else.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use serde::Deserialize;
+use time::macros::format_description;
+
+use super::view::{dur, truncate};
+use super::{Nav, Viewer, WebResult, fail, forbidden, render};
+use crate::api::AppState;
+use crate::app::analytics::{Analytics, AnalyticsQuery, Stats, since_for};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/analytics", get(page))
+}
+
+/// Width of every chart's coordinate system (it scales to the container).
+const W: f64 = 640.0;
+const LABEL_W: f64 = 220.0;
+const BAR_H: f64 = 22.0;
+const GAP: f64 = 8.0;
+
+/// One horizontal bar (label, value, geometry).
+pub struct HBar {
+    pub label: String,
+    pub full: String,
+    pub value: i64,
+    pub y: String,
+    pub text_y: String,
+    pub width: String,
+    pub value_x: String,
+}
+
+pub struct HChart {
+    pub height: String,
+    pub bars: Vec<HBar>,
+    pub bar_x: String,
+    pub bar_h: String,
+}
+
+pub fn hchart(items: &[(String, i64)]) -> HChart {
+    let max = items.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1) as f64;
+    let avail = W - LABEL_W - 60.0;
+    let bars = items
+        .iter()
+        .enumerate()
+        .map(|(i, (label, value))| {
+            let y = i as f64 * (BAR_H + GAP);
+            let w = (*value as f64 / max * avail).max(2.0);
+            HBar {
+                label: truncate(label, 30),
+                full: label.clone(),
+                value: *value,
+                y: format!("{y:.1}"),
+                text_y: format!("{:.1}", y + BAR_H * 0.7),
+                width: format!("{w:.1}"),
+                value_x: format!("{:.1}", LABEL_W + w + 6.0),
+            }
+        })
+        .collect::<Vec<_>>();
+    HChart {
+        height: format!("{:.0}", (bars.len().max(1) as f64) * (BAR_H + GAP)),
+        bars,
+        bar_x: format!("{LABEL_W:.0}"),
+        bar_h: format!("{BAR_H:.0}"),
+    }
+}
+
+/// One column of the per-period chart: total and approved heights.
+pub struct VBar {
+    pub x: String,
+    pub w: String,
+    pub y_total: String,
+    pub h_total: String,
+    pub y_approved: String,
+    pub h_approved: String,
+    pub title: String,
+}
+
+pub struct VChart {
+    pub bars: Vec<VBar>,
+    pub first: String,
+    pub last: String,
+    pub max: i64,
+}
+
+const VH: f64 = 160.0;
+
+fn vchart(a: &Analytics) -> VChart {
+    let n = a.series.len().max(1) as f64;
+    let max = a.series.iter().map(|b| b.total).max().unwrap_or(0).max(1);
+    let slot = W / n;
+    let w = (slot * 0.8).max(1.0);
+    let label = |t: time::OffsetDateTime| {
+        let f = if a.bucket_sec < 86400 {
+            t.format(format_description!("[month]-[day] [hour]:00"))
+        } else {
+            t.format(format_description!("[year]-[month]-[day]"))
+        };
+        f.unwrap_or_default()
+    };
+    let bars = a
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let ht = b.total as f64 / max as f64 * VH;
+            let ha = b.approved as f64 / max as f64 * VH;
+            VBar {
+                x: format!("{:.1}", i as f64 * slot + (slot - w) / 2.0),
+                w: format!("{w:.1}"),
+                y_total: format!("{:.1}", VH - ht),
+                h_total: format!("{ht:.1}"),
+                y_approved: format!("{:.1}", VH - ha),
+                h_approved: format!("{ha:.1}"),
+                title: format!(
+                    "{}: {} request{}, {} approved",
+                    label(b.start),
+                    b.total,
+                    if b.total == 1 { "" } else { "s" },
+                    b.approved
+                ),
+            }
+        })
+        .collect();
+    VChart {
+        bars,
+        first: a.series.first().map(|b| label(b.start)).unwrap_or_default(),
+        last: a.series.last().map(|b| label(b.start)).unwrap_or_default(),
+        max,
+    }
+}
+
+/// A connection's (or everything's) numbers, formatted.
+pub struct StatsRow {
+    pub name: String,
+    pub total: i64,
+    pub pending: i64,
+    pub approved: i64,
+    pub rejected: i64,
+    pub withdrawn: i64,
+    pub expired: i64,
+    pub forced: i64,
+    pub auto_approved: i64,
+    pub rate: String,
+    pub avg: String,
+}
+
+fn stats_row(name: &str, s: &Stats) -> StatsRow {
+    StatsRow {
+        name: name.into(),
+        total: s.total,
+        pending: s.pending,
+        approved: s.approved,
+        rejected: s.rejected,
+        withdrawn: s.withdrawn,
+        expired: s.expired,
+        forced: s.forced,
+        auto_approved: s.auto_approved,
+        rate: s
+            .approval_rate()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .unwrap_or_else(|| "—".into()),
+        avg: s
+            .avg_time_to_approval_sec()
+            .map(|secs| {
+                if secs < 1.0 {
+                    "< 1s".to_string()
+                } else {
+                    dur(secs.round() as i64)
+                }
+            })
+            .unwrap_or_else(|| "—".into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "analytics.html")]
+struct Page {
+    nav: Option<Nav>,
+    period: String,
+    connection: String,
+    connections: Vec<String>,
+    periods: Vec<(&'static str, &'static str)>,
+    overall: StatsRow,
+    per_connection: Vec<StatsRow>,
+    series: VChart,
+    requesters: HChart,
+    commands: HChart,
+    by_connection: HChart,
+    truncated: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct PageQuery {
+    period: Option<String>,
+    connection: Option<String>,
+}
+
+async fn page(
+    State(app): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
+    if !viewer.user.admin {
+        return Err(forbidden(
+            &viewer,
+            "analytics",
+            "only admins can see analytics",
+        ));
+    }
+    let fail = fail(&viewer, "analytics");
+    let period = match q.period.as_deref() {
+        Some(p @ ("24h" | "7d" | "30d" | "90d" | "all")) => p.to_string(),
+        _ => "30d".to_string(),
+    };
+    let connection = q
+        .connection
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from);
+    let a = app
+        .analytics(
+            &viewer.user,
+            AnalyticsQuery {
+                connection: connection.clone(),
+                since: since_for(&period, app.now()),
+            },
+        )
+        .await
+        .map_err(&fail)?;
+    let connections = app
+        .list_connections(&viewer.user)
+        .await
+        .map_err(&fail)?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let by_connection: Vec<(String, i64)> = a
+        .per_connection
+        .iter()
+        .take(10)
+        .map(|(n, s)| (n.clone(), s.total))
+        .collect();
+    Ok(render(&Page {
+        nav: viewer.nav("analytics"),
+        overall: stats_row("All connections", &a.overall),
+        per_connection: a
+            .per_connection
+            .iter()
+            .map(|(n, s)| stats_row(n, s))
+            .collect(),
+        series: vchart(&a),
+        requesters: hchart(&a.top_requesters),
+        commands: hchart(&a.top_commands),
+        by_connection: hchart(&by_connection),
+        truncated: a.truncated,
+        period,
+        connection: connection.unwrap_or_default(),
+        connections,
+        periods: vec![
+            ("24h", "Last 24 hours"),
+            ("7d", "Last 7 days"),
+            ("30d", "Last 30 days"),
+            ("90d", "Last 90 days"),
+            ("all", "All time"),
+        ],
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_scale_to_the_largest_value() {
+        let c = hchart(&[("a".into(), 10), ("b".into(), 5)]);
+        let w0: f64 = c.bars[0].width.parse().unwrap();
+        let w1: f64 = c.bars[1].width.parse().unwrap();
+        assert!((w0 - 2.0 * w1).abs() < 0.2);
+        assert_eq!(c.height, "60");
+        assert_eq!(hchart(&[]).bars.len(), 0);
+    }
+}
