@@ -76,6 +76,9 @@
           var empty = tbody.querySelector("tr.empty");
           if (empty) { empty.remove(); }
           tbody.insertBefore(tr, tbody.firstChild);
+          var count = document.getElementById("total-count");
+          var n = count ? parseInt(count.textContent, 10) : NaN;
+          if (count && !isNaN(n)) { count.textContent = String(n + 1); }
         }
       }).catch(function () {});
     });

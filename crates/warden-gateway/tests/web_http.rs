@@ -907,7 +907,7 @@ async fn list_filters_paginate_and_exports_are_formula_safe() {
     // Pending by default, 25 per page, newest first.
     let (_, html) = admin.page("/reviews").await;
     assert!(
-        html.contains("27 requests"),
+        html.contains("Total: <span id=\"total-count\">27</span>"),
         "27 pending: 26 shell + 1 other"
     );
     assert_eq!(html.matches("<tr data-id=").count(), 25);

@@ -22,9 +22,10 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/analytics", get(page))
 }
 
-/// Width of every chart's coordinate system (it scales to the container).
-const W: f64 = 640.0;
-const LABEL_W: f64 = 220.0;
+/// Widths of the charts' coordinate systems (they scale to their container): half-width cards,
+/// and full-width ones, chosen so text stays near its CSS size on a laptop.
+const HALF_W: f64 = 640.0;
+const FULL_W: f64 = 1100.0;
 const BAR_H: f64 = 22.0;
 const GAP: f64 = 8.0;
 
@@ -40,15 +41,18 @@ pub struct HBar {
 }
 
 pub struct HChart {
+    pub width: String,
     pub height: String,
     pub bars: Vec<HBar>,
     pub bar_x: String,
     pub bar_h: String,
 }
 
-pub fn hchart(items: &[(String, i64)]) -> HChart {
+/// Horizontal bars in a `width`-wide chart whose first `label_w` units hold the labels.
+pub fn hchart(items: &[(String, i64)], width: f64, label_w: f64) -> HChart {
     let max = items.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1) as f64;
-    let avail = W - LABEL_W - 60.0;
+    let avail = width - label_w - 60.0;
+    let label_chars = (label_w / 7.5) as usize;
     let bars = items
         .iter()
         .enumerate()
@@ -56,20 +60,21 @@ pub fn hchart(items: &[(String, i64)]) -> HChart {
             let y = i as f64 * (BAR_H + GAP);
             let w = (*value as f64 / max * avail).max(2.0);
             HBar {
-                label: truncate(label, 30),
+                label: truncate(label, label_chars),
                 full: label.clone(),
                 value: *value,
                 y: format!("{y:.1}"),
                 text_y: format!("{:.1}", y + BAR_H * 0.7),
                 width: format!("{w:.1}"),
-                value_x: format!("{:.1}", LABEL_W + w + 6.0),
+                value_x: format!("{:.1}", label_w + w + 6.0),
             }
         })
         .collect::<Vec<_>>();
     HChart {
+        width: format!("{width:.0}"),
         height: format!("{:.0}", (bars.len().max(1) as f64) * (BAR_H + GAP)),
         bars,
-        bar_x: format!("{LABEL_W:.0}"),
+        bar_x: format!("{label_w:.0}"),
         bar_h: format!("{BAR_H:.0}"),
     }
 }
@@ -90,6 +95,8 @@ pub struct VChart {
     pub first: String,
     pub last: String,
     pub max: i64,
+    pub width: String,
+    pub label_y: String,
 }
 
 const VH: f64 = 160.0;
@@ -97,7 +104,7 @@ const VH: f64 = 160.0;
 fn vchart(a: &Analytics) -> VChart {
     let n = a.series.len().max(1) as f64;
     let max = a.series.iter().map(|b| b.total).max().unwrap_or(0).max(1);
-    let slot = W / n;
+    let slot = FULL_W / n;
     let w = (slot * 0.8).max(1.0);
     let label = |t: time::OffsetDateTime| {
         let f = if a.bucket_sec < 86400 {
@@ -136,6 +143,8 @@ fn vchart(a: &Analytics) -> VChart {
         first: a.series.first().map(|b| label(b.start)).unwrap_or_default(),
         last: a.series.last().map(|b| label(b.start)).unwrap_or_default(),
         max,
+        width: format!("{FULL_W:.0}"),
+        label_y: format!("{:.0}", VH + 16.0),
     }
 }
 
@@ -260,9 +269,9 @@ async fn page(
             .map(|(n, s)| stats_row(n, s))
             .collect(),
         series: vchart(&a),
-        requesters: hchart(&a.top_requesters),
-        commands: hchart(&a.top_commands),
-        by_connection: hchart(&by_connection),
+        requesters: hchart(&a.top_requesters, HALF_W, 220.0),
+        commands: hchart(&a.top_commands, FULL_W, 560.0),
+        by_connection: hchart(&by_connection, HALF_W, 220.0),
         truncated: a.truncated,
         period,
         connection: connection.unwrap_or_default(),
@@ -283,11 +292,11 @@ mod tests {
 
     #[test]
     fn bars_scale_to_the_largest_value() {
-        let c = hchart(&[("a".into(), 10), ("b".into(), 5)]);
+        let c = hchart(&[("a".into(), 10), ("b".into(), 5)], 640.0, 220.0);
         let w0: f64 = c.bars[0].width.parse().unwrap();
         let w1: f64 = c.bars[1].width.parse().unwrap();
         assert!((w0 - 2.0 * w1).abs() < 0.2);
         assert_eq!(c.height, "60");
-        assert_eq!(hchart(&[]).bars.len(), 0);
+        assert_eq!(hchart(&[], 640.0, 220.0).bars.len(), 0);
     }
 }

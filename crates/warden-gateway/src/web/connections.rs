@@ -286,7 +286,10 @@ async fn save(app: AppState, p: Posted, editing: Option<String>) -> WebResult {
             return Ok(see_other(&format!("/connections?done={done}")));
         }
         Err(AppError::BadRequest { message, .. }) => ConnErrors::from_message(&message),
-        Err(AppError::Conflict { code, message }) if code == "duplicate" => ConnErrors {
+        Err(AppError::Conflict {
+            code: "duplicate",
+            message,
+        }) => ConnErrors {
             name: message,
             ..ConnErrors::default()
         },

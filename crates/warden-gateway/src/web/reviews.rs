@@ -15,7 +15,6 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use futures::Stream;
@@ -534,10 +533,8 @@ struct RowFragment {
     r: RowView,
 }
 
-fn parse_id(viewer: &Viewer, id: &str, active: &'static str) -> Result<Uuid, Response> {
-    Uuid::parse_str(id).map_err(|_| {
-        WebError::App(AppError::NotFound(format!("no review {id:?}"))).page(viewer.nav(active))
-    })
+fn parse_id(id: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(id).map_err(|_| AppError::NotFound(format!("no review {id:?}")))
 }
 
 async fn row_fragment(
@@ -545,7 +542,7 @@ async fn row_fragment(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> WebResult {
-    let id = parse_id(&viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&viewer, "reviews"))?;
     let v = app
         .get_review(&viewer.user, id)
         .await
@@ -640,7 +637,7 @@ async fn detail(
     Path(id): Path<String>,
     Query(q): Query<DetailQuery>,
 ) -> WebResult {
-    let id = parse_id(&viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&viewer, "reviews"))?;
     detail_page(
         &app,
         &viewer,
@@ -657,7 +654,7 @@ async fn live_fragment(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> WebResult {
-    let id = parse_id(&viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&viewer, "reviews"))?;
     let (d, a) = load_detail(&app, &viewer, id)
         .await
         .map_err(fail(&viewer, "reviews"))?;
@@ -697,7 +694,7 @@ fn reason(p: &Posted) -> Option<String> {
 }
 
 async fn approve(State(app): State<AppState>, Path(id): Path<String>, p: Posted) -> WebResult {
-    let id = parse_id(&p.viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&p.viewer, "reviews"))?;
     let duration_sec = match p.form.opt("duration") {
         None => None,
         Some(d) => match warden_core::duration::parse_duration(&d) {
@@ -724,7 +721,7 @@ async fn approve(State(app): State<AppState>, Path(id): Path<String>, p: Posted)
 }
 
 async fn force(State(app): State<AppState>, Path(id): Path<String>, p: Posted) -> WebResult {
-    let id = parse_id(&p.viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&p.viewer, "reviews"))?;
     let input = ApproveInput {
         force: true,
         reason: reason(&p),
@@ -735,19 +732,19 @@ async fn force(State(app): State<AppState>, Path(id): Path<String>, p: Posted) -
 }
 
 async fn reject(State(app): State<AppState>, Path(id): Path<String>, p: Posted) -> WebResult {
-    let id = parse_id(&p.viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&p.viewer, "reviews"))?;
     let r = app.reject(&p.viewer.user, id, reason(&p)).await;
     decided(&app, &p.viewer, id, r, "rejected").await
 }
 
 async fn revoke(State(app): State<AppState>, Path(id): Path<String>, p: Posted) -> WebResult {
-    let id = parse_id(&p.viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&p.viewer, "reviews"))?;
     let r = app.revoke(&p.viewer.user, id, reason(&p)).await;
     decided(&app, &p.viewer, id, r, "revoked").await
 }
 
 async fn withdraw(State(app): State<AppState>, Path(id): Path<String>, p: Posted) -> WebResult {
-    let id = parse_id(&p.viewer, &id, "reviews")?;
+    let id = parse_id(&id).map_err(fail(&p.viewer, "reviews"))?;
     let r = app.withdraw(&p.viewer.user, id).await;
     decided(&app, &p.viewer, id, r, "withdrawn").await
 }
