@@ -135,7 +135,10 @@ impl Ui {
     }
 
     async fn js(&self, script: &str) -> Value {
-        self.c.execute(script, vec![]).await.unwrap()
+        self.c
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("running {script:?}: {e}"))
     }
 
     /// Polls a JS expression until it is truthy.
@@ -143,7 +146,10 @@ impl Ui {
         let script = format!("return !!({expr});");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            if self.js(&script).await == json!(true) {
+            // Errors are retried: the page may be navigating (a form post, a redirect).
+            if let Ok(v) = self.c.execute(&script, vec![]).await
+                && v == json!(true)
+            {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
