@@ -390,10 +390,28 @@ async fn every_decision_path_updates_the_message() {
 
     // API approval (the CLI and the web app use the same endpoint).
     let a = held(&gw, &dev, "echo a").await;
-    // Expiry by the sweeper.
-    let b = held(&gw, &dev, "echo b").await;
+    // Expiry by the sweeper (a command longer than Slack allows in one block).
+    let long = format!("echo {}", "<x>".repeat(2000));
+    let b = held(&gw, &dev, &long).await;
     notify(&gw).await;
     assert_eq!(slack.to("/chat.postMessage").len(), 2);
+    let post_b = slack
+        .to("/chat.postMessage")
+        .iter()
+        .map(|r| r.json())
+        .find(|p| all_text(&p["blocks"]).contains(&b))
+        .unwrap();
+    for block in post_b["blocks"].as_array().unwrap() {
+        if let Some(t) = block["text"]["text"].as_str() {
+            assert!(t.chars().count() <= 3000, "section over Slack's limit");
+        }
+    }
+    let text = all_text(&post_b["blocks"]);
+    assert!(text.contains("```\necho &lt;x&gt;"), "escaped code block");
+    assert!(
+        text.contains("Command truncated") && text.contains(&format!("/reviews/{b}|")),
+        "link to the full text: {text}"
+    );
     let (s, r) = gw
         .call(
             "PUT",
