@@ -15,6 +15,7 @@
 //! It never knows about SQL, HTTP or a wire protocol. Everything here is deterministic and unit-tested.
 
 pub mod audit;
+pub mod classify;
 pub mod decision;
 pub mod duration;
 pub mod evidence;

@@ -159,6 +159,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/reviews/{id}/revoke", put(revoke))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(get_session))
+        .route("/api/sessions/{id}/statements", get(session_statements))
         .route("/api/audit", get(audit_entries))
         .route("/api/audit/verify", get(audit_verify))
         .route("/api/audit/export", get(audit_export))
@@ -627,6 +628,13 @@ async fn get_session(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(axum::Json(app.get_session(&u, parse_uuid(&id)?).await?).into_response())
+}
+
+async fn session_statements(State(app): State<AppState>, Caller(u): Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_uuid(&id)?;
+    app.get_session(&u, id).await?;
+    let statements = app.store.statements_for_session(id).await.map_err(|e| ApiError(e.into()))?;
+    Ok(axum::Json(statements).into_response())
 }
 
 #[derive(Deserialize)]

@@ -1,22 +1,487 @@
 //! The PostgreSQL proxy backend: wires the `warden-pgwire` listener to the application.
-//! The proxy never decides access itself; every decision here comes from `app`.
+//!
+//! Logins are checked like API calls (email + API token), then the same access decision as
+//! `exec` (`warden_core::decision::evaluate_command`) decides the session: an open JIT window
+//! lets it run freely until the window's end, a command rule makes every statement that is not
+//! read-only (`warden_core::classify`) a review of its own, a denial refuses the login.
+//! Every statement is recorded (batched by the proxy) and chained into the audit log.
+//!
+//! The proxy never decides access itself; this module only translates between the proxy's
+//! questions and the application's answers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warden_core::audit::AuditEvent;
+use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
+use warden_core::review::NewReview;
+use warden_core::secret::Secret;
+use warden_core::{ConnectionType, Review, ReviewStatus, RuleType, Session, SessionKind, User};
+use warden_pgwire::{
+    AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, StatementDecision,
+    StatementLog, Upstream, UpstreamTls,
+};
+use warden_store::{AuditCtx, StatementRecord};
 
-use crate::app::App;
+use crate::app::{App, AppError};
 
+/// The gateway's answers to the proxy.
+pub struct Backend {
+    app: Arc<App>,
+    /// Held statements of live sessions waiting to be recorded as executed (kept in memory so
+    /// recording a statement costs no store read; a lost entry is settled by the sweeper's
+    /// stale-claim pass).
+    held: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+}
+
+fn upstream_from_url(url: &str) -> anyhow::Result<Upstream> {
+    let u = url::Url::parse(url).context("connection URL")?;
+    let param = |k: &str| {
+        u.query_pairs()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let tls = match param("sslmode").as_deref() {
+        Some("disable") => UpstreamTls::Disable,
+        Some("require" | "verify-ca" | "verify-full") => UpstreamTls::Require,
+        _ => UpstreamTls::Prefer,
+    };
+    let decode = |s: &str| percent_decode(s);
+    Ok(Upstream {
+        host: u.host_str().unwrap_or("localhost").to_string(),
+        port: u.port().unwrap_or(5432),
+        user: if u.username().is_empty() {
+            "postgres".into()
+        } else {
+            decode(u.username())
+        },
+        password: u.password().map(|p| Secret::new(decode(p))),
+        database: {
+            let d = u.path().trim_start_matches('/');
+            if d.is_empty() {
+                "postgres".into()
+            } else {
+                decode(d)
+            }
+        },
+        tls,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+fn to_system(t: time::OffsetDateTime) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(t.unix_timestamp_nanos().max(0) as u64)
+}
+
+fn from_system(t: SystemTime) -> time::OffsetDateTime {
+    let nanos = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+impl Backend {
+    async fn login(&self, login: Login) -> Result<SessionGrant, AuthFailure> {
+        let app = &self.app;
+        let user: User = match app.authenticate(login.password.expose()).await {
+            Ok(u) if u.email.eq_ignore_ascii_case(login.user.trim()) => u,
+            Ok(_) | Err(AppError::Unauthorized(_)) => {
+                self.audit(
+                    AuditEvent::LoginFailed {
+                        email: login.user.clone(),
+                        via: "pg".into(),
+                        reason: "bad credentials".into(),
+                    },
+                    "anonymous",
+                )
+                .await;
+                return Err(AuthFailure::BadCredentials);
+            }
+            Err(e) => return Err(AuthFailure::Internal(e.to_string())),
+        };
+        let conn = login.database.trim();
+        let internal = |e: warden_store::StoreError| AuthFailure::Internal(e.to_string());
+        let rec = app.store.get_connection(conn).await.map_err(internal)?;
+        let Some(rec) = rec.filter(|r| r.connection.kind == ConnectionType::Postgres) else {
+            let msg = format!(
+                "no PostgreSQL connection named {conn:?} (the database name is the Warden connection name)"
+            );
+            self.audit(
+                AuditEvent::AccessDenied {
+                    connection: conn.into(),
+                    reason: msg.clone(),
+                },
+                &user.email,
+            )
+            .await;
+            return Err(AuthFailure::Denied(msg));
+        };
+        let rules = app
+            .store
+            .rules_for_connection(conn)
+            .await
+            .map_err(internal)?;
+        let windows = app
+            .store
+            .approved_windows(&user.email, conn)
+            .await
+            .map_err(internal)?;
+        let now = app.now();
+        let ctx = AccessContext {
+            user: &user,
+            connection: &rec.connection,
+            rules: &rules,
+            windows: &windows,
+            admin_auto_approve: app.config.admin_auto_approve,
+        };
+        let (review_statements, window) = match evaluate_command(&ctx, now) {
+            Decision::Deny(d) => {
+                self.audit(
+                    AuditEvent::AccessDenied {
+                        connection: conn.into(),
+                        reason: d.message(),
+                    },
+                    &user.email,
+                )
+                .await;
+                return Err(AuthFailure::Denied(d.message()));
+            }
+            Decision::Allow(AllowReason::Window { review_id, until }) => {
+                (false, Some((review_id, until)))
+            }
+            Decision::Allow(_) | Decision::AutoApprove { .. } => (false, None),
+            Decision::NeedsReview { .. } => (true, None),
+        };
+        let target = app
+            .target_for(&rec)
+            .map_err(|e| AuthFailure::Internal(e.to_string()))?;
+        let url = target
+            .url
+            .as_ref()
+            .map(|u| u.expose().clone())
+            .unwrap_or_default();
+        let upstream = upstream_from_url(&url).map_err(|e| AuthFailure::Internal(e.to_string()))?;
+        let session = Session {
+            id: Uuid::now_v7(),
+            kind: SessionKind::Proxy,
+            user: user.email.clone(),
+            connection: conn.into(),
+            review_id: window.map(|w| w.0),
+            command: None,
+            started_at: now,
+            ended_at: None,
+            exit_code: None,
+            output: None,
+            output_truncated: false,
+            output_sha256: None,
+            duration_ms: None,
+            rows_json: None,
+        };
+        let events = vec![
+            AuditEvent::LoginSucceeded { via: "pg".into() },
+            AuditEvent::SessionStarted {
+                session_id: session.id,
+                session_kind: "proxy".into(),
+                connection: conn.into(),
+                review_id: session.review_id,
+            },
+        ];
+        app.store
+            .insert_session(&session, AuditCtx::new(&user.email, now, events))
+            .await
+            .map_err(internal)?;
+        let terminate = match window {
+            Some((id, _)) => app.register_grant(id),
+            None => tokio::sync::watch::channel(None).1,
+        };
+        metrics::counter!("warden_proxy_sessions_total").increment(1);
+        Ok(SessionGrant {
+            session_id: session.id,
+            user: user.email,
+            connection: conn.into(),
+            upstream,
+            review_statements,
+            review_id: window.map(|w| w.0),
+            ends_at: window.map(|w| to_system(w.1)),
+            terminate,
+        })
+    }
+
+    async fn audit(&self, ev: AuditEvent, actor: &str) {
+        if let Err(e) = self
+            .app
+            .store
+            .append_audit(AuditCtx::new(actor, self.app.now(), vec![ev]))
+            .await
+        {
+            tracing::error!(error = %e, "could not audit a proxy event");
+        }
+    }
+
+    async fn decide(
+        &self,
+        grant: &SessionGrant,
+        statement: &str,
+    ) -> Result<StatementDecision, AppError> {
+        if !warden_core::classify::needs_review(statement) {
+            return Ok(StatementDecision::Allow {
+                review_id: grant.review_id,
+            });
+        }
+        let app = &self.app;
+        let user = app
+            .store
+            .get_user(&grant.user)
+            .await?
+            .ok_or_else(|| AppError::Forbidden("user no longer exists".into()))?;
+        let rules = app.store.rules_for_connection(&grant.connection).await?;
+        let Some(rule) = rules.iter().find(|r| r.kind == RuleType::Command) else {
+            // The rule was removed since login: nothing to hold.
+            return Ok(StatementDecision::Allow { review_id: None });
+        };
+        let now = app.now();
+        let review = Review::new(
+            rule,
+            NewReview {
+                connection: grant.connection.clone(),
+                requester: user.email.clone(),
+                requester_groups: user.groups.clone(),
+                command: Some(statement.to_string()),
+                duration_sec: None,
+                request_reason: None,
+            },
+            app.config.review_timeout_sec,
+            now,
+        );
+        let ev = AuditEvent::ReviewRequested {
+            review_id: review.id,
+            review_type: "command".into(),
+            connection: review.connection.clone(),
+            rule: review.rule.clone(),
+            command_sha256: review.command_sha256.clone(),
+            duration_sec: None,
+            reason: None,
+        };
+        let stored = app
+            .store
+            .insert_review_claimed(&review, AuditCtx::new(&user.email, now, vec![ev]))
+            .await?;
+        app.publish_change(stored.id, stored.status);
+        if let Ok(mut h) = self.held.lock() {
+            h.insert(stored.id);
+        }
+        let waiter = self.app.clone();
+        let id = stored.id;
+        let outcome = async move {
+            loop {
+                match waiter.wait_decision(&user, id, Duration::from_secs(30)).await {
+                    Ok(v) => match v.review.status {
+                        ReviewStatus::Approved | ReviewStatus::Executed => return HeldOutcome::Approved { review_id: id },
+                        ReviewStatus::Rejected => {
+                            return HeldOutcome::Rejected {
+                                by: v.review.decided_by.unwrap_or_default(),
+                                reason: v.review.reason.unwrap_or_default(),
+                            };
+                        }
+                        ReviewStatus::Expired | ReviewStatus::Revoked => return HeldOutcome::Expired,
+                        ReviewStatus::Pending => {
+                            if waiter.shutdown.is_cancelled() {
+                                return HeldOutcome::Expired;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, review = %id, "waiting for a held statement failed");
+                        return HeldOutcome::Expired;
+                    }
+                }
+            }
+        }
+        .boxed();
+        Ok(StatementDecision::Held {
+            review_url: app.review_url(id),
+            outcome,
+        })
+    }
+
+    /// A held statement that ran: its review becomes EXECUTED with the server's outcome.
+    async fn finish_held(&self, log: &StatementLog) {
+        let Some(id) = log.review_id else { return };
+        let app = &self.app;
+        for _ in 0..5 {
+            let Ok(Some(r)) = app.store.get_review(id).await else {
+                return;
+            };
+            if r.kind != RuleType::Command || r.status != ReviewStatus::Approved {
+                return;
+            }
+            let Ok(next) = r.mark_executed() else { return };
+            let tag = log.tag.clone().unwrap_or_default();
+            let failed = tag.starts_with("ERROR");
+            let ev = AuditEvent::ReviewExecuted {
+                review_id: id,
+                session_id: log.session_id,
+                exit_code: i32::from(failed),
+                output_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(tag.as_bytes())),
+                duration_ms: 0,
+            };
+            match app
+                .store
+                .update_review(&next, AuditCtx::new("system", app.now(), vec![ev]))
+                .await
+            {
+                Ok(_) => {
+                    app.publish_change(id, ReviewStatus::Executed);
+                    return;
+                }
+                Err(warden_store::StoreError::Conflict) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, review = %id, "could not record a held statement's execution");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl ProxyBackend for Backend {
+    async fn authenticate(&self, login: Login) -> Result<SessionGrant, AuthFailure> {
+        self.login(login).await
+    }
+
+    async fn authorize(&self, grant: &SessionGrant, statement: &str) -> StatementDecision {
+        match self.decide(grant, statement).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "statement decision failed: denying");
+                StatementDecision::Deny {
+                    message: format!(
+                        "Warden could not decide this statement ({}); it was not run",
+                        e.code()
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn record(&self, batch: Vec<StatementLog>) {
+        let records: Vec<StatementRecord> = batch
+            .iter()
+            .map(|l| StatementRecord {
+                session_id: l.session_id,
+                user: l.user.clone(),
+                connection: l.connection.clone(),
+                review_id: l.review_id,
+                statement: l.statement.clone(),
+                at: from_system(l.at),
+                tag: l.tag.clone(),
+            })
+            .collect();
+        metrics::counter!("warden_proxy_statements_total").increment(records.len() as u64);
+        if let Err(e) = self.app.store.record_statements(&records).await {
+            tracing::error!(error = %e, statements = records.len(), "could not record proxied statements");
+        }
+        for l in &batch {
+            let held = l
+                .review_id
+                .is_some_and(|id| self.held.lock().map(|mut h| h.remove(&id)).unwrap_or(false));
+            if held {
+                self.finish_held(l).await;
+            }
+        }
+    }
+
+    async fn session_ended(&self, grant: &SessionGrant) {
+        let app = &self.app;
+        let Ok(Some(mut s)) = app.store.get_session(grant.session_id).await else {
+            return;
+        };
+        let now = app.now();
+        s.ended_at = Some(now);
+        s.duration_ms = Some((now - s.started_at).whole_milliseconds() as i64);
+        let ev = AuditEvent::SessionEnded {
+            session_id: s.id,
+            exit_code: None,
+            output_sha256: None,
+        };
+        if let Err(e) = app
+            .store
+            .finish_session(&s, AuditCtx::new(&grant.user, now, vec![ev]))
+            .await
+        {
+            tracing::error!(error = %e, "could not close a proxy session record");
+        }
+    }
+}
+
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading WARDEN_TLS_CERT {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing WARDEN_TLS_CERT {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading WARDEN_TLS_KEY {}", key.display()))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("TLS certificate and key do not match")?;
+    Ok(Arc::new(cfg))
+}
+
+/// Starts the PostgreSQL listener on `listener`.
 pub fn spawn(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let _ = app;
+    let tls = match (&app.config.tls_cert, &app.config.tls_key) {
+        (Some(c), Some(k)) => Some(tls_config(c, k)?),
+        (None, None) => None,
+        _ => anyhow::bail!("set both WARDEN_TLS_CERT and WARDEN_TLS_KEY (or neither)"),
+    };
+    if app.config.require_tls && tls.is_none() {
+        anyhow::bail!("WARDEN_REQUIRE_TLS needs WARDEN_TLS_CERT and WARDEN_TLS_KEY");
+    }
+    let listen: SocketAddr = listener.local_addr()?;
+    let config = ProxyConfig {
+        listen,
+        tls,
+        require_tls: app.config.require_tls,
+        ..ProxyConfig::default()
+    };
+    let backend = Arc::new(Backend {
+        app,
+        held: std::sync::Mutex::new(Default::default()),
+    });
     Ok(tokio::spawn(async move {
-        shutdown.cancelled().await;
-        drop(listener);
+        if let Err(e) =
+            warden_pgwire::serve(listener, backend, config, shutdown.cancelled_owned()).await
+        {
+            tracing::error!(error = %e, "postgres proxy stopped");
+        }
     }))
 }

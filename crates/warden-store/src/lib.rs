@@ -996,6 +996,22 @@ impl Store {
     ///
     /// Returns the stored review (timestamps truncated to milliseconds).
     pub async fn insert_review(&self, review: &Review, audit: AuditCtx) -> Result<Review> {
+        self.insert_review_inner(review, audit, false).await
+    }
+
+    /// Inserts a review whose execution belongs to someone else (a proxied statement runs in
+    /// its client's session once approved): its execution slot is claimed from the start, so
+    /// neither `execute_review` nor the sweeper's recovery ever runs it through an executor.
+    pub async fn insert_review_claimed(&self, review: &Review, audit: AuditCtx) -> Result<Review> {
+        self.insert_review_inner(review, audit, true).await
+    }
+
+    async fn insert_review_inner(
+        &self,
+        review: &Review,
+        audit: AuditCtx,
+        claimed: bool,
+    ) -> Result<Review> {
         let r = review;
         let mut tx = self.db.write(format!("creating review {}", r.id)).await?;
         let res = tx
@@ -1029,6 +1045,14 @@ impl Store {
             )
             .await;
         dup(res, || format!("review {} already exists", r.id))?;
+        if claimed {
+            tx.execute(
+                q("UPDATE reviews SET exec_claimed_at_ms = $2 WHERE id = $1")
+                    .bind(r.id)
+                    .bind(r.created_at),
+            )
+            .await?;
+        }
         tx.audit(audit.now, &audit.actor, &audit.events)?;
         let stored = review_in_tx(&mut tx, r.id).await?;
         tx.commit().await?;

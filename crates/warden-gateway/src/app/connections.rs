@@ -296,7 +296,7 @@ impl App {
 
     /// The executor target for a connection, with decrypted secrets. Only for executing approved
     /// work and opening proxy upstreams.
-    pub(crate) fn target_for(&self, rec: &ConnectionRecord) -> AppResult<Target> {
+    pub fn target_for(&self, rec: &ConnectionRecord) -> AppResult<Target> {
         let s = self
             .secrets
             .open(&rec.connection.name, &rec.secret)

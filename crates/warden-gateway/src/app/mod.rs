@@ -189,6 +189,11 @@ impl App {
             .increment(1);
     }
 
+    /// Announces a review change to waiters and live pages (for adapters outside `app`).
+    pub fn publish_change(&self, id: Uuid, status: ReviewStatus) {
+        self.publish(id, status);
+    }
+
     pub fn review_url(&self, id: Uuid) -> String {
         format!("{}/reviews/{id}", self.config.public_url)
     }
