@@ -344,7 +344,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     let (up_r, up_w) = up.stream.split();
     let shared = Arc::new(Shared::default());
     let (client_done_tx, client_done_rx) = oneshot::channel::<Option<BytesMut>>();
-    let end = session_end(&ctx, &grant, client_done_rx);
+    let end = session_end(&ctx, &grant, Some(client_done_rx));
     let info = SessionInfo::from_grant(&grant);
     let max = ctx.config.max_message;
     // The client half runs as its own task so that a packet from one side only wakes the
@@ -385,8 +385,9 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
             let _ = client_done_tx.send(fatal);
         }
     };
-    let client_half = AbortOnDrop(tokio::spawn(c2u.instrument(tracing::Span::current())));
-    let r = relay::upstream_to_client(
+    let client_half =
+        AbortOnDrop(tokio::spawn(c2u.instrument(tracing::Span::current())).abort_handle());
+    let u2c = relay::upstream_to_client(
         up_r,
         client_w,
         up.leftover,
@@ -394,8 +395,25 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         ctx.audit.clone(),
         up.status,
         end,
-    )
-    .await;
+    );
+    let mut upstream_half = tokio::spawn(u2c.instrument(tracing::Span::current()));
+    let _upstream_guard = AbortOnDrop(upstream_half.abort_handle());
+    // The halves end the session themselves; this task only steps in if the upstream half is
+    // stuck (e.g. writing to a client that stopped reading) after the session had to end.
+    let stuck = {
+        let end = session_end(&ctx, &grant, None);
+        async move {
+            end.await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    let r = tokio::select! {
+        r = &mut upstream_half => r.unwrap_or(Ok(relay::UpstreamEnd::Ended { notified: false })),
+        _ = stuck => {
+            upstream_half.abort();
+            Ok(relay::UpstreamEnd::Ended { notified: false })
+        }
+    };
     drop(client_half);
     let cancel_upstream = match r {
         Ok(relay::UpstreamEnd::Ended { notified }) => {
@@ -478,7 +496,7 @@ async fn open_upstream<B: ProxyBackend>(
 }
 
 /// Aborts a task when dropped (the client half must not outlive its session).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -488,48 +506,56 @@ impl Drop for AbortOnDrop {
 
 /// Resolves to the FATAL frame that ends the session (window end, revoke, server shutdown,
 /// broken client input reported by the client half) or to `None` when the client half is done.
-async fn session_end<B: ProxyBackend>(
+fn session_end<B: ProxyBackend>(
     ctx: &Ctx<B>,
     grant: &SessionGrant,
-    client_done: oneshot::Receiver<Option<BytesMut>>,
-) -> Option<BytesMut> {
-    let fatal_frame =
-        |m: String| message::error_frame(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, &m);
-    let window = async {
-        match grant.ends_at {
-            Some(t) => {
-                let left = t
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
-                tokio::time::sleep(left).await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
+    client_done: Option<oneshot::Receiver<Option<BytesMut>>>,
+) -> impl std::future::Future<Output = Option<BytesMut>> + Send + 'static {
+    let ends_at = grant.ends_at;
     let mut terminate = grant.terminate.clone();
-    let revoked = async move {
-        let reason = terminate
-            .wait_for(|v| v.is_some())
-            .await
-            .map(|v| v.clone().unwrap_or_default());
-        match reason {
-            Ok(reason) => reason,
-            // Sender dropped: no revoke can come any more.
-            Err(_) => std::future::pending::<String>().await,
-        }
-    };
     let mut shutdown = ctx.shutdown.clone();
-    let stopping = async move {
-        if shutdown.wait_for(|s| *s).await.is_err() {
-            std::future::pending::<()>().await;
+    let connection = grant.connection.clone();
+    async move {
+        let fatal_frame =
+            |m: String| message::error_frame(Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, &m);
+        let window = async {
+            match ends_at {
+                Some(t) => {
+                    let left = t
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let revoked = async move {
+            let reason = terminate
+                .wait_for(|v| v.is_some())
+                .await
+                .map(|v| v.clone().unwrap_or_default());
+            match reason {
+                Ok(reason) => reason,
+                // Sender dropped: no revoke can come any more.
+                Err(_) => std::future::pending::<String>().await,
+            }
+        };
+        let stopping = async move {
+            if shutdown.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let client_half = async {
+            match client_done {
+                Some(rx) => rx.await.unwrap_or(None),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = window => Some(fatal_frame(format!("Warden: the access window for \"{connection}\" has ended"))),
+            reason = revoked => Some(fatal_frame(format!("Warden: access to \"{connection}\" was revoked: {reason}"))),
+            _ = stopping => Some(fatal_frame("Warden: the gateway is shutting down".to_string())),
+            frame = client_half => frame,
         }
-    };
-    let client_half = async { client_done.await.unwrap_or(None) };
-    let connection = &grant.connection;
-    tokio::select! {
-        _ = window => Some(fatal_frame(format!("Warden: the access window for \"{connection}\" has ended"))),
-        reason = revoked => Some(fatal_frame(format!("Warden: access to \"{connection}\" was revoked: {reason}"))),
-        _ = stopping => Some(fatal_frame("Warden: the gateway is shutting down".to_string())),
-        frame = client_half => frame,
     }
 }

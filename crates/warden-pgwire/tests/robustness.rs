@@ -243,3 +243,35 @@ async fn window_end_and_revoke_close_sessions_with_fatal() {
     assert_eq!(running, 0);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_ends_a_session_whose_client_stopped_reading() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    let mut s = raw_session(&proxy).await;
+    // A result far larger than the socket buffers; the client never reads it.
+    s.write_all(&message(
+        b'Q',
+        b"SELECT repeat('x', 1000000) FROM generate_series(1, 500)\0",
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tx = proxy
+        .backend
+        .terminators
+        .lock()
+        .unwrap()
+        .pop_back()
+        .unwrap();
+    tx.send(Some("revoked".into())).unwrap();
+    let started = std::time::Instant::now();
+    while proxy.backend.ended.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "stuck session was not ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(s);
+    proxy.stop().await;
+}
