@@ -319,7 +319,8 @@ impl SlackClient {
             .await
             .map_err(|source| SlackError::Transport {
                 method: method.into(),
-                source,
+                // A response_url is a capability: keep it out of errors and logs.
+                source: source.without_url(),
             })?;
         if resp.status().is_success() {
             Ok(())
