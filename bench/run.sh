@@ -3,21 +3,25 @@
 # and Warden's proxy (examples/bench_proxy.rs: no rule, every statement audited), in one run,
 # all with sslmode=disable (no TLS on any hop, so like is compared with like).
 #
-# Usage: bench/run.sh            (env: DURATION=20 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
-#                                  PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 ROUNDS=1)
+# Usage: bench/run.sh   (env: DURATION=15 ROUNDS=3 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
+#                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=2 WORKLOADS="select-only tpcb-like")
+# Rounds are interleaved (direct, pgbouncer, warden back to back for each case) and the median
+# per case is reported, so a burst of load from elsewhere on the machine skews one sample only.
 # Needs: PostgreSQL reachable as above, pgbench, cargo; installs pgbouncer (Debian) if missing.
 set -euo pipefail
 
-DURATION=${DURATION:-20}
+DURATION=${DURATION:-15}
 CLIENTS=${CLIENTS:-8}
 JOBS=${JOBS:-2}
 SCALE=${SCALE:-10}
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-3}
+WORKLOADS=${WORKLOADS:-select-only tpcb-like}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
 PGUSER=${PGUSER:-postgres}
 PGDATABASE=${PGDATABASE:-test}
 WARDEN_THREADS=${WARDEN_THREADS:-2}
+RELAY_THREADS=${RELAY_THREADS:-2}
 BOUNCER_PORT=${BOUNCER_PORT:-6432}
 WARDEN_PORT=${WARDEN_PORT:-6433}
 export PGSSLMODE=disable
@@ -67,7 +71,7 @@ if [ "$(id -u)" = 0 ]; then
 else
     pgbouncer -q "$work/pgbouncer.ini" 2>/dev/null & pids+=($!)
 fi
-"$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
+RELAY_THREADS=$RELAY_THREADS "$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
 for port in "$BOUNCER_PORT" "$WARDEN_PORT"; do
     for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
 done
@@ -94,12 +98,13 @@ run_one() { # workload mode target
     tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     printf '%s\t%s\t%s\t%s\t%s\n' "$workload" "$mode" "$name" "$tps" "$lat" >>"$results"
-    printf '  %-11s %-8s %-9s %10s tps %8s ms\n' "$workload" "$mode" "$name" "$tps" "$lat" >&2
+    printf '  %-11s %-8s %-9s %10s tps %8s ms  (load %s)\n' "$workload" "$mode" "$name" "$tps" "$lat" "$(cut -d' ' -f1 /proc/loadavg)" >&2
 }
 
-echo "pgbench: $CLIENTS clients, $JOBS threads, ${DURATION}s per run, $ROUNDS round(s), sslmode=disable" >&2
+echo "pgbench: $CLIENTS clients, $JOBS threads, ${DURATION}s per run, $ROUNDS round(s), sslmode=disable;" \
+    "warden: $WARDEN_THREADS runtime worker threads, $RELAY_THREADS relay threads" >&2
 for _ in $(seq "$ROUNDS"); do
-    for workload in select-only tpcb-like; do
+    for workload in $WORKLOADS; do
         for mode in simple prepared; do
             for name in direct pgbouncer warden; do
                 run_one "$workload" "$mode" "$name"
@@ -109,16 +114,16 @@ for _ in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "| workload | mode | target | tps | latency avg (ms) | vs direct |"
+echo "| workload | mode | target | tps (median) | latency avg (ms, median) | vs direct |"
 echo "|---|---|---|---:|---:|---:|"
-awk -F'\t' '
-    { key = $1 FS $2 FS $3; tps[key] += $4; lat[key] += $5; n[key]++; order[key] = NR }
+gawk -F'\t' '
+    function median(list,   a, n) { n = split(list, a, " "); asort(a); return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    { key = $1 FS $2 FS $3; tps[key] = tps[key] " " $4; lat[key] = lat[key] " " $5; if (!(key in seen)) { seen[key] = ++n; keys[n] = key } }
     END {
-        PROCINFO["sorted_in"] = "@val_num_asc"
-        for (key in order) {
-            split(key, k, FS)
+        for (i = 1; i <= n; i++) {
+            key = keys[i]; split(key, k, FS)
             d = k[1] FS k[2] FS "direct"
-            printf "| %s | %s | %s | %.0f | %.3f | %.2f× |\n", k[1], k[2], k[3], tps[key]/n[key], lat[key]/n[key], (tps[key]/n[key]) / (tps[d]/n[d])
+            printf "| %s | %s | %s | %.0f | %.3f | %.2f× |\n", k[1], k[2], k[3], median(tps[key]), median(lat[key]), median(tps[key]) / median(tps[d])
         }
     }' "$results"
 kill -INT "${pids[-1]}" 2>/dev/null || true
