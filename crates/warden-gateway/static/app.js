@@ -28,6 +28,19 @@
     return t.content;
   }
 
+  // Arrived from another site (a Slack or Teams link) while signed in: the Strict session cookie
+  // was not sent. Retry once as a same-site navigation, which carries it.
+  var login = document.getElementById("login");
+  if (page === "login" && login && /(^|;\s*)warden_hint=1/.test(document.cookie)) {
+    var last = Number(window.sessionStorage.getItem("warden_retry") || 0);
+    var next = login.getAttribute("data-next") || "/reviews";
+    if (Date.now() - last > 10000 && next.charAt(0) === "/" && next.charAt(1) !== "/") {
+      window.sessionStorage.setItem("warden_retry", String(Date.now()));
+      window.location.replace(next);
+      return;
+    }
+  }
+
   var handlers = [];
   function onReview(fn) { handlers.push(fn); }
 

@@ -359,11 +359,28 @@ async fn approver_flows_in_headless_chromium() {
     .await;
     ui.shot("review-executed").await;
 
+    // A link from another site (as in Slack's web app) arrives without the Strict session
+    // cookie; the login page retries once same-site and lands on the review, signed in.
+    let link_page = format!(
+        "data:text/html,<a id=go href='{}/reviews/{id}'>open the review</a>",
+        gw.base
+    );
+    ui.c.goto(&link_page).await.unwrap();
+    ui.click("#go").await;
+    ui.until(
+        "the review page after a cross-site link",
+        &format!(
+            "location.pathname === '/reviews/{id}' && document.getElementById('review-command')"
+        ),
+        10,
+    )
+    .await;
+
     // The status change also reaches an open list without reload.
-    let (id_rx, waiting2) = engineer_exec(gw.base.clone(), dev.clone(), "shell", "echo second");
     ui.goto("/reviews?status=all").await;
     ui.find("#live-state.on").await;
     ui.js("window.__sameDocument = 43; return true;").await;
+    let (id_rx, waiting2) = engineer_exec(gw.base.clone(), dev.clone(), "shell", "echo second");
     let id2 = id_rx.await.unwrap();
     ui.find(&format!("tr[data-id='{id2}']")).await;
     let (s, _) = gw

@@ -116,6 +116,7 @@ async fn login(State(app): State<AppState>, headers: HeaderMap, form: Form) -> R
                 set_cookie(&app, SESSION_COOKIE, &token, LOGIN_TOKEN_TTL_SEC),
             );
             h.append(header::SET_COOKIE, set_cookie(&app, LOGIN_COOKIE, "", 0));
+            h.append(header::SET_COOKIE, super::hint_cookie(&app, true));
             resp
         }
         Err(AppError::Unauthorized(_)) => login_form(
@@ -141,7 +142,8 @@ async fn logout(State(app): State<AppState>, posted: Posted) -> Response {
         tracing::warn!(error = %e, "logout: could not revoke the session token");
     }
     let mut resp = see_other("/login");
-    resp.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, "", 0));
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, "", 0));
+    h.append(header::SET_COOKIE, super::hint_cookie(&app, false));
     resp
 }

@@ -57,6 +57,10 @@ pub use form::Form;
 pub const SESSION_COOKIE: &str = "warden_session";
 /// The pre-session cookie binding the login form's CSRF token.
 pub const LOGIN_COOKIE: &str = "warden_login";
+/// A non-secret `SameSite=Lax` hint that a session exists: a link from another site (Slack's web
+/// app, Teams) arrives without the Strict session cookie, and the login page uses this hint to
+/// retry once as a same-site navigation, which does carry it.
+pub const HINT_COOKIE: &str = "warden_hint";
 /// The hidden form field carrying the CSRF token.
 pub const CSRF_FIELD: &str = "_csrf";
 
@@ -144,6 +148,14 @@ fn secure(app: &App) -> bool {
 pub fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if secure(app) { "; Secure" } else { "" };
     let s = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
+}
+
+/// The signed-in hint cookie (readable by the page script; carries nothing secret).
+pub fn hint_cookie(app: &App, on: bool) -> HeaderValue {
+    let secure = if secure(app) { "; Secure" } else { "" };
+    let (value, age) = if on { ("1", 12 * 3600) } else { ("", 0) };
+    let s = format!("{HINT_COOKIE}={value}; Path=/; SameSite=Lax; Max-Age={age}{secure}");
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
 }
 
@@ -273,8 +285,9 @@ impl FromRequestParts<AppState> for Viewer {
             }),
             Err(AppError::Unauthorized(_)) => {
                 let mut r = login_redirect(parts);
-                r.headers_mut()
-                    .append(header::SET_COOKIE, set_cookie(app, SESSION_COOKIE, "", 0));
+                let h = r.headers_mut();
+                h.append(header::SET_COOKIE, set_cookie(app, SESSION_COOKIE, "", 0));
+                h.append(header::SET_COOKIE, hint_cookie(app, false));
                 Err(r)
             }
             // Store trouble while authenticating: deny (fail closed) with an error page.
