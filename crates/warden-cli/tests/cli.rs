@@ -532,3 +532,149 @@ async fn jit_request_waits_then_access_lists_the_window() {
     assert!(err.contains("warden request c"), "{err}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_psql_without_a_password() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    gw.admin("POST", "/api/connections", Some(serde_json::json!({"name": "pg", "type": "postgres", "url": "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"}))).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pg = gw.running.pg_addr.unwrap().to_string();
+    let mut tunnel = cli
+        .cmd(
+            Some(&dev),
+            &[
+                "connect",
+                "pg",
+                "--port",
+                &port.to_string(),
+                "--pg-addr",
+                &pg,
+                "--sslmode",
+                "disable",
+            ],
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = tunnel.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let hint = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(hint, format!("psql -h 127.0.0.1 -p {port} pg"));
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "anything",
+            "-X",
+            "-t",
+            "-A",
+            "-c",
+            "SELECT 'through the tunnel'",
+            "pg",
+        ])
+        .env_remove("PGPASSWORD")
+        .env("PGSSLMODE", "disable")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "through the tunnel"
+    );
+    tunnel.kill().await.ok();
+    // the session was recorded as the tunnel's user
+    let (_, sessions) = gw.admin("GET", "/api/sessions?kind=proxy", None).await;
+    assert_eq!(sessions[0]["user"], "dev@example.com");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_export_verifies_offline_and_analytics_prints() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let (child, id) = start_exec(&cli, &dev, "shell", "echo audited").await;
+    cli.ok(Some(&dba), &["review", "approve", &id]).await;
+    child.wait_with_output().await.unwrap();
+    let admin = gw.admin_token.clone();
+    let out = cli.ok(Some(&admin), &["audit", "verify"]).await;
+    assert!(out.contains("audit chain OK"), "{out}");
+    let file = cli.config.with_file_name("export.json");
+    let f = file.to_str().unwrap();
+    cli.ok(Some(&admin), &["audit", "export", "--since", "1d", "-O", f])
+        .await;
+    // offline: no gateway, no token
+    let (code, out, err) = cli
+        .run(
+            None,
+            &[
+                "--gateway",
+                "http://127.0.0.1:1",
+                "audit",
+                "verify",
+                "--file",
+                f,
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("export OK: 1 reviews"), "{out}");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("echo audited", "echo tampered");
+    std::fs::write(&file, text).unwrap();
+    let (code, out, _) = cli.run(None, &["audit", "verify", "--file", f]).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("BROKEN"), "{out}");
+    let csv = cli
+        .ok(Some(&admin), &["audit", "export", "--format", "csv"])
+        .await;
+    assert!(
+        csv.lines().count() == 2 && csv.contains("echo audited"),
+        "{csv}"
+    );
+    // keygen writes a private key and prints the public key
+    let key = cli.config.with_file_name("cp.key");
+    let public = cli
+        .ok(None, &["audit", "keygen", "--out", key.to_str().unwrap()])
+        .await;
+    assert_eq!(public.trim().len(), 44, "base64 of 32 bytes: {public}");
+    let table = cli
+        .ok(Some(&admin), &["admin", "analytics", "--since", "7d"])
+        .await;
+    assert!(
+        table.contains("approved 1 (100%)")
+            && table.contains("dba@example.com")
+            && table.contains("ECHO AUDITED"),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(
+        &cli.ok(Some(&admin), &["admin", "analytics", "-o", "json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(json["overall"]["approved"], 1);
+    assert!(json["overall"]["p90_time_to_approval_sec"].is_number());
+    gw.stop().await;
+}

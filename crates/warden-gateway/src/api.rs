@@ -163,6 +163,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/audit", get(audit_entries))
         .route("/api/audit/verify", get(audit_verify))
         .route("/api/audit/export", get(audit_export))
+        .route("/api/analytics", get(analytics))
         .route(
             "/api/audit/checkpoints",
             get(list_checkpoints).post(create_checkpoint),
@@ -630,10 +631,18 @@ async fn get_session(
     Ok(axum::Json(app.get_session(&u, parse_uuid(&id)?).await?).into_response())
 }
 
-async fn session_statements(State(app): State<AppState>, Caller(u): Caller, Path(id): Path<String>) -> ApiResult<Response> {
+async fn session_statements(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let id = parse_uuid(&id)?;
     app.get_session(&u, id).await?;
-    let statements = app.store.statements_for_session(id).await.map_err(|e| ApiError(e.into()))?;
+    let statements = app
+        .store
+        .statements_for_session(id)
+        .await
+        .map_err(|e| ApiError(e.into()))?;
     Ok(axum::Json(statements).into_response())
 }
 
@@ -759,4 +768,30 @@ async fn create_checkpoint(
             "the audit log is empty: nothing to sign",
         ))),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyticsParams {
+    since: Option<String>,
+    connection: Option<String>,
+}
+
+async fn analytics(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Query(q): Query<AnalyticsParams>,
+) -> ApiResult<Response> {
+    let since = q
+        .since
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != "all")
+        .map(|v| parse_time(app.now(), "since", v))
+        .transpose()?;
+    let query = crate::app::analytics::AnalyticsQuery {
+        connection: q.connection.filter(|c| !c.is_empty()),
+        since,
+    };
+    let a = app.analytics(&u, query).await?;
+    Ok(axum::Json(a.to_json()).into_response())
 }

@@ -34,6 +34,17 @@ pub enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Access-request analytics: time to approval (avg, p90), approval/rejection rates, expiries,
+    /// top requesters, approvers and commands, per connection.
+    Analytics {
+        /// Period: a duration back from now (30d, 7d, 24h), an RFC 3339 time, or all.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long)]
+        connection: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Delete a user, connection, rule or token.
     Delete {
         #[arg(value_enum)]
@@ -367,6 +378,18 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             connection,
             out,
         } => get(client, what, name, status, connection, out.format).await?,
+        Command::Analytics {
+            since,
+            connection,
+            out,
+        } => {
+            let mut q = format!("/api/analytics?since={}", urlencode(&since));
+            if let Some(c) = connection {
+                q.push_str(&format!("&connection={}", urlencode(&c)));
+            }
+            let v: Value = client.call(Method::GET, &q, None).await?;
+            print_analytics(&v, &since, out.format);
+        }
         Command::Delete { what, name } => {
             let path = match what {
                 Deletable::User => format!("/api/users/{}", urlencode(&name)),
@@ -536,4 +559,93 @@ async fn get(
         }
     }
     Ok(())
+}
+
+fn secs_text(v: Option<&Value>) -> String {
+    v.and_then(Value::as_f64)
+        .map(|s| warden_core::duration::format_duration(s.round() as i64))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn pct(v: Option<&Value>) -> String {
+    v.and_then(Value::as_f64)
+        .map(|r| format!("{:.0}%", r * 100.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_analytics(v: &Value, since: &str, format: Format) {
+    if format == Format::Json {
+        output::print_json(v);
+        return;
+    }
+    let o = &v["overall"];
+    println!(
+        "Access requests since {since}: {} total, {} pending",
+        output::cell(o.get("total")),
+        output::cell(o.get("pending"))
+    );
+    println!(
+        "  approved {} ({}), rejected {} ({}), expired {}, withdrawn {}, forced {}, auto-approved {}",
+        output::cell(o.get("approved")),
+        pct(o.get("approval_rate")),
+        output::cell(o.get("rejected")),
+        pct(o.get("rejection_rate")),
+        output::cell(o.get("expired")),
+        output::cell(o.get("withdrawn")),
+        output::cell(o.get("forced")),
+        output::cell(o.get("auto_approved")),
+    );
+    println!(
+        "  time to approval: avg {}, p90 {}",
+        secs_text(o.get("avg_time_to_approval_sec")),
+        secs_text(o.get("p90_time_to_approval_sec"))
+    );
+    println!("\nPer connection:");
+    print_list(
+        Format::Table,
+        &v["per_connection"],
+        &[
+            ("CONNECTION", &field("connection")),
+            ("TOTAL", &field("total")),
+            ("APPROVED", &field("approved")),
+            ("REJECTED", &field("rejected")),
+            ("EXPIRED", &field("expired")),
+            ("APPROVAL RATE", &|x: &Value| pct(x.get("approval_rate"))),
+            ("AVG TO APPROVAL", &|x: &Value| {
+                secs_text(x.get("avg_time_to_approval_sec"))
+            }),
+            ("P90", &|x: &Value| {
+                secs_text(x.get("p90_time_to_approval_sec"))
+            }),
+        ],
+    );
+    println!("\nTop requesters:");
+    print_list(
+        Format::Table,
+        &v["top_requesters"],
+        &[
+            ("REQUESTER", &field("requester")),
+            ("REQUESTS", &field("count")),
+        ],
+    );
+    println!("\nTop approvers:");
+    print_list(
+        Format::Table,
+        &v["top_approvers"],
+        &[
+            ("APPROVER", &field("approver")),
+            ("APPROVALS", &field("count")),
+        ],
+    );
+    println!("\nMost common commands:");
+    print_list(
+        Format::Table,
+        &v["top_commands"],
+        &[
+            ("COMMAND (NORMALISED)", &|x: &Value| {
+                output::truncate(&output::cell(x.get("fingerprint")), 70)
+            }),
+            ("COUNT", &field("count")),
+        ],
+    );
 }

@@ -46,6 +46,8 @@ pub struct Stats {
     /// Sum and count of (decided_at − created_at) over human approvals (auto-approvals excluded).
     approval_secs_sum: f64,
     approval_count: i64,
+    /// Every human approval delay, for percentiles.
+    approval_secs: Vec<f64>,
 }
 
 impl Stats {
@@ -62,8 +64,10 @@ impl Stats {
                 if auto {
                     self.auto_approved += 1;
                 } else if let Some(at) = r.decided_at {
-                    self.approval_secs_sum += (at - r.created_at).as_seconds_f64().max(0.0);
+                    let secs = (at - r.created_at).as_seconds_f64().max(0.0);
+                    self.approval_secs_sum += secs;
                     self.approval_count += 1;
+                    self.approval_secs.push(secs);
                 }
             }
             ReviewStatus::Rejected => {
@@ -83,6 +87,34 @@ impl Stats {
     /// Mean seconds from request to approval, over human approvals.
     pub fn avg_time_to_approval_sec(&self) -> Option<f64> {
         (self.approval_count > 0).then(|| self.approval_secs_sum / self.approval_count as f64)
+    }
+
+    /// 90th percentile of the time to approval (nearest rank), over human approvals.
+    pub fn p90_time_to_approval_sec(&self) -> Option<f64> {
+        if self.approval_secs.is_empty() {
+            return None;
+        }
+        let mut v = self.approval_secs.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let rank = ((0.9 * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1])
+    }
+
+    /// Rejected / settled.
+    pub fn rejection_rate(&self) -> Option<f64> {
+        let settled = self.approved + self.rejected + self.expired;
+        (settled > 0).then(|| self.rejected as f64 / settled as f64)
+    }
+
+    /// The numbers as JSON (API and CLI).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "total": self.total, "pending": self.pending, "approved": self.approved, "rejected": self.rejected,
+            "withdrawn": self.withdrawn, "expired": self.expired, "forced": self.forced, "auto_approved": self.auto_approved,
+            "approval_rate": self.approval_rate(), "rejection_rate": self.rejection_rate(),
+            "avg_time_to_approval_sec": self.avg_time_to_approval_sec(),
+            "p90_time_to_approval_sec": self.p90_time_to_approval_sec(),
+        })
     }
 
     /// Approved / (approved + rejected + expired): the share of settled requests that were
@@ -110,6 +142,8 @@ pub struct Analytics {
     pub top_requesters: Vec<(String, i64)>,
     /// (command fingerprint, requests), most first. JIT requests have no command.
     pub top_commands: Vec<(String, i64)>,
+    /// (approver, approvals given), most first (auto-approvals excluded).
+    pub top_approvers: Vec<(String, i64)>,
     /// Requests per period bucket, oldest first (empty buckets included).
     pub series: Vec<Bucket>,
     pub bucket_sec: i64,
@@ -145,7 +179,11 @@ pub fn aggregate(
     let mut per_conn: HashMap<String, Stats> = HashMap::new();
     let mut requesters: HashMap<String, i64> = HashMap::new();
     let mut commands: HashMap<String, i64> = HashMap::new();
+    let mut approvers: HashMap<String, i64> = HashMap::new();
     for r in reviews {
+        for a in r.approvals.iter().filter(|a| !a.auto) {
+            *approvers.entry(a.approver.clone()).or_default() += 1;
+        }
         overall.add(r);
         per_conn.entry(r.connection.clone()).or_default().add(r);
         *requesters.entry(r.requester.clone()).or_default() += 1;
@@ -186,6 +224,7 @@ pub fn aggregate(
         per_connection,
         top_requesters: top(requesters),
         top_commands: top(commands),
+        top_approvers: top(approvers),
         series,
         bucket_sec,
         truncated: false,
@@ -223,6 +262,29 @@ impl App {
         let mut a = aggregate(&all, q.since, self.now());
         a.truncated = truncated;
         Ok(a)
+    }
+}
+
+impl Analytics {
+    /// The whole report as JSON (API and `warden admin analytics -o json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let pairs = |v: &[(String, i64)], k: &str| -> Vec<serde_json::Value> {
+            v.iter()
+                .map(|(name, n)| serde_json::json!({k: name, "count": n}))
+                .collect()
+        };
+        serde_json::json!({
+            "overall": self.overall.to_json(),
+            "per_connection": self.per_connection.iter().map(|(c, s)| {
+                let mut v = s.to_json();
+                v["connection"] = serde_json::json!(c);
+                v
+            }).collect::<Vec<_>>(),
+            "top_requesters": pairs(&self.top_requesters, "requester"),
+            "top_approvers": pairs(&self.top_approvers, "approver"),
+            "top_commands": pairs(&self.top_commands, "fingerprint"),
+            "truncated": self.truncated,
+        })
     }
 }
 
