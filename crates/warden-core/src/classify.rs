@@ -13,15 +13,46 @@ use sqlparser::parser::Parser;
 
 /// Built-in functions with side effects (or that read server files): calling one is a write.
 const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
-    "PG_TERMINATE_BACKEND", "PG_CANCEL_BACKEND", "PG_RELOAD_CONF", "PG_ROTATE_LOGFILE", "SET_CONFIG",
-    "NEXTVAL", "SETVAL", "LO_", "DBLINK", "PG_ADVISORY", "PG_TRY_ADVISORY", "PG_PROMOTE", "PG_SWITCH_WAL",
-    "PG_CREATE_", "PG_DROP_REPLICATION_SLOT", "PG_REPLICATION_ORIGIN", "PG_FILE_", "PG_READ_FILE",
-    "PG_READ_BINARY_FILE", "PG_LS_", "PG_STAT_RESET", "PG_LOGICAL_EMIT_MESSAGE", "QUERY_TO_XML",
-    "TXID_", "PG_IMPORT_SYSTEM_COLLATIONS", "PG_WAL_REPLAY_", "PG_BACKUP_", "PG_LOG_BACKEND",
+    "PG_TERMINATE_BACKEND",
+    "PG_CANCEL_BACKEND",
+    "PG_RELOAD_CONF",
+    "PG_ROTATE_LOGFILE",
+    "SET_CONFIG",
+    "NEXTVAL",
+    "SETVAL",
+    "LO_",
+    "DBLINK",
+    "PG_ADVISORY",
+    "PG_TRY_ADVISORY",
+    "PG_PROMOTE",
+    "PG_SWITCH_WAL",
+    "PG_CREATE_",
+    "PG_DROP_REPLICATION_SLOT",
+    "PG_REPLICATION_ORIGIN",
+    "PG_FILE_",
+    "PG_READ_FILE",
+    "PG_READ_BINARY_FILE",
+    "PG_LS_",
+    "PG_STAT_RESET",
+    "PG_LOGICAL_EMIT_MESSAGE",
+    "QUERY_TO_XML",
+    "TXID_",
+    "PG_IMPORT_SYSTEM_COLLATIONS",
+    "PG_WAL_REPLAY_",
+    "PG_BACKUP_",
+    "PG_LOG_BACKEND",
 ];
 
 const WRITE_TOKENS: &[&str] = &[
-    " INTO ", "FOR UPDATE", "FOR SHARE", "FOR NO KEY UPDATE", "FOR KEY SHARE", "INSERT ", "UPDATE ", "DELETE ", "MERGE ",
+    " INTO ",
+    "FOR UPDATE",
+    "FOR SHARE",
+    "FOR NO KEY UPDATE",
+    "FOR KEY SHARE",
+    "INSERT ",
+    "UPDATE ",
+    "DELETE ",
+    "MERGE ",
 ];
 
 fn query_writes(text_upper: &str) -> bool {
@@ -33,7 +64,9 @@ fn query_writes(text_upper: &str) -> bool {
 fn statement_needs_review(s: &Statement) -> bool {
     match s {
         Statement::Query(q) => query_writes(&q.to_string().to_ascii_uppercase()),
-        Statement::Explain { analyze, statement, .. } => *analyze || statement_needs_review(statement),
+        Statement::Explain {
+            analyze, statement, ..
+        } => *analyze || statement_needs_review(statement),
         Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
@@ -73,20 +106,45 @@ mod tests {
             "SELECT 1",
             "select * from users where id = 3",
             "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE pg_catalog.pg_table_is_visible(c.oid)",
-            "BEGIN", "COMMIT", "ROLLBACK", "SHOW search_path", "SET statement_timeout = 1000",
-            "EXPLAIN SELECT * FROM t", "WITH x AS (SELECT 1) SELECT * FROM x", "", " ; ",
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+            "SHOW search_path",
+            "SET statement_timeout = 1000",
+            "EXPLAIN SELECT * FROM t",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "",
+            " ; ",
             "SELECT count(*) FROM t; SELECT now()",
         ] {
             assert!(!needs_review(ok), "{ok}");
         }
         for held in [
-            "UPDATE t SET x = 1", "DELETE FROM t", "INSERT INTO t VALUES (1)", "DROP TABLE t", "TRUNCATE t",
-            "CREATE TABLE t (x int)", "ALTER TABLE t ADD y int", "GRANT ALL ON t TO bob", "COPY t FROM STDIN",
-            "SELECT 1; DELETE FROM t", "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
-            "SELECT * FROM t FOR UPDATE", "SELECT 1 INTO t2", "EXPLAIN ANALYZE DELETE FROM t",
-            "EXPLAIN ANALYZE SELECT 1", "SELECT pg_terminate_backend(42)", "SELECT nextval('s')",
-            "SELECT set_config('role', 'admin', false)", "SET ROLE admin", "SET SESSION AUTHORIZATION bob",
-            "DO $$ BEGIN DELETE FROM t; END $$", "this is not sql", "CALL proc()", "VACUUM t", "NOTIFY ch",
+            "UPDATE t SET x = 1",
+            "DELETE FROM t",
+            "INSERT INTO t VALUES (1)",
+            "DROP TABLE t",
+            "TRUNCATE t",
+            "CREATE TABLE t (x int)",
+            "ALTER TABLE t ADD y int",
+            "GRANT ALL ON t TO bob",
+            "COPY t FROM STDIN",
+            "SELECT 1; DELETE FROM t",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT 1 INTO t2",
+            "EXPLAIN ANALYZE DELETE FROM t",
+            "EXPLAIN ANALYZE SELECT 1",
+            "SELECT pg_terminate_backend(42)",
+            "SELECT nextval('s')",
+            "SELECT set_config('role', 'admin', false)",
+            "SET ROLE admin",
+            "SET SESSION AUTHORIZATION bob",
+            "DO $$ BEGIN DELETE FROM t; END $$",
+            "this is not sql",
+            "CALL proc()",
+            "VACUUM t",
+            "NOTIFY ch",
             "SELECT * FROM pg_read_file('/etc/passwd')",
         ] {
             assert!(needs_review(held), "{held}");

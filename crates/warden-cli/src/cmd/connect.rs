@@ -13,9 +13,9 @@ use warden_core::secret::Secret;
 use warden_pgwire::UpstreamTls;
 
 use super::request;
+use crate::OutputArgs;
 use crate::client::Client;
 use crate::output::Format;
-use crate::OutputArgs;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -48,20 +48,30 @@ async fn proxy_addr(client: &Client, explicit: Option<String>) -> Result<SocketA
             format!("{}:15432", u.host_str().unwrap_or("127.0.0.1"))
         }
     };
-    tokio::net::lookup_host(&text).await.with_context(|| format!("resolving {text}"))?.next().with_context(|| format!("no address for {text}"))
+    tokio::net::lookup_host(&text)
+        .await
+        .with_context(|| format!("resolving {text}"))?
+        .next()
+        .with_context(|| format!("no address for {text}"))
 }
 
 pub async fn run(client: &Client, a: Args) -> Result<ExitCode> {
     client.require_token()?;
     let me: Value = client.call(Method::GET, "/api/me", None).await?;
-    let email = me.get("email").and_then(Value::as_str).unwrap_or_default().to_string();
+    let email = me
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if let Some(d) = &a.duration {
         let req = request::Args {
             connection: a.connection.clone(),
             duration: d.clone(),
             reason: a.reason.clone(),
             no_wait: false,
-            out: OutputArgs { format: Format::Table },
+            out: OutputArgs {
+                format: Format::Table,
+            },
         };
         match request::request_window(client, &req).await? {
             Ok(r) if r.is_null() || r.get("status").and_then(Value::as_str) == Some("APPROVED") => {
@@ -80,9 +90,14 @@ pub async fn run(client: &Client, a: Args) -> Result<ExitCode> {
         other => bail!("--sslmode {other}: use disable, prefer or require"),
     };
     let gateway = proxy_addr(client, a.pg_addr).await?;
-    let listener = TcpListener::bind(("127.0.0.1", a.port)).await.with_context(|| format!("listening on 127.0.0.1:{} (try --port)", a.port))?;
+    let listener = TcpListener::bind(("127.0.0.1", a.port))
+        .await
+        .with_context(|| format!("listening on 127.0.0.1:{} (try --port)", a.port))?;
     let local = listener.local_addr()?;
-    eprintln!("Tunnel to {} via {gateway} as {email} — ready:", a.connection);
+    eprintln!(
+        "Tunnel to {} via {gateway} as {email} — ready:",
+        a.connection
+    );
     println!("psql -h 127.0.0.1 -p {} {}", local.port(), a.connection);
     eprintln!("(Ctrl-C closes the tunnel)");
     let token = Secret::new(client.token().unwrap_or_default().to_string());

@@ -319,19 +319,37 @@ impl App {
 
     /// Long-poll: returns when the review reaches a state the requester acts on (command:
     /// terminal; jit: approved or terminal) or after `timeout`, whichever comes first.
-    pub async fn wait_review(&self, user: &User, id: Uuid, timeout: StdDuration) -> AppResult<ReviewView> {
+    pub async fn wait_review(
+        &self,
+        user: &User,
+        id: Uuid,
+        timeout: StdDuration,
+    ) -> AppResult<ReviewView> {
         self.wait_until(user, id, timeout, |r| {
-            r.status.is_terminal() || (r.kind == RuleType::Jit && r.status == ReviewStatus::Approved)
+            r.status.is_terminal()
+                || (r.kind == RuleType::Jit && r.status == ReviewStatus::Approved)
         })
         .await
     }
 
     /// Long-poll until a decision (any status but PENDING): what a held proxied statement awaits.
-    pub async fn wait_decision(&self, user: &User, id: Uuid, timeout: StdDuration) -> AppResult<ReviewView> {
-        self.wait_until(user, id, timeout, |r| r.status != ReviewStatus::Pending).await
+    pub async fn wait_decision(
+        &self,
+        user: &User,
+        id: Uuid,
+        timeout: StdDuration,
+    ) -> AppResult<ReviewView> {
+        self.wait_until(user, id, timeout, |r| r.status != ReviewStatus::Pending)
+            .await
     }
 
-    async fn wait_until(&self, user: &User, id: Uuid, timeout: StdDuration, settled: impl Fn(&Review) -> bool) -> AppResult<ReviewView> {
+    async fn wait_until(
+        &self,
+        user: &User,
+        id: Uuid,
+        timeout: StdDuration,
+        settled: impl Fn(&Review) -> bool,
+    ) -> AppResult<ReviewView> {
         let mut rx = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
