@@ -126,6 +126,7 @@ impl FromRequestParts<AppState> for Caller {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi))
         .route("/api/login", post(login))
         .route("/api/me", get(me))
         .route("/api/users", get(list_users).post(create_user))
@@ -176,6 +177,10 @@ async fn not_found() -> ApiError {
     ApiError(AppError::NotFound(
         "no such endpoint (see /api/openapi.json)".into(),
     ))
+}
+
+async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
 }
 
 async fn health(State(app): State<AppState>) -> Response {

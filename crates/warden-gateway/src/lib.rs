@@ -15,6 +15,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod integrations;
+pub mod openapi;
 pub mod proxy;
 pub mod secrets;
 pub mod server;

@@ -29,6 +29,9 @@ async fn authentication_and_admin_only_endpoints(b: Backend) {
     let gw = TestGateway::spawn(b).await;
     let (s, body) = gw.call("GET", "/api/health", None, None).await;
     assert_eq!(s, 200, "{body}");
+    let (s, doc) = gw.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!((s, doc["openapi"].as_str()), (200, Some("3.1.0")));
+    assert!(doc["paths"]["/api/reviews/{id}/approve"]["put"].is_object());
     // no token, garbage token, unknown token
     assert_eq!(gw.call("GET", "/api/me", None, None).await.0, 401);
     assert_eq!(gw.call("GET", "/api/me", Some("nope"), None).await.0, 401);
