@@ -243,12 +243,13 @@ pub struct Nav {
     pub active: &'static str,
 }
 
-/// Only local paths are followed after login (no open redirect).
+/// Only local paths are followed after login (no open redirect): one leading `/`, visible ASCII
+/// only (browsers drop tabs and newlines, turning `/\t/evil` into `//evil`), no backslashes.
 pub fn safe_next(next: &str) -> String {
     let ok = next.starts_with('/')
         && !next.starts_with("//")
-        && !next.starts_with("/\\")
-        && !next.contains(['\r', '\n'])
+        && next.chars().all(|c| c.is_ascii_graphic())
+        && !next.contains('\\')
         && next.len() < 2048;
     if ok && !next.starts_with("/login") && !next.starts_with("/logout") {
         next.to_string()
@@ -428,7 +429,48 @@ pub fn forbidden(viewer: &Viewer, active: &'static str, what: &str) -> Response 
     WebError::App(AppError::Forbidden(what.into())).page(viewer.nav(active))
 }
 
-/// 303 See Other after a successful POST.
+/// 303 See Other (after a POST, or to the login page). Never panics: a target that is not a
+/// valid header value goes to the list instead.
 pub fn see_other(to: &str) -> Response {
-    Redirect::to(to).into_response()
+    let location =
+        HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/reviews"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_a_local_path_only() {
+        assert_eq!(safe_next("/reviews/1?x=2"), "/reviews/1?x=2");
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil",
+            "https://evil.example",
+            "evil",
+            "/é",
+            "/login",
+            "/logout",
+        ] {
+            assert_eq!(safe_next(bad), "/reviews", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_parse_and_carry_flags() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; warden_session=wdn_x"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("wdn_x"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+        let r = see_other("/x\u{7f}");
+        assert_eq!(r.headers()[header::LOCATION], "/reviews");
+    }
 }
