@@ -879,6 +879,11 @@ async fn events_stream_visible_review_changes() {
     // Unauthenticated: redirected to login.
     let anon = Web::new(&gw);
     assert_eq!(anon.get("/events").await.status(), StatusCode::SEE_OTHER);
+    // Open event streams do not hold up a graceful shutdown.
+    tokio::time::timeout(Duration::from_secs(10), gw.stop())
+        .await
+        .expect("the gateway stops promptly with event streams open");
+    drop((dba_stream, eve_stream));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

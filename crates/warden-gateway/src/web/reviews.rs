@@ -46,9 +46,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 const PER_PAGE: u32 = 25;
-/// How long one event stream lives before the browser reconnects (so a gateway shutdown never
-/// waits on an open tab for long, and a revoked session stops receiving events soon).
-const STREAM_LIFETIME: Duration = Duration::from_secs(30);
+/// How long one event stream lives before the browser reconnects (and is authenticated again,
+/// so a revoked session stops receiving events soon). Streams also end at gateway shutdown.
+const STREAM_LIFETIME: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // View models
@@ -754,7 +754,7 @@ async fn withdraw(State(app): State<AppState>, Path(id): Path<String>, p: Posted
 // ---------------------------------------------------------------------------------------------
 
 /// `text/event-stream` of `review` events (`{"id", "status"}`) for reviews this user may see.
-/// Ends after [`STREAM_LIFETIME`]; the browser's `EventSource` reconnects on its own.
+/// Ends after [`STREAM_LIFETIME`] or at shutdown; the browser's `EventSource` reconnects on its own.
 async fn events(
     State(app): State<AppState>,
     viewer: Viewer,
@@ -772,7 +772,12 @@ async fn events(
         (rx, app, viewer.user),
         move |(mut rx, app, user)| async move {
             loop {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                let next = tokio::select! {
+                    // Gateway shutting down: end the stream so graceful shutdown is prompt.
+                    _ = app.shutdown.cancelled() => return None,
+                    r = tokio::time::timeout_at(deadline, rx.recv()) => r,
+                };
+                match next {
                     Err(_) => return None,
                     Ok(Ok(ev)) => {
                         // Only reviews this user may see (the App decides).
