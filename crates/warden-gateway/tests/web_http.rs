@@ -991,6 +991,8 @@ async fn list_filters_paginate_and_exports_are_formula_safe() {
     );
     assert!(html.contains("<svg class=\"chart\""));
     assert!(html.contains("ECHO ?: 27"), "commands normalised");
+    assert!(html.contains("id=\"kpi-p90\""));
+    assert!(html.contains("dba@example.com: 1"), "top approvers");
     let (s, _) = admin.page("/analytics?period=all&connection=other").await;
     assert_eq!(s, StatusCode::OK);
 }

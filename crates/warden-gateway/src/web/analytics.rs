@@ -160,7 +160,25 @@ pub struct StatsRow {
     pub forced: i64,
     pub auto_approved: i64,
     pub rate: String,
+    pub rejection_rate: String,
     pub avg: String,
+    pub p90: String,
+}
+
+fn secs_label(secs: Option<f64>) -> String {
+    secs.map(|secs| {
+        if secs < 1.0 {
+            "< 1s".to_string()
+        } else {
+            dur(secs.round() as i64)
+        }
+    })
+    .unwrap_or_else(|| "—".into())
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map(|r| format!("{:.0}%", r * 100.0))
+        .unwrap_or_else(|| "—".into())
 }
 
 fn stats_row(name: &str, s: &Stats) -> StatsRow {
@@ -174,20 +192,10 @@ fn stats_row(name: &str, s: &Stats) -> StatsRow {
         expired: s.expired,
         forced: s.forced,
         auto_approved: s.auto_approved,
-        rate: s
-            .approval_rate()
-            .map(|r| format!("{:.0}%", r * 100.0))
-            .unwrap_or_else(|| "—".into()),
-        avg: s
-            .avg_time_to_approval_sec()
-            .map(|secs| {
-                if secs < 1.0 {
-                    "< 1s".to_string()
-                } else {
-                    dur(secs.round() as i64)
-                }
-            })
-            .unwrap_or_else(|| "—".into()),
+        rate: pct(s.approval_rate()),
+        rejection_rate: pct(s.rejection_rate()),
+        avg: secs_label(s.avg_time_to_approval_sec()),
+        p90: secs_label(s.p90_time_to_approval_sec()),
     }
 }
 
@@ -203,6 +211,7 @@ struct Page {
     per_connection: Vec<StatsRow>,
     series: VChart,
     requesters: HChart,
+    approvers: HChart,
     commands: HChart,
     by_connection: HChart,
     truncated: bool,
@@ -270,6 +279,7 @@ async fn page(
             .collect(),
         series: vchart(&a),
         requesters: hchart(&a.top_requesters, HALF_W, 220.0),
+        approvers: hchart(&a.top_approvers, HALF_W, 220.0),
         commands: hchart(&a.top_commands, FULL_W, 560.0),
         by_connection: hchart(&by_connection, HALF_W, 220.0),
         truncated: a.truncated,
