@@ -148,15 +148,14 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() || e.is_timeout() {
-                anyhow!("cannot reach the gateway at {}: {e}. Is it running (warden gateway)? Set --gateway or WARDEN_GATEWAY.", self.base)
-            } else {
-                anyhow!("request to {url} failed: {e}")
-            }
-        })?;
+        // No answer at all (refused, reset mid-request by a restarting gateway, timed out):
+        // "unreachable", which waiting loops retry.
+        let unreachable = |e: reqwest::Error| {
+            anyhow!("cannot reach the gateway at {}: {e}. Is it running (warden gateway)? Set --gateway or WARDEN_GATEWAY.", self.base)
+        };
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let bytes = resp.bytes().await?;
+        let bytes = resp.bytes().await.map_err(unreachable)?;
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {
