@@ -4,7 +4,8 @@
 # all with sslmode=disable (no TLS on any hop, so like is compared with like).
 #
 # Usage: bench/run.sh   (env: DURATION=15 ROUNDS=3 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
-#                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=2 WORKLOADS="select-only tpcb-like")
+#                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=2 WORKLOADS="select-only tpcb-like rows-10k")
+# rows-10k: one query returning 10,000 rows of pgbench_accounts per transaction (large results).
 # Rounds are interleaved (direct, pgbouncer, warden back to back for each case) and the median
 # per case is reported, so a burst of load from elsewhere on the machine skews one sample only.
 # Needs: PostgreSQL reachable as above, pgbench, cargo; installs pgbouncer (Debian) if missing.
@@ -15,7 +16,7 @@ CLIENTS=${CLIENTS:-8}
 JOBS=${JOBS:-2}
 SCALE=${SCALE:-10}
 ROUNDS=${ROUNDS:-3}
-WORKLOADS=${WORKLOADS:-select-only tpcb-like}
+WORKLOADS=${WORKLOADS:-select-only tpcb-like rows-10k}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
 PGUSER=${PGUSER:-postgres}
@@ -85,12 +86,17 @@ declare -A target=(
     [pgbouncer]="127.0.0.1 $BOUNCER_PORT $PGUSER"
     [warden]="127.0.0.1 $WARDEN_PORT bench@warden.test"
 )
+echo "SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid <= 10000;" >"$work/rows.sql"
+chmod 644 "$work/rows.sql"
 results="$work/results.tsv"
 : >"$results"
 run_one() { # workload mode target
     local workload=$1 mode=$2 name=$3 script_args=()
     read -r host port user <<<"${target[$name]}"
-    [ "$workload" = select-only ] && script_args=(-S)
+    case $workload in
+        select-only) script_args=(-S) ;;
+        rows-10k) script_args=(-f "$work/rows.sql") ;;
+    esac
     local out
     out=$(PGPASSWORD=bench-token pgbench -n "${script_args[@]}" -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" \
         -h "$host" -p "$port" -U "$user" "$PGDATABASE" 2>&1) || { echo "$out" >&2; exit 1; }

@@ -196,7 +196,10 @@ pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Text from the wire; invalid UTF-8 is replaced rather than rejected (audit keeps what it can).
 pub fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 /// One step of [`Scanner::next`].

@@ -33,7 +33,6 @@ use std::time::{Duration, SystemTime};
 use bytes::{Buf, BytesMut};
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::audit::AuditSink;
@@ -62,12 +61,43 @@ pub(crate) enum Entry {
     Synthetic { bytes: BytesMut, ready: bool },
 }
 
+/// A wake-up flag for one waiter: cheaper than `tokio::sync::Notify` (no waiter list, no lock),
+/// which matters because the upstream half waits on it around every read.
+#[derive(Default)]
+pub(crate) struct Signal {
+    raised: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Signal {
+    pub fn raise(&self) {
+        self.raised
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves once the flag is raised (consuming it).
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.raised.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.raised.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+}
+
 /// State shared by the two halves of one session.
 #[derive(Default)]
 pub(crate) struct Shared {
     pub queue: Mutex<VecDeque<Entry>>,
     /// Wakes the upstream half when a synthetic entry may be writable.
-    pub wake: Notify,
+    pub wake: Signal,
 }
 
 impl Shared {
@@ -79,7 +109,7 @@ impl Shared {
 
     fn push_synthetic(&self, bytes: BytesMut, ready: bool) {
         self.push([Entry::Synthetic { bytes, ready }]);
-        self.wake.notify_one();
+        self.wake.raise();
     }
 
     /// Audit records of entries never answered (session ended first).
@@ -126,13 +156,23 @@ impl SessionInfo {
     }
 
     fn log(&self, statement: String, review_id: Option<Uuid>, tag: Option<String>) -> StatementLog {
+        self.log_at(statement, review_id, tag, SystemTime::now())
+    }
+
+    fn log_at(
+        &self,
+        statement: String,
+        review_id: Option<Uuid>,
+        tag: Option<String>,
+        at: SystemTime,
+    ) -> StatementLog {
         StatementLog {
             session_id: self.session_id,
             user: self.user.clone(),
             connection: self.connection.clone(),
             review_id: review_id.or(self.review_id),
             statement,
-            at: SystemTime::now(),
+            at,
             tag,
         }
     }
@@ -188,6 +228,9 @@ pub(crate) async fn client_to_upstream(
             let mut pos = 0;
             let mut terminated = false;
             let mut need = 0;
+            // One timestamp per read: the statements in it arrived together.
+            let mut now = None;
+            let mut at = || *now.get_or_insert_with(SystemTime::now);
             loop {
                 match scanner.next(&buf[pos..], inspect_client)? {
                     Item::Pass(n) => pos += n,
@@ -198,13 +241,16 @@ pub(crate) async fn client_to_upstream(
                                 let text = message::query_text(body)?;
                                 entries.push(Entry::Ready {
                                     sync: false,
-                                    logs: vec![info.log(text, None, None)],
+                                    logs: vec![info.log_at(text, None, None, at())],
                                     error_before: None,
                                 });
                             }
-                            b'P' => {
-                                pending_parse.push(info.log(message::parse_text(body)?, None, None))
-                            }
+                            b'P' => pending_parse.push(info.log_at(
+                                message::parse_text(body)?,
+                                None,
+                                None,
+                                at(),
+                            )),
                             b'S' => entries.push(Entry::Ready {
                                 sync: true,
                                 logs: std::mem::take(&mut pending_parse),
@@ -212,7 +258,7 @@ pub(crate) async fn client_to_upstream(
                             }),
                             b'F' => entries.push(Entry::Ready {
                                 sync: false,
-                                logs: vec![info.log(function_call_text(body), None, None)],
+                                logs: vec![info.log_at(function_call_text(body), None, None, at())],
                                 error_before: None,
                             }),
                             b'c' | b'f' => entries.push(Entry::CopyEnd),
@@ -832,7 +878,7 @@ where
                     return Ok(UpstreamEnd::UpstreamClosed);
                 }
             }
-            _ = shared.wake.notified(), if scanner.at_boundary() => {}
+            _ = shared.wake.wait(), if scanner.at_boundary() => {}
             fatal = &mut end, if !end_fired => {
                 end_fired = true;
                 ending = fatal;

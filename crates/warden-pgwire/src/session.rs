@@ -385,8 +385,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
             let _ = client_done_tx.send(fatal);
         }
     };
-    let client_half =
-        AbortOnDrop(tokio::spawn(c2u.instrument(tracing::Span::current())).abort_handle());
+    let client_half = AbortOnDrop(tokio::spawn(c2u).abort_handle());
     let u2c = relay::upstream_to_client(
         up_r,
         client_w,
@@ -396,7 +395,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         up.status,
         end,
     );
-    let mut upstream_half = tokio::spawn(u2c.instrument(tracing::Span::current()));
+    let mut upstream_half = tokio::spawn(u2c);
     let _upstream_guard = AbortOnDrop(upstream_half.abort_handle());
     // The halves end the session themselves; this task only steps in if the upstream half is
     // stuck (e.g. writing to a client that stopped reading) after the session had to end.

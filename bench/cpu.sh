@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# CPU cost per transaction of each proxy (user µs, system µs, context switches), read from
+# /proc while pgbench runs select-only through it: the measure that background load on a
+# shared machine disturbs least. Starts pgbouncer (session mode) and Warden's bench_proxy like
+# run.sh does; sslmode=disable everywhere.
+#
+# Usage: bench/cpu.sh   (env: DURATION=10 CLIENTS=8 JOBS=2 PGHOST PGPORT PGUSER PGDATABASE RELAY_THREADS=2;
+#                        expects pgbench tables: run bench/run.sh once, or pgbench -i -s 10)
+set -euo pipefail
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-8}
+JOBS=${JOBS:-2}
+PGHOST=${PGHOST:-127.0.0.1}
+PGPORT=${PGPORT:-5432}
+PGUSER=${PGUSER:-postgres}
+PGDATABASE=${PGDATABASE:-test}
+RELAY_THREADS=${RELAY_THREADS:-2}
+export PGSSLMODE=disable
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/warden-cpu.XXXXXX)
+chmod 755 "$work"
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+command -v pgbouncer >/dev/null || apt-get install -y pgbouncer >/dev/null
+(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy)
+cat >"$work/pgbouncer.ini" <<INI
+[databases]
+$PGDATABASE = host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=$PGUSER
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 6442
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $work/pgbouncer.log
+pidfile = $work/pgbouncer.pid
+INI
+echo "\"$PGUSER\" \"\"" >"$work/users.txt"
+chmod 644 "$work"/*
+if [ "$(id -u)" = 0 ]; then
+    chown -R postgres "$work"
+    runuser -u postgres -- pgbouncer -q "$work/pgbouncer.ini" 2>/dev/null & pids+=($!)
+else
+    pgbouncer -q "$work/pgbouncer.ini" 2>/dev/null & pids+=($!)
+fi
+RELAY_THREADS=$RELAY_THREADS "$root/target/release/examples/bench_proxy" 127.0.0.1:6443 "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" 2 2>/dev/null &
+warden=$!
+pids+=("$warden")
+for port in 6442 6443; do
+    for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+bouncer=$(cat "$work/pgbouncer.pid")
+
+measure() { # name pid port user mode
+    local name=$1 pid=$2 port=$3 user=$4 mode=$5 u0 s0 u1 s1 c0 c1 out n tps hz
+    hz=$(getconf CLK_TCK)
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    c0=$(awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$pid"/task/*/status)
+    out=$(PGPASSWORD=bench pgbench -n -S -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$user" "$PGDATABASE" 2>&1)
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    c1=$(awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$pid"/task/*/status)
+    n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
+    awk -v name="$name" -v mode="$mode" -v tps="$tps" -v n="$n" -v du="$((u1 - u0))" -v ds="$((s1 - s0))" -v dc="$((c1 - c0))" -v hz="$hz" \
+        'BEGIN { printf "| %s | %s | %.0f | %.2f | %.2f | %.2f |\n", name, mode, tps, du / hz * 1e6 / n, ds / hz * 1e6 / n, dc / n }'
+}
+echo "| proxy | mode | tps | user µs/txn | system µs/txn | context switches/txn |"
+echo "|---|---|---:|---:|---:|---:|"
+for mode in simple prepared; do
+    measure pgbouncer "$bouncer" 6442 "$PGUSER" "$mode"
+    measure warden "$warden" 6443 bench@warden.test "$mode"
+done
