@@ -92,10 +92,20 @@ impl Signal {
     }
 }
 
+/// Why the session is ending.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// Written to the client at the next frame boundary, then the session closes.
+    Fatal(BytesMut),
+    /// The client half is done; the upstream gets a moment to close.
+    ClientDone,
+}
+
 /// State shared by the two halves of one session.
 #[derive(Default)]
 pub(crate) struct Shared {
     pub queue: Mutex<VecDeque<Entry>>,
+    ending: Mutex<Option<Ending>>,
     /// Wakes the upstream half when a synthetic entry may be writable.
     pub wake: Signal,
 }
@@ -105,6 +115,20 @@ impl Shared {
         if let Ok(mut q) = self.queue.lock() {
             q.extend(entries);
         }
+    }
+
+    /// Asks the upstream half to end the session (the first request wins).
+    pub fn end(&self, ending: Ending) {
+        if let Ok(mut e) = self.ending.lock()
+            && e.is_none()
+        {
+            *e = Some(ending);
+        }
+        self.wake.raise();
+    }
+
+    fn take_ending(&self) -> Option<Ending> {
+        self.ending.lock().ok()?.take()
     }
 
     fn push_synthetic(&self, bytes: BytesMut, ready: bool) {
@@ -736,21 +760,17 @@ async fn write_synthetics(shared: &Shared, client: &mut BoxWrite, status: u8) ->
     Ok(true)
 }
 
-/// Upstream → client, the single writer to the client. `end` resolves to `Some(FATAL frame)`
-/// when the session must close (window over, revoked, shutdown, broken client input), or to
-/// `None` when the client half has finished (the upstream then gets a moment to close).
-pub(crate) async fn upstream_to_client<E>(
+/// Upstream → client, the single writer to the client. [`Shared::end`] tells it to close the
+/// session: with a FATAL frame (window over, revoked, shutdown, broken client input) or quietly
+/// once the client half has finished (the upstream then gets a moment to close).
+pub(crate) async fn upstream_to_client(
     upstream: BoxRead,
     client: BoxWrite,
     buf: BytesMut,
     shared: Arc<Shared>,
     audit: AuditSink,
     status: u8,
-    end: E,
-) -> Result<UpstreamEnd, RelayError>
-where
-    E: std::future::Future<Output = Option<BytesMut>>,
-{
+) -> Result<UpstreamEnd, RelayError> {
     let mut m = Matcher {
         copy_ignores_sync: false,
         carry: Vec::new(),
@@ -758,8 +778,7 @@ where
         tags: Vec::new(),
         status,
     };
-    let result =
-        upstream_to_client_inner(&mut m, upstream, client, buf, &shared, &audit, end).await;
+    let result = upstream_to_client_inner(&mut m, upstream, client, buf, &shared, &audit).await;
     let leftovers = m.leftovers();
     if !leftovers.is_empty() {
         audit.push(leftovers).await;
@@ -767,25 +786,21 @@ where
     result
 }
 
-async fn upstream_to_client_inner<E>(
+async fn upstream_to_client_inner(
     m: &mut Matcher,
     mut upstream: BoxRead,
     mut client: BoxWrite,
     mut buf: BytesMut,
     shared: &Shared,
     audit: &AuditSink,
-    end: E,
-) -> Result<UpstreamEnd, RelayError>
-where
-    E: std::future::Future<Output = Option<BytesMut>>,
-{
+) -> Result<UpstreamEnd, RelayError> {
     // Server messages are trusted for size (DataRow can be large); only the inspected,
     // small ones are ever buffered whole.
     let mut scanner = Scanner::new(i32::MAX as usize);
     let mut records = Vec::new();
     let mut ending: Option<BytesMut> = None;
     let grace = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(end, grace);
+    tokio::pin!(grace);
     let mut end_fired = false;
     loop {
         if scanner.at_boundary() {
@@ -878,13 +893,17 @@ where
                     return Ok(UpstreamEnd::UpstreamClosed);
                 }
             }
-            _ = shared.wake.wait(), if scanner.at_boundary() => {}
-            fatal = &mut end, if !end_fired => {
-                end_fired = true;
-                ending = fatal;
-                // Give a frame in flight a moment to complete so a FATAL lands whole, and the
-                // upstream a moment to close after the client's Terminate.
-                grace.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            _ = shared.wake.wait(), if scanner.at_boundary() || !end_fired => {
+                if !end_fired && let Some(e) = shared.take_ending() {
+                    end_fired = true;
+                    ending = match e {
+                        Ending::Fatal(frame) => Some(frame),
+                        Ending::ClientDone => None,
+                    };
+                    // Give a frame in flight a moment to complete so a FATAL lands whole, and
+                    // the upstream a moment to close after the client's Terminate.
+                    grace.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
             }
             _ = &mut grace, if end_fired => {
                 let _ = client.shutdown().await;

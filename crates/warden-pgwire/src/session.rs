@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::{Instrument, debug, info, warn};
 use warden_core::secret::Secret;
 
@@ -23,7 +23,7 @@ use crate::config::ProxyConfig;
 use crate::frame::{self, FrameError, StartupPacket, cstr, lossy};
 use crate::limiter::FailureLimiter;
 use crate::message::{self, Severity, sqlstate};
-use crate::relay::{self, ClientEnd, RelayError, SessionInfo, Shared};
+use crate::relay::{self, ClientEnd, Ending, RelayError, SessionInfo, Shared};
 use crate::stream::Stream;
 use crate::upstream::{self, ReadError, UpstreamError};
 
@@ -343,8 +343,6 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     let (client_r, client_w) = client.split();
     let (up_r, up_w) = up.stream.split();
     let shared = Arc::new(Shared::default());
-    let (client_done_tx, client_done_rx) = oneshot::channel::<Option<BytesMut>>();
-    let end = session_end(&ctx, &grant, Some(client_done_rx));
     let info = SessionInfo::from_grant(&grant);
     let max = ctx.config.max_message;
     // The client half runs as its own task so that a packet from one side only wakes the
@@ -359,14 +357,25 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         async move {
             let r = if grant.review_statements {
                 relay::client_to_upstream_reviewed(
-                    client_r, up_w, buf, shared, info, audit, max, backend, grant,
+                    client_r,
+                    up_w,
+                    buf,
+                    shared.clone(),
+                    info,
+                    audit,
+                    max,
+                    backend,
+                    grant,
                 )
                 .await
             } else {
-                relay::client_to_upstream(client_r, up_w, buf, shared, info, audit, max).await
+                relay::client_to_upstream(client_r, up_w, buf, shared.clone(), info, audit, max)
+                    .await
             };
-            let fatal = match r {
-                Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) | Err(RelayError::Io(_)) => None,
+            let ending = match r {
+                Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) | Err(RelayError::Io(_)) => {
+                    Ending::ClientDone
+                }
                 Err(e) => {
                     debug!("client half ended: {e}");
                     let code = match e {
@@ -375,14 +384,14 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
                         }
                         _ => sqlstate::PROTOCOL_VIOLATION,
                     };
-                    Some(message::error_frame(
+                    Ending::Fatal(message::error_frame(
                         Severity::Fatal,
                         code,
                         &format!("Warden: {e}"),
                     ))
                 }
             };
-            let _ = client_done_tx.send(fatal);
+            shared.end(ending);
         }
     };
     let client_half = AbortOnDrop(tokio::spawn(c2u).abort_handle());
@@ -393,22 +402,23 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         shared.clone(),
         ctx.audit.clone(),
         up.status,
-        end,
     );
     let mut upstream_half = tokio::spawn(u2c);
     let _upstream_guard = AbortOnDrop(upstream_half.abort_handle());
-    // The halves end the session themselves; this task only steps in if the upstream half is
-    // stuck (e.g. writing to a client that stopped reading) after the session had to end.
-    let stuck = {
-        let end = session_end(&ctx, &grant, None);
+    // This task watches the grant: when the session must end it tells the upstream half (which
+    // writes the FATAL at a frame boundary), and steps in if that half is stuck (e.g. writing
+    // to a client that stopped reading).
+    let watch = {
+        let end = session_end(&ctx, &grant);
+        let shared = shared.clone();
         async move {
-            end.await;
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            shared.end(Ending::Fatal(end.await));
+            tokio::time::sleep(Duration::from_secs(3)).await;
         }
     };
     let r = tokio::select! {
         r = &mut upstream_half => r.unwrap_or(Ok(relay::UpstreamEnd::Ended { notified: false })),
-        _ = stuck => {
+        _ = watch => {
             upstream_half.abort();
             Ok(relay::UpstreamEnd::Ended { notified: false })
         }
@@ -503,13 +513,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Resolves to the FATAL frame that ends the session (window end, revoke, server shutdown,
-/// broken client input reported by the client half) or to `None` when the client half is done.
+/// Resolves to the FATAL frame that ends the session: window end, revoke, server shutdown.
 fn session_end<B: ProxyBackend>(
     ctx: &Ctx<B>,
     grant: &SessionGrant,
-    client_done: Option<oneshot::Receiver<Option<BytesMut>>>,
-) -> impl std::future::Future<Output = Option<BytesMut>> + Send + 'static {
+) -> impl std::future::Future<Output = BytesMut> + Send + 'static {
     let ends_at = grant.ends_at;
     let mut terminate = grant.terminate.clone();
     let mut shutdown = ctx.shutdown.clone();
@@ -544,17 +552,10 @@ fn session_end<B: ProxyBackend>(
                 std::future::pending::<()>().await;
             }
         };
-        let client_half = async {
-            match client_done {
-                Some(rx) => rx.await.unwrap_or(None),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = window => Some(fatal_frame(format!("Warden: the access window for \"{connection}\" has ended"))),
-            reason = revoked => Some(fatal_frame(format!("Warden: access to \"{connection}\" was revoked: {reason}"))),
-            _ = stopping => Some(fatal_frame("Warden: the gateway is shutting down".to_string())),
-            frame = client_half => frame,
+            _ = window => fatal_frame(format!("Warden: the access window for \"{connection}\" has ended")),
+            reason = revoked => fatal_frame(format!("Warden: access to \"{connection}\" was revoked: {reason}")),
+            _ = stopping => fatal_frame("Warden: the gateway is shutting down".to_string()),
         }
     }
 }
