@@ -154,7 +154,12 @@ impl Ui {
             }
             if tokio::time::Instant::now() > deadline {
                 let url = self.c.current_url().await.map(|u| u.to_string());
-                panic!("timed out waiting for {what} ({expr}) on {url:?}");
+                let text = self
+                    .c
+                    .execute("return document.body.innerText;", vec![])
+                    .await
+                    .unwrap_or_default();
+                panic!("timed out waiting for {what} ({expr}) on {url:?}; the page says:\n{text}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

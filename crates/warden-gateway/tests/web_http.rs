@@ -504,14 +504,21 @@ async fn non_admins_get_the_403_page() {
     let (s, _) = gw.admin("GET", "/api/rules/shell", None).await;
     assert_eq!(s, 200);
     // Everyone may read rules and their own pages.
-    for path in [
-        "/rules",
-        "/connections",
-        "/sessions",
-        "/terminal",
-        "/reviews",
+    for (path, page) in [
+        ("/rules", "rules"),
+        ("/connections", "connections"),
+        ("/sessions", "sessions"),
+        ("/terminal", "terminal"),
+        ("/reviews", "reviews"),
     ] {
-        assert_eq!(dev.page(path).await.0, StatusCode::OK, "{path}");
+        let (s, html) = dev.page(path).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        // The page script keys on this attribute; a template slip here breaks live updates.
+        assert!(
+            html.contains(&format!("<body data-page=\"{page}\">")),
+            "{path}"
+        );
+        assert_eq!(html.matches("<body").count(), 1, "{path}");
     }
     // Admin-only links are not shown to them.
     let (_, html) = dev.page("/rules").await;
@@ -1070,4 +1077,111 @@ async fn decision_buttons_follow_what_the_user_may_do() {
         eve.page(&format!("/reviews/{id}/row")).await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jit_window_requested_approved_used_and_revoked_on_the_web() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    user(&gw, "dev@example.com", &["dev"], "dev-password-1").await;
+    user(&gw, "dba@example.com", &["dba"], "dba-password-1").await;
+    gw.command_connection("box", &["sh"], &[]).await;
+    let (s, b) = gw
+        .admin(
+            "POST",
+            "/api/rules",
+            Some(
+                json!({"name": "box-jit", "type": "jit", "connections": ["box"],
+                "approval_groups": ["dba"], "max_duration_sec": 7200}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let dev = Web::logged_in(&gw, "dev@example.com", "dev-password-1").await;
+    let dba = Web::logged_in(&gw, "dba@example.com", "dba-password-1").await;
+
+    // Without a window the terminal says plainly what to do.
+    let r = dev
+        .submit(
+            "/terminal",
+            "/terminal",
+            &[("connection", "box"), ("command", "echo in-window")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("just-in-time window"));
+
+    // Bad durations are refused at the form; too long ones by the rule.
+    let r = dev
+        .submit(
+            "/terminal",
+            "/terminal/access",
+            &[("connection", "box"), ("duration", "soon")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("id=\"access-error\""));
+    let r = dev
+        .submit(
+            "/terminal",
+            "/terminal/access",
+            &[("connection", "box"), ("duration", "3h")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // A valid request: to its review page, PENDING, Just-in-Time.
+    let r = dev
+        .submit(
+            "/terminal",
+            "/terminal/access",
+            &[
+                ("connection", "box"),
+                ("duration", "1h"),
+                ("reason", "debugging INC-7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[LOCATION].to_str().unwrap().to_string();
+    let id = to.trim_start_matches("/reviews/").to_string();
+    let (_, html) = dev.page(&to).await;
+    assert!(html.contains("Just-in-Time") && html.contains("debugging INC-7"));
+    assert!(html.contains("Requested duration: <strong>1h</strong>"));
+
+    // The approver approves; the window opens; commands run in the terminal.
+    let r = dba
+        .submit(&to, &format!("/reviews/{id}/approve"), &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(review_status(&gw, &id).await, "APPROVED");
+    let (_, html) = dev.page("/terminal").await;
+    assert!(html.contains("id=\"windows\"") && html.contains("<strong>box</strong>"));
+    let r = dev
+        .submit(
+            "/terminal",
+            "/terminal",
+            &[("connection", "box"), ("command", "echo in-window")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("in-window"));
+
+    // Revoke is offered to the approver (not the requester) and ends the window.
+    let (_, html) = dev.page(&to).await;
+    assert!(!html.contains("id=\"revoke\""));
+    let (_, html) = dba.page(&to).await;
+    assert!(html.contains("id=\"revoke\""));
+    let r = dba
+        .submit(&to, &format!("/reviews/{id}/revoke"), &[("reason", "done")])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(review_status(&gw, &id).await, "REVOKED");
+    let r = dev
+        .submit(
+            "/terminal",
+            "/terminal",
+            &[("connection", "box"), ("command", "echo after-revoke")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }

@@ -1,5 +1,6 @@
 //! The web terminal: pick a connection, type a command, run it through `App::exec` as a `web`
-//! session. Held commands show "Waiting for approval…" with the review link, and the page follows
+//! session; and request a just-in-time window (`App::request_jit`) for connections that need one,
+//! with the user's open windows listed. Held commands show "Waiting for approval…" with the review link, and the page follows
 //! the review live (server-sent events, with polling as a fallback) until the result arrives:
 //! a table for SQL result sets, raw output for `command` connections, errors said plainly.
 //!
@@ -10,7 +11,7 @@
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use uuid::Uuid;
 use warden_core::{ReviewStatus, SessionKind};
@@ -18,11 +19,12 @@ use warden_core::{ReviewStatus, SessionKind};
 use super::view::ResultView;
 use super::{Nav, Posted, Viewer, WebError, WebResult, fail, render, render_status};
 use crate::api::AppState;
-use crate::app::{AppError, ExecResult, ReviewView};
+use crate::app::{AppError, ExecResult, JitResult, ReviewView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/terminal", get(page).post(run))
+        .route("/terminal/access", post(request_access))
         .route("/terminal/reviews/{id}", get(outcome_fragment))
 }
 
@@ -76,6 +78,23 @@ impl Outcome {
     }
 }
 
+/// One of the user's open just-in-time windows.
+pub struct WindowRow {
+    pub review_id: String,
+    pub connection: String,
+    pub ends: String,
+}
+
+/// The JIT request form's state.
+#[derive(Default)]
+pub struct AccessForm {
+    pub connection: String,
+    pub duration: String,
+    pub reason: String,
+    pub error: String,
+    pub notice: String,
+}
+
 #[derive(Template)]
 #[template(path = "terminal.html")]
 struct TerminalPage {
@@ -86,6 +105,21 @@ struct TerminalPage {
     command: String,
     ran: bool,
     o: Outcome,
+    windows: Vec<WindowRow>,
+    access: AccessForm,
+}
+
+async fn windows(app: &AppState, viewer: &Viewer) -> Result<Vec<WindowRow>, AppError> {
+    Ok(app
+        .my_windows(&viewer.user)
+        .await?
+        .iter()
+        .map(|v| WindowRow {
+            review_id: v.review.id.to_string(),
+            connection: v.review.connection.clone(),
+            ends: super::view::ts_opt(v.review.window_end),
+        })
+        .collect())
 }
 
 #[derive(Template)]
@@ -113,17 +147,23 @@ async fn page(
     viewer: Viewer,
     Query(q): Query<PageQuery>,
 ) -> WebResult {
-    let conns = connections(&app, &viewer)
-        .await
-        .map_err(fail(&viewer, "terminal"))?;
+    let fail = fail(&viewer, "terminal");
+    let conns = connections(&app, &viewer).await.map_err(&fail)?;
+    let connection = q.connection.unwrap_or_default();
     Ok(render(&TerminalPage {
         nav: viewer.nav("terminal"),
         csrf: viewer.csrf.clone(),
-        connection: q.connection.unwrap_or_default(),
+        access: AccessForm {
+            connection: connection.clone(),
+            duration: "1h".into(),
+            ..AccessForm::default()
+        },
+        connection,
         connections: conns,
         command: String::new(),
         ran: false,
         o: Outcome::default(),
+        windows: windows(&app, &viewer).await.map_err(&fail)?,
     }))
 }
 
@@ -164,16 +204,80 @@ async fn run(State(app): State<AppState>, p: Posted) -> WebResult {
             },
         ),
     };
+    let windows = windows(&app, viewer)
+        .await
+        .map_err(fail(viewer, "terminal"))?;
     Ok(render_status(
         status,
         &TerminalPage {
             nav: viewer.nav("terminal"),
             csrf: viewer.csrf.clone(),
+            access: AccessForm {
+                connection: connection.clone(),
+                duration: "1h".into(),
+                ..AccessForm::default()
+            },
             connections: conns,
             connection,
             command,
             ran: true,
             o,
+            windows,
+        },
+    ))
+}
+
+/// Requests a just-in-time window; a held request goes to its review page, which follows it live.
+async fn request_access(State(app): State<AppState>, p: Posted) -> WebResult {
+    let viewer = &p.viewer;
+    let fail = fail(viewer, "terminal");
+    let mut access = AccessForm {
+        connection: p.form.str("connection").to_string(),
+        duration: p.form.str("duration").trim().to_string(),
+        reason: p.form.str("reason").to_string(),
+        ..AccessForm::default()
+    };
+    let mut status = axum::http::StatusCode::OK;
+    match warden_core::duration::parse_duration(&access.duration) {
+        Err(e) => {
+            status = axum::http::StatusCode::BAD_REQUEST;
+            access.error = e.to_string();
+        }
+        Ok(secs) => {
+            match app
+                .request_jit(&viewer.user, &access.connection, secs, p.form.opt("reason"))
+                .await
+            {
+                Ok(JitResult::Review { review }) => {
+                    return Ok(super::see_other(&format!("/reviews/{}", review.review.id)));
+                }
+                Ok(JitResult::NotNeeded { .. }) => {
+                    access.notice = format!(
+                        "No approval is needed for you on {}: run commands directly.",
+                        access.connection
+                    );
+                }
+                Err(AppError::Internal(e)) => return Err(fail(AppError::Internal(e))),
+                Err(e) => {
+                    status = crate::api::status_of(&e);
+                    access.error = e.to_string();
+                }
+            }
+        }
+    }
+    let conns = connections(&app, viewer).await.map_err(&fail)?;
+    Ok(render_status(
+        status,
+        &TerminalPage {
+            nav: viewer.nav("terminal"),
+            csrf: viewer.csrf.clone(),
+            connection: access.connection.clone(),
+            connections: conns,
+            command: String::new(),
+            ran: false,
+            o: Outcome::default(),
+            windows: windows(&app, viewer).await.map_err(&fail)?,
+            access,
         },
     ))
 }
