@@ -1,6 +1,6 @@
 //! The relay: moves a live session's bytes between client and upstream.
 //!
-//! Two halves run side by side in the session's task:
+//! Two halves run as two tasks of the session (so a packet wakes only the half it concerns):
 //! - [`client_to_upstream`] reads the client, looks only at `Query`, `Parse`, `Sync`,
 //!   `FunctionCall`, `CopyDone`/`CopyFail` and `Terminate`, and forwards everything else as it
 //!   arrives (large `Bind`/`CopyData` messages stream through without being buffered whole).
@@ -12,7 +12,9 @@
 //!   are written by it, at frame boundaries, so they never split a frame.
 //!
 //! Both halves write what they read in one `write_all` per read (flushing when the read
-//! buffer is drained, never per message).
+//! buffer is drained, never per message). The end of a session (FATAL) and made-up answers
+//! reach the upstream half through [`Shared`] and a [`Signal`], so its loop polls nothing but
+//! its socket and one atomic flag.
 //!
 //! Ordering of made-up answers: every forwarded message that makes the server send
 //! `ReadyForQuery` (`Query`, `Sync`, `FunctionCall`) gets an [`Entry`] in a queue shared by the
