@@ -551,6 +551,15 @@ async fn approver_flows_in_headless_chromium() {
     assert_eq!(overflow, json!(true), "no horizontal scrolling on a phone");
     ui.shot("phone-reviews").await;
     ui.goto(&format!("/reviews/{id}")).await;
+    ui.find("#review-command").await;
+    let overflow = ui
+        .js("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
+        .await;
+    assert_eq!(
+        overflow,
+        json!(true),
+        "no horizontal scrolling on a phone (detail)"
+    );
     ui.shot("phone-review-detail").await;
     ui.goto("/rules/new").await;
     ui.shot("phone-rule-form").await;
