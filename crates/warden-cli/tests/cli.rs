@@ -678,3 +678,62 @@ async fn audit_export_verifies_offline_and_analytics_prints() {
     assert!(json["overall"]["p90_time_to_approval_sec"].is_number());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_checkpoints_verify_from_the_cli() {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("cp.key");
+    let k = key.clone();
+    let gw = TestGateway::spawn_with(Backend::Sqlite, move |c| c.checkpoint_key = Some(k)).await;
+    let cli = Cli::new(&gw);
+    let admin = gw.admin_token.clone();
+    let public = cli
+        .ok(None, &["audit", "keygen", "--out", key.to_str().unwrap()])
+        .await;
+    gw.user("dev@example.com", &["dev"]).await;
+    let line = cli.ok(Some(&admin), &["audit", "checkpoint"]).await;
+    let cp: Value = serde_json::from_str(line.trim()).unwrap();
+    assert!(
+        cp["signature"].is_string() && cp["seq"].as_i64().unwrap() > 0,
+        "{line}"
+    );
+    let file = gw.config.checkpoint_file.to_str().unwrap().to_string();
+    let out = cli
+        .ok(
+            Some(&admin),
+            &[
+                "audit",
+                "verify",
+                "--checkpoints",
+                &file,
+                "--public-key",
+                public.trim(),
+            ],
+        )
+        .await;
+    assert!(
+        out.contains("audit chain OK") && out.contains("OK"),
+        "{out}"
+    );
+    // the wrong public key fails
+    let other = cli.config.with_file_name("other.key");
+    let wrong = cli
+        .ok(None, &["audit", "keygen", "--out", other.to_str().unwrap()])
+        .await;
+    let (code, out, _) = cli
+        .run(
+            Some(&admin),
+            &[
+                "audit",
+                "verify",
+                "--checkpoints",
+                &file,
+                "--public-key",
+                wrong.trim(),
+            ],
+        )
+        .await;
+    assert_ne!(code, 0);
+    assert!(out.contains("checkpoint FAILED"), "{out}");
+    gw.stop().await;
+}
