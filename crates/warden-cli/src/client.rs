@@ -151,7 +151,10 @@ impl Client {
         // No answer at all (refused, reset mid-request by a restarting gateway, timed out):
         // "unreachable", which waiting loops retry.
         let unreachable = |e: reqwest::Error| {
-            anyhow!("cannot reach the gateway at {}: {e}. Is it running (warden gateway)? Set --gateway or WARDEN_GATEWAY.", self.base)
+            anyhow!(
+                "cannot reach the gateway at {}: {e}. Is it running (warden gateway)? Set --gateway or WARDEN_GATEWAY.",
+                self.base
+            )
         };
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
