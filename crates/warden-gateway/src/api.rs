@@ -173,10 +173,17 @@ pub fn router() -> Router<AppState> {
         .fallback(not_found)
 }
 
-async fn not_found() -> ApiError {
-    ApiError(AppError::NotFound(
-        "no such endpoint (see /api/openapi.json)".into(),
-    ))
+/// Unknown paths: the API's JSON 404 under `/api` and `/metrics`, the web app's HTML page
+/// elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") || path.starts_with("/metrics") {
+        return ApiError(AppError::NotFound(
+            "no such endpoint (see /api/openapi.json)".into(),
+        ))
+        .into_response();
+    }
+    crate::web::not_found_page(path)
 }
 
 async fn openapi() -> Response {

@@ -1185,3 +1185,104 @@ async fn jit_window_requested_approved_used_and_revoked_on_the_web() {
         .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_page_shows_webhooks_and_the_log_escaped_to_admins_only() {
+    let gw = TestGateway::spawn_with(Backend::Sqlite, |c| {
+        c.notify_poll_ms = 0;
+        c.notify_backoff_ms = 20;
+    })
+    .await;
+    let dev = user(&gw, "dev@example.com", &["dev"], "dev-password-1").await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    // A webhook on a closed port whose URL carries markup (reserve a port, then let it go).
+    let port = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/{XSS_SCRIPT}?q={XSS_ATTR}");
+    let (s, b) = gw
+        .admin("POST", "/api/webhooks", Some(json!({"url": url})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let review = held(&gw, &dev, "shell", "echo notify-me").await;
+
+    // Deliver until the webhook delivery has failed at least once.
+    let n = gw.running.app.notifier();
+    for _ in 0..100 {
+        n.try_run_once().await.unwrap();
+        let (_, log) = gw.admin("GET", "/api/deliveries?kind=webhook", None).await;
+        if log
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["attempts"].as_i64().unwrap_or(0) >= 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let admin = Web::logged_in(&gw, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (_, html) = admin.page("/reviews").await;
+    assert!(html.contains("href=\"/deliveries\""), "admins see the link");
+    let (s, html) = admin.page("/deliveries").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("<body data-page=\"deliveries\">"));
+    assert!(html.contains("review.created"), "{html}");
+    assert!(html.contains(&format!("/reviews/{review}")), "review link");
+    assert!(html.contains("connection failed"), "last error shown");
+    assert!(html.contains("127.0.0.1"), "webhook URL listed");
+    assert!(
+        !html.contains(XSS_SCRIPT) && !html.contains("<img src=x"),
+        "the URL renders escaped"
+    );
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+    // Filters: the failing webhook delivery is there under its kind, not under another.
+    let (s, html) = admin.page("/deliveries?kind=webhook&status=all").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("review.created"));
+    let (s, html) = admin.page("/deliveries?kind=teams").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("No deliveries match these filters."));
+    let (s, html) = admin.page("/deliveries?status=bogus").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("status: use pending"), "{html}");
+
+    // Non-admins: the 403 page, and no link.
+    let devw = Web::logged_in(&gw, "dev@example.com", "dev-password-1").await;
+    let (s, html) = devw.page("/deliveries").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(html.contains("Not allowed") && html.contains("dev@example.com"));
+    assert!(!html.contains("127.0.0.1"));
+    let (_, html) = devw.page("/reviews").await;
+    assert!(!html.contains("/deliveries"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_paths_get_the_html_page_and_api_paths_json() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let w = Web::new(&gw);
+    let r = w.get(&format!("/nope/{XSS_SCRIPT}")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert!(r.headers().contains_key("content-security-policy"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<body data-page=\"error\">"), "{html}");
+    assert!(html.contains("Not found"));
+    assert!(!html.contains("<script>alert"), "the path renders escaped");
+    let (s, html) = w.page("/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(html.contains("There is no page at /nope."), "{html}");
+
+    for path in ["/api/nope", "/api", "/metrics/nope"] {
+        let r = w.get(path).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("application/json"), "{path}: {ct}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "not_found", "{path}: {v}");
+        assert!(v["error"].is_string(), "{v}");
+    }
+}

@@ -2,11 +2,13 @@
 //!
 //! # Layout
 //! - this file: the router, the signed-in [`Viewer`] (session cookie → `App::authenticate`),
-//!   CSRF tokens, the [`Posted`] extractor every state-changing form goes through, error pages,
-//!   security headers and the embedded static assets.
+//!   CSRF tokens, the [`Posted`] extractor every state-changing form goes through, error pages
+//!   (including the HTML 404 the router's fallback shows for unknown non-API paths), security
+//!   headers and the embedded static assets.
 //! - [`auth`]: `/login`, `/logout`. [`reviews`]: access requests (list, detail, decisions, live
 //!   updates over server-sent events). [`rules`], [`connections`]: admin forms. [`terminal`]: the
 //!   web terminal. [`sessions`]: the audit trail and CSV exports. [`analytics`]: charts.
+//!   [`deliveries`]: the notification delivery log and webhook endpoints (admins).
 //! - [`view`]: small formatting helpers shared by the pages (times, ages, truncation, tables).
 //! - [`form`]: `application/x-www-form-urlencoded` bodies with repeated keys.
 //!
@@ -27,6 +29,7 @@
 mod analytics;
 mod auth;
 mod connections;
+mod deliveries;
 mod form;
 mod reviews;
 mod rules;
@@ -79,6 +82,7 @@ pub fn router() -> Router<AppState> {
         .merge(terminal::routes())
         .merge(sessions::routes())
         .merge(analytics::routes())
+        .merge(deliveries::routes())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -104,6 +108,11 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// Strict headers on every page: no inline script or style may run (defence in depth behind
 /// escaping), no framing, no caching of pages that show commands and outputs.
 async fn security_headers(mut resp: Response) -> Response {
+    with_security_headers(&mut resp);
+    resp
+}
+
+fn with_security_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
         if !h.contains_key(k) {
@@ -120,7 +129,6 @@ async fn security_headers(mut resp: Response) -> Response {
     set(h, "x-frame-options", "DENY");
     set(h, "referrer-policy", "same-origin");
     set(h, "cache-control", "no-store");
-    resp
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,6 +435,17 @@ pub fn fail<'a>(viewer: &'a Viewer, active: &'static str) -> impl Fn(AppError) -
 /// A 403 page for `viewer` (admin pages seen by non-admins).
 pub fn forbidden(viewer: &Viewer, active: &'static str, what: &str) -> Response {
     WebError::App(AppError::Forbidden(what.into())).page(viewer.nav(active))
+}
+
+/// The HTML 404 page for a path no route matches (the router's fallback sends non-API paths
+/// here), with the page security headers. Without the user's navigation: the fallback does not
+/// authenticate.
+pub fn not_found_page(path: &str) -> Response {
+    let shown = view::truncate(path, 200);
+    let mut resp =
+        WebError::App(AppError::NotFound(format!("There is no page at {shown}."))).page(None);
+    with_security_headers(&mut resp);
+    resp
 }
 
 /// 303 See Other (after a POST, or to the login page). Never panics: a target that is not a
