@@ -467,10 +467,21 @@ pub fn spawn(
         anyhow::bail!("WARDEN_REQUIRE_TLS needs WARDEN_TLS_CERT and WARDEN_TLS_KEY");
     }
     let listen: SocketAddr = listener.local_addr()?;
+    // Sessions run on dedicated single-threaded relay runtimes (one per core unless
+    // WARDEN_PG_RELAY_THREADS says otherwise): measured fastest in bench/.
+    let relay_threads = std::env::var("WARDEN_PG_RELAY_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2)
+        });
     let config = ProxyConfig {
         listen,
         tls,
         require_tls: app.config.require_tls,
+        relay_threads,
         ..ProxyConfig::default()
     };
     let backend = Arc::new(Backend {
