@@ -322,39 +322,17 @@ impl Backend {
     /// A held statement that ran: its review becomes EXECUTED with the server's outcome.
     async fn finish_held(&self, log: &StatementLog) {
         let Some(id) = log.review_id else { return };
-        let app = &self.app;
-        for _ in 0..5 {
-            let Ok(Some(r)) = app.store.get_review(id).await else {
-                return;
-            };
-            if r.kind != RuleType::Command || r.status != ReviewStatus::Approved {
-                return;
-            }
-            let Ok(next) = r.mark_executed() else { return };
-            let tag = log.tag.clone().unwrap_or_default();
-            let failed = tag.starts_with("ERROR");
-            let ev = AuditEvent::ReviewExecuted {
-                review_id: id,
-                session_id: log.session_id,
-                exit_code: i32::from(failed),
-                output_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(tag.as_bytes())),
-                duration_ms: 0,
-            };
-            match app
-                .store
-                .update_review(&next, AuditCtx::new("system", app.now(), vec![ev]))
-                .await
-            {
-                Ok(_) => {
-                    app.publish_change(id, ReviewStatus::Executed);
-                    return;
-                }
-                Err(warden_store::StoreError::Conflict) => continue,
-                Err(e) => {
-                    tracing::error!(error = %e, review = %id, "could not record a held statement's execution");
-                    return;
-                }
-            }
+        let tag = log.tag.clone().unwrap_or_default();
+        let ev = AuditEvent::ReviewExecuted {
+            review_id: id,
+            session_id: log.session_id,
+            exit_code: i32::from(tag.starts_with("ERROR")),
+            output_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(tag.as_bytes())),
+            duration_ms: 0,
+        };
+        // A rejected or expired statement is not APPROVED: nothing to record.
+        if let Err(e) = self.app.mark_review_executed(id, ev).await {
+            tracing::error!(error = %e, review = %id, "could not record a held statement's execution");
         }
     }
 }

@@ -190,30 +190,36 @@ impl App {
     }
 
     async fn finish_review(&self, review: &Review, session: &Session) -> AppResult<()> {
+        let ev = AuditEvent::ReviewExecuted {
+            review_id: review.id,
+            session_id: session.id,
+            exit_code: session.exit_code.unwrap_or(-1),
+            output_sha256: session.output_sha256.clone().unwrap_or_default(),
+            duration_ms: session.duration_ms.unwrap_or(0),
+        };
+        self.mark_review_executed(review.id, ev).await.map(|_| ())
+    }
+
+    /// APPROVED → EXECUTED for a command review, with its `ReviewExecuted` event, retried on
+    /// concurrent updates. Returns false when the review was not (or no longer) APPROVED.
+    pub async fn mark_review_executed(&self, id: Uuid, ev: AuditEvent) -> AppResult<bool> {
         for _ in 0..8 {
             let current = self
                 .store
-                .get_review(review.id)
+                .get_review(id)
                 .await?
-                .ok_or_else(|| AppError::NotFound("review".into()))?;
+                .ok_or_else(|| AppError::NotFound(format!("no review {id}")))?;
             let Ok(next) = current.mark_executed() else {
-                return Ok(());
-            };
-            let ev = AuditEvent::ReviewExecuted {
-                review_id: review.id,
-                session_id: session.id,
-                exit_code: session.exit_code.unwrap_or(-1),
-                output_sha256: session.output_sha256.clone().unwrap_or_default(),
-                duration_ms: session.duration_ms.unwrap_or(0),
+                return Ok(false);
             };
             match self
                 .store
-                .update_review(&next, AuditCtx::new("system", self.now(), vec![ev]))
+                .update_review(&next, AuditCtx::new("system", self.now(), vec![ev.clone()]))
                 .await
             {
                 Ok(_) => {
-                    self.publish(review.id, ReviewStatus::Executed);
-                    return Ok(());
+                    self.publish(id, ReviewStatus::Executed);
+                    return Ok(true);
                 }
                 Err(warden_store::StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),

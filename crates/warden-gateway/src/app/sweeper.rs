@@ -61,23 +61,14 @@ impl App {
             let s = self
                 .failed_session(&r, "execution was interrupted (gateway stopped); outcome unknown — check the target before resubmitting")
                 .await?;
-            if let Ok(next) = r.clone().mark_executed() {
-                let ev = AuditEvent::ReviewExecuted {
-                    review_id: r.id,
-                    session_id: s.id,
-                    exit_code: 2,
-                    output_sha256: s.output_sha256.clone().unwrap_or_default(),
-                    duration_ms: 0,
-                };
-                if self
-                    .store
-                    .update_review(&next, AuditCtx::new("system", now, vec![ev]))
-                    .await
-                    .is_ok()
-                {
-                    self.publish(r.id, ReviewStatus::Executed);
-                }
-            }
+            let ev = AuditEvent::ReviewExecuted {
+                review_id: r.id,
+                session_id: s.id,
+                exit_code: 2,
+                output_sha256: s.output_sha256.clone().unwrap_or_default(),
+                duration_ms: 0,
+            };
+            self.mark_review_executed(r.id, ev).await?;
         }
         Ok(())
     }
