@@ -58,8 +58,12 @@ pub async fn run() -> Result<ExitCode> {
             "  2. warden admin create connection demo --type command --reviewers approvers -- sh"
         );
         println!(
-            "  3. warden exec demo -i 'echo hello'   then approve it in the browser at {url}/reviews"
+            "  3. as an engineer (warden admin create user dev@example.com --groups dev, then warden admin create token --user dev@example.com):"
         );
+        println!(
+            "     WARDEN_TOKEN=<token> warden exec demo -i 'echo hello'   — held until a member of approvers approves it at {url}/reviews"
+        );
+        println!("     (an admin's own commands are auto-approved: WARDEN_ADMIN_AUTO_APPROVE)");
     }
     tracing::info!(http = %running.http_addr, pg = ?running.pg_addr, "gateway started");
     server::shutdown_signal().await;
