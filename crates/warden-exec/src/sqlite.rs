@@ -259,7 +259,7 @@ fn text(v: ValueRef<'_>) -> Option<String> {
     }
 }
 
-/// The statement's leading keywords, skipping comments: `INSERT`, `CREATE TABLE`, …
+/// The statement's leading keywords, ignoring comments: `INSERT`, `CREATE TABLE`, …
 fn keywords(sql: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut s = sql;
