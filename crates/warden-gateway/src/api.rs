@@ -69,6 +69,14 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// A page of a list as a JSON array, with the total number of matches in `X-Total-Count`.
+pub fn paged<T: Serialize>(items: Vec<T>, total: i64) -> Response {
+    let mut resp = axum::Json(items).into_response();
+    resp.headers_mut()
+        .insert("x-total-count", axum::http::HeaderValue::from(total));
+    resp
+}
+
 /// JSON body extractor whose rejections are API errors (400 with what to fix).
 pub struct Json<T>(pub T);
 
@@ -478,11 +486,7 @@ async fn list_reviews(
 ) -> ApiResult<Response> {
     let filter = q.filter()?;
     let (items, total) = app.list_reviews(&u, filter.clone()).await?;
-    let mut resp = axum::Json(items).into_response();
-    if let Ok(v) = total.to_string().parse() {
-        resp.headers_mut().insert("x-total-count", v);
-    }
-    Ok(resp)
+    Ok(paged(items, total))
 }
 
 async fn get_review(
@@ -628,11 +632,7 @@ async fn list_sessions(
         per_page: q.per_page.unwrap_or(50).clamp(1, 500),
     };
     let (items, total) = app.list_sessions(&u, filter).await?;
-    let mut resp = axum::Json(items).into_response();
-    if let Ok(v) = total.to_string().parse() {
-        resp.headers_mut().insert("x-total-count", v);
-    }
-    Ok(resp)
+    Ok(paged(items, total))
 }
 
 async fn get_session(

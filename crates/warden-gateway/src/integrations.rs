@@ -168,9 +168,5 @@ async fn list_deliveries(
         per_page: q.per_page.unwrap_or(100).clamp(1, 1000),
     };
     let (items, total) = app.list_deliveries(&u, filter).await?;
-    let mut resp = axum::Json(items).into_response();
-    if let Ok(v) = total.to_string().parse() {
-        resp.headers_mut().insert("x-total-count", v);
-    }
-    Ok(resp)
+    Ok(crate::api::paged(items, total))
 }

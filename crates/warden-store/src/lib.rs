@@ -186,6 +186,35 @@ const DEFAULT_PER_PAGE: u32 = 50;
 const MAX_PER_PAGE: u32 = 1000;
 
 /// `(LIMIT, OFFSET)` for a 1-based page (0 counts as 1).
+/// One page of `SELECT {cols} FROM {table}{where} ORDER BY {order}` plus the total count of
+/// matching rows: the shared shape of every paginated listing. `filter` adds the WHERE clause
+/// and binds its values to the query it is given (it is called once per query).
+async fn fetch_page<T: backend::Decode>(
+    h: &mut backend::Handle,
+    table: &str,
+    cols: &str,
+    order: &str,
+    filter: impl Fn(&mut Q) -> String,
+    page: u32,
+    per_page: u32,
+) -> Result<(Vec<T>, i64)> {
+    let mut count = Q::dynamic(String::new());
+    let w = filter(&mut count);
+    let count = count.with_sql(format!("SELECT COUNT(*) FROM {table}{w}"));
+    let (total,): (i64,) = h.fetch_one(count).await?;
+    let mut q = Q::dynamic(String::new());
+    let w = filter(&mut q);
+    let (limit, offset) = limit_offset(page, per_page);
+    let lim = q.next_param();
+    q.push(limit);
+    let off = q.next_param();
+    q.push(offset);
+    let q = q.with_sql(format!(
+        "SELECT {cols} FROM {table}{w} ORDER BY {order} LIMIT {lim} OFFSET {off}"
+    ));
+    Ok((h.fetch_all(q).await?, total))
+}
+
 fn limit_offset(page: u32, per_page: u32) -> (i64, i64) {
     let per_page = match per_page {
         0 => DEFAULT_PER_PAGE,
@@ -1078,27 +1107,16 @@ impl Store {
     /// 1000 per page.
     pub async fn list_reviews(&self, filter: &ReviewFilter) -> Result<(Vec<Review>, i64)> {
         let mut h = self.db.read("listing reviews").await?;
-        let mut count = Q::dynamic(String::new());
-        let w = review_where(filter, &mut count);
-        let count = count.with_sql(format!("SELECT COUNT(*) FROM reviews{w}"));
-        let (total,): (i64,) = h.fetch_one(count).await?;
-
-        let mut page = Q::dynamic(String::new());
-        let w = review_where(filter, &mut page);
-        let (limit, offset) = limit_offset(filter.page, filter.per_page);
-        let lim = page.next_param();
-        page.push(limit);
-        let off = page.next_param();
-        page.push(offset);
-        let page = page.with_sql(format!(
-            concat!(
-                "SELECT ",
-                review_cols!(),
-                " FROM reviews{} ORDER BY created_at_ms DESC, id DESC LIMIT {} OFFSET {}"
-            ),
-            w, lim, off
-        ));
-        let rows: Vec<ReviewRow> = h.fetch_all(page).await?;
+        let (rows, total): (Vec<ReviewRow>, i64) = fetch_page(
+            &mut h,
+            "reviews",
+            review_cols!(),
+            "created_at_ms DESC, id DESC",
+            |q| review_where(filter, q),
+            filter.page,
+            filter.per_page,
+        )
+        .await?;
         Ok((
             rows.into_iter()
                 .map(ReviewRow::into_review)
@@ -1327,27 +1345,16 @@ impl Store {
     /// `since` is inclusive (on `started_at`); paging as for reviews.
     pub async fn list_sessions(&self, filter: &SessionFilter) -> Result<(Vec<Session>, i64)> {
         let mut h = self.db.read("listing sessions").await?;
-        let mut count = Q::dynamic(String::new());
-        let w = session_where(filter, &mut count);
-        let count = count.with_sql(format!("SELECT COUNT(*) FROM sessions{w}"));
-        let (total,): (i64,) = h.fetch_one(count).await?;
-
-        let mut page = Q::dynamic(String::new());
-        let w = session_where(filter, &mut page);
-        let (limit, offset) = limit_offset(filter.page, filter.per_page);
-        let lim = page.next_param();
-        page.push(limit);
-        let off = page.next_param();
-        page.push(offset);
-        let page = page.with_sql(format!(
-            concat!(
-                "SELECT ",
-                session_cols!(),
-                " FROM sessions{} ORDER BY started_at_ms DESC, id DESC LIMIT {} OFFSET {}"
-            ),
-            w, lim, off
-        ));
-        let rows: Vec<SessionRow> = h.fetch_all(page).await?;
+        let (rows, total): (Vec<SessionRow>, i64) = fetch_page(
+            &mut h,
+            "sessions",
+            session_cols!(),
+            "started_at_ms DESC, id DESC",
+            |q| session_where(filter, q),
+            filter.page,
+            filter.per_page,
+        )
+        .await?;
         Ok((
             rows.into_iter()
                 .map(SessionRow::into_session)

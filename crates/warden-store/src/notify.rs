@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::backend::{Q, q};
 use crate::rows::{corrupt, to_json};
-use crate::{AuditCtx, Result, Store, StoreError, dup, limit_offset};
+use crate::{AuditCtx, Result, Store, StoreError, dup};
 
 /// An outgoing webhook endpoint (its secret is kept apart, sealed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -486,27 +486,16 @@ impl Store {
             crate::where_sql(&w)
         }
         let mut h = self.db.read("listing deliveries").await?;
-        let mut count = Q::dynamic(String::new());
-        let w = where_(filter, &mut count);
-        let count = count.with_sql(format!("SELECT COUNT(*) FROM deliveries{w}"));
-        let (total,): (i64,) = h.fetch_one(count).await?;
-
-        let mut page = Q::dynamic(String::new());
-        let w = where_(filter, &mut page);
-        let (limit, offset) = limit_offset(filter.page, filter.per_page);
-        let lim = page.next_param();
-        page.push(limit);
-        let off = page.next_param();
-        page.push(offset);
-        let page = page.with_sql(format!(
-            concat!(
-                "SELECT ",
-                delivery_cols!(),
-                " FROM deliveries{} ORDER BY event_seq DESC, id DESC LIMIT {} OFFSET {}"
-            ),
-            w, lim, off
-        ));
-        let rows: Vec<DeliveryRow> = h.fetch_all(page).await?;
+        let (rows, total): (Vec<DeliveryRow>, i64) = crate::fetch_page(
+            &mut h,
+            "deliveries",
+            delivery_cols!(),
+            "event_seq DESC, id DESC",
+            |q| where_(filter, q),
+            filter.page,
+            filter.per_page,
+        )
+        .await?;
         Ok((
             rows.into_iter()
                 .map(DeliveryRow::into_delivery)
