@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warden_pgwire::frame::{self, Item, Scanner};
+use warden_pgwire::frame::{self, Item, Look, Scanner};
 use warden_pgwire::message;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
 
     // Typed messages fed in two pieces, as they might arrive from a socket.
     let split = if data.is_empty() { 0 } else { split_seed as usize % (data.len() + 1) };
-    let inspect = |t: u8| matches!(t, b'Q' | b'P' | b'Z' | b'C' | b'E');
+    let inspect = |t: u8| match t {
+        b'Q' | b'P' | b'Z' | b'C' | b'E' => Look::Whole,
+        b'B' => Look::Head(16),
+        _ => Look::Pass,
+    };
     let mut scanner = Scanner::new(1 << 16);
     let mut buf: Vec<u8> = data[..split].to_vec();
     let mut rest = &data[split..];
@@ -32,11 +36,22 @@ fuzz_target!(|data: &[u8]| {
                 assert!(n > 0 && n <= buf.len());
                 buf.drain(..n);
             }
+            Ok(Item::Head { head, pass, .. }) => {
+                assert!(pass > 0 && pass <= buf.len() && head.len() <= 16);
+                drop(message::bind_names(head));
+                buf.drain(..pass);
+            }
             Ok(Item::Frame { tag, body, len }) => {
                 assert!(len <= buf.len() && body.len() + 5 == len);
                 match tag {
                     b'Q' => drop(message::query_text(body)),
                     b'P' => drop(message::parse_text(body)),
+                    b'E' => {
+                        drop(message::error_fields(body));
+                        drop(message::bind_params(body));
+                        drop(message::target(body));
+                        drop(message::execute_portal(body));
+                    }
                     b'C' => drop(message::command_tag(body)),
                     _ => drop(message::error_fields(body)),
                 }

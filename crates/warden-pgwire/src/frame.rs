@@ -202,6 +202,18 @@ pub fn lossy(b: &[u8]) -> String {
     }
 }
 
+/// What the relay needs of one message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Nothing: the bytes pass through.
+    Pass,
+    /// The whole message (buffered until complete; capped by the scanner's `max`).
+    Whole,
+    /// The first `n` bytes of the body (or all of a shorter one); the rest passes through
+    /// without being buffered.
+    Head(usize),
+}
+
 /// One step of [`Scanner::next`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Item<'a> {
@@ -210,6 +222,13 @@ pub enum Item<'a> {
     Pass(usize),
     /// A whole inspected frame at the start of the input.
     Frame { tag: u8, body: &'a [u8], len: usize },
+    /// The start of a [`Look::Head`] frame: `head` is its first body bytes; `pass` bytes at the
+    /// start of the input (the frame, or the part of it that has arrived) pass through.
+    Head {
+        tag: u8,
+        head: &'a [u8],
+        pass: usize,
+    },
     /// Nothing more can be decided until more bytes arrive; `total` is the length of the
     /// inspected frame being waited for (0 when only a partial header is there).
     NeedMore { total: usize },
@@ -235,12 +254,12 @@ impl Scanner {
         self.skip == 0
     }
 
-    /// The next step over `buf` (the bytes not consumed yet). `inspect(tag)` says which
-    /// message types the caller needs whole.
+    /// The next step over `buf` (the bytes not consumed yet). `look(tag)` says what the
+    /// caller needs of each message type.
     pub fn next<'a>(
         &mut self,
         buf: &'a [u8],
-        inspect: impl Fn(u8) -> bool,
+        look: impl Fn(u8) -> Look,
     ) -> Result<Item<'a>, FrameError> {
         if self.skip > 0 {
             if buf.is_empty() {
@@ -253,21 +272,31 @@ impl Scanner {
         let Some((tag, total)) = header(buf, self.max)? else {
             return Ok(Item::NeedMore { total: 0 });
         };
-        if inspect(tag) {
-            if buf.len() >= total {
-                Ok(Item::Frame {
+        match look(tag) {
+            Look::Whole if buf.len() >= total => Ok(Item::Frame {
+                tag,
+                body: &buf[5..total],
+                len: total,
+            }),
+            Look::Whole => Ok(Item::NeedMore { total }),
+            Look::Head(n) => {
+                let head_end = total.min(5 + n);
+                if buf.len() < head_end {
+                    return Ok(Item::NeedMore { total: head_end });
+                }
+                let pass = total.min(buf.len());
+                self.skip = total - pass;
+                Ok(Item::Head {
                     tag,
-                    body: &buf[5..total],
-                    len: total,
+                    head: &buf[5..head_end],
+                    pass,
                 })
-            } else {
-                Ok(Item::NeedMore { total })
             }
-        } else if buf.len() >= total {
-            Ok(Item::Pass(total))
-        } else {
-            self.skip = total - buf.len();
-            Ok(Item::Pass(buf.len()))
+            Look::Pass if buf.len() >= total => Ok(Item::Pass(total)),
+            Look::Pass => {
+                self.skip = total - buf.len();
+                Ok(Item::Pass(buf.len()))
+            }
         }
     }
 }
@@ -302,30 +331,53 @@ mod tests {
     }
 
     #[test]
+    fn scanner_peeks_at_heads_and_streams_the_rest() {
+        let mut buf = msg(b'B', &[b'p', 0, b's', 0, 9, 9, 9, 9, 9, 9]);
+        buf.extend(msg(b'E', b"p\0\0\0\0\0"));
+        let look = |t| match t {
+            b'B' => Look::Head(4),
+            b'E' => Look::Whole,
+            _ => Look::Pass,
+        };
+        let mut s = Scanner::new(1000);
+        assert_eq!(s.next(&buf[..8], look), Ok(Item::NeedMore { total: 9 }));
+        assert_eq!(
+            s.next(&buf[..12], look),
+            Ok(Item::Head {
+                tag: b'B',
+                head: &buf[5..9],
+                pass: 12
+            })
+        );
+        assert!(!s.at_boundary());
+        assert_eq!(s.next(&buf[12..], look), Ok(Item::Pass(3)));
+        assert!(s.at_boundary());
+        let Ok(Item::Frame { tag: b'E', len, .. }) = s.next(&buf[15..], look) else {
+            panic!()
+        };
+        assert_eq!(15 + len, buf.len());
+    }
+
+    #[test]
     fn scanner_passes_large_frames_and_holds_inspected_ones() {
         let mut buf = msg(b'D', &[7u8; 100]);
         buf.extend(msg(b'Z', b"I"));
         let mut s = Scanner::new(1000);
+        let z = |t| if t == b'Z' { Look::Whole } else { Look::Pass };
         // Only the first 50 bytes have arrived.
-        assert_eq!(s.next(&buf[..50], |t| t == b'Z'), Ok(Item::Pass(50)));
+        assert_eq!(s.next(&buf[..50], z), Ok(Item::Pass(50)));
         assert!(!s.at_boundary());
-        assert_eq!(s.next(&buf[50..60], |t| t == b'Z'), Ok(Item::Pass(10)));
+        assert_eq!(s.next(&buf[50..60], z), Ok(Item::Pass(10)));
         let rest = &buf[60..];
-        let Ok(Item::Pass(n)) = s.next(rest, |t| t == b'Z') else {
+        let Ok(Item::Pass(n)) = s.next(rest, z) else {
             panic!()
         };
         assert_eq!(60 + n, 105);
         assert!(s.at_boundary());
+        assert_eq!(s.next(&rest[n..n + 3], z), Ok(Item::NeedMore { total: 0 }));
+        assert_eq!(s.next(&rest[n..n + 5], z), Ok(Item::NeedMore { total: 6 }));
         assert_eq!(
-            s.next(&rest[n..n + 3], |t| t == b'Z'),
-            Ok(Item::NeedMore { total: 0 })
-        );
-        assert_eq!(
-            s.next(&rest[n..n + 5], |t| t == b'Z'),
-            Ok(Item::NeedMore { total: 6 })
-        );
-        assert_eq!(
-            s.next(&rest[n..], |t| t == b'Z'),
+            s.next(&rest[n..], z),
             Ok(Item::Frame {
                 tag: b'Z',
                 body: b"I",

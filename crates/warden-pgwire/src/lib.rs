@@ -40,15 +40,21 @@
 //!   the proxy's own; a `CancelRequest` with that key is sent on to the upstream with its key.
 //! - Relay: `type + i32 length` frames, each length checked against
 //!   [`ProxyConfig::max_message`]; broken input ends that session with FATAL (08P01 / 54000).
-//!   Bytes pass through in 64 KiB reads and one write per read; only `Q`, `P`, `S`, `F`, `c`,
-//!   `f`, `X` (client) and `C`, `E`, `G`, `Z` (server) are looked at.
+//!   Bytes pass through in 64 KiB reads and one write per read; only `Q`, `P`, `E`, `C`, `S`,
+//!   `F`, `c`, `f`, `X` and the head of `B` (client) and `C`, `E`, `I`, `s`, `G`, `Z` (server)
+//!   are looked at.
 //! - Review: a held statement sends a NoticeResponse "Warden: statement held for approval at
 //!   URL", then runs (approved) or gets ErrorResponse 42501 "Warden: statement rejected by X:
 //!   reason" / "Warden: review expired — resubmit the statement" + ReadyForQuery. An extended
-//!   batch is decided at its `Sync` (or `Flush`); a refused batch is dropped up to its `Sync`.
+//!   batch is decided at its `Sync` (or `Flush`), one decision per `Execute` in it, on the text
+//!   the portal runs plus its parameters (so approving one run of a prepared statement never
+//!   approves the next); preparing alone runs nothing and is not asked about. Named statements
+//!   are renamed to fresh server-side names so the proxy's idea of what a name runs cannot
+//!   drift from the server's. A refused batch is dropped up to its `Sync`.
 //!   `FunctionCall` is refused under review (it could run anything unreviewed).
-//! - Audit: one [`StatementLog`] per `Query` and per `Parse`, sent when the server answers (with
-//!   its command tags) or when the session ends.
+//! - Audit: one [`StatementLog`] per `Query` and per `Execute` (every run of a prepared
+//!   statement, with its text), sent when the server answers (with its command tags) or when
+//!   the session ends.
 //! - End: FATAL 57P01 when the window ends, the grant is revoked, or the server shuts down;
 //!   a running statement is cancelled upstream; [`ProxyBackend::session_ended`] is called.
 //!
@@ -58,7 +64,7 @@
 //! records batched off the hot path. Most of the remaining cost is the kernel's (an extra
 //! loopback hop and wake-up per message). Running sessions on dedicated single-threaded
 //! runtimes ([`ProxyConfig::relay_threads`] ≥ 1) avoids a work-stealing runtime's cross-thread
-//! wake-ups; the gateway should set it (1 on small machines, about one per spare core above).
+//! wake-ups; the gateway sets it to the number of cores.
 //!
 //! # Integrating (for the gateway)
 //! Implement [`ProxyBackend`]; bind `WARDEN_PG_LISTEN`; call [`serve`] with a [`ProxyConfig`]
@@ -82,6 +88,7 @@ mod config;
 pub mod frame;
 mod limiter;
 pub mod message;
+mod prepared;
 mod relay;
 mod server;
 mod session;

@@ -136,6 +136,131 @@ pub fn parse_text(body: &[u8]) -> Result<String, FrameError> {
     Ok(lossy(text))
 }
 
+/// A `Parse` body: statement name and query text.
+pub fn parse_parts(body: &[u8]) -> Result<(&[u8], String), FrameError> {
+    let (name, rest) = cstr(body).ok_or(FrameError::Malformed("Parse"))?;
+    let (text, _) = cstr(rest).ok_or(FrameError::Malformed("Parse"))?;
+    Ok((name, lossy(text)))
+}
+
+/// The portal and statement names at the start of a `Bind` body; a prefix of the body is
+/// enough. `None` when the names are not all there (or not terminated).
+pub fn bind_names(head: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (portal, rest) = cstr(head)?;
+    let (statement, _) = cstr(rest)?;
+    Some((portal, statement))
+}
+
+/// Bytes of one parameter shown to a reviewer before the value is cut.
+const PARAM_SHOWN: usize = 1024;
+
+/// The parameters of a whole `Bind` body, rendered for a reviewer and the audit trail:
+/// `$1 = '42', $2 = NULL, $3 = '\x0102'` (text values as SQL literals, binary ones as hex;
+/// a value above 1 KiB is cut with its full length noted). Empty when there are none.
+pub fn bind_params(body: &[u8]) -> Result<String, FrameError> {
+    const BAD: FrameError = FrameError::Malformed("Bind");
+    let (_, rest) = cstr(body).ok_or(BAD)?;
+    let (_, mut rest) = cstr(rest).ok_or(BAD)?;
+    let mut take = |n: usize| -> Result<&[u8], FrameError> {
+        if rest.len() < n {
+            return Err(BAD);
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let i16_at = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
+    let nformats = usize::try_from(i16_at(take(2)?)).map_err(|_| BAD)?;
+    let mut formats = Vec::with_capacity(nformats);
+    for _ in 0..nformats {
+        formats.push(i16_at(take(2)?));
+    }
+    let nparams = usize::try_from(i16_at(take(2)?)).map_err(|_| BAD)?;
+    let mut out = String::new();
+    for i in 0..nparams {
+        let b = take(4)?;
+        let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&format!("${} = ", i + 1));
+        if len < 0 {
+            out.push_str("NULL");
+            continue;
+        }
+        let value = take(len as usize)?;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i).copied().unwrap_or(0) == 1,
+        };
+        let shown = &value[..value.len().min(PARAM_SHOWN)];
+        if binary {
+            out.push_str("'\\x");
+            out.push_str(&hex_lower(shown));
+            out.push('\'');
+            // Drivers send strings in binary format too: show them readably as well.
+            if let Ok(text) = std::str::from_utf8(shown)
+                && !text.is_empty()
+                && !text.chars().any(char::is_control)
+            {
+                out.push_str(&format!(
+                    " (binary; as text '{}')",
+                    text.replace('\'', "''")
+                ));
+            }
+        } else {
+            out.push('\'');
+            out.push_str(&lossy(shown).replace('\'', "''"));
+            out.push('\'');
+        }
+        if shown.len() < value.len() {
+            out.push_str(&format!(" (cut: {} bytes in all)", value.len()));
+        }
+    }
+    Ok(out)
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &c in b {
+        s.push(DIGITS[usize::from(c >> 4)] as char);
+        s.push(DIGITS[usize::from(c & 15)] as char);
+    }
+    s
+}
+
+/// The portal name of an `Execute` body.
+pub fn execute_portal(body: &[u8]) -> Result<&[u8], FrameError> {
+    Ok(cstr(body).ok_or(FrameError::Malformed("Execute"))?.0)
+}
+
+/// A `Close` or `Describe` body: `b'S'` (statement) or `b'P'` (portal), and the name.
+pub fn target(body: &[u8]) -> Result<(u8, &[u8]), FrameError> {
+    let (&kind, rest) = body
+        .split_first()
+        .ok_or(FrameError::Malformed("Close/Describe"))?;
+    let (name, _) = cstr(rest).ok_or(FrameError::Malformed("Close/Describe"))?;
+    Ok((kind, name))
+}
+
+/// Builds a frontend message whose body starts with `kind` (0 = none), then the NUL-terminated
+/// `name`, then `rest` as is: how the proxy renames statements in `Parse`, `Bind`, `Describe`
+/// and `Close`.
+pub fn rebuild(tag: u8, kind: u8, name: &[u8], rest: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(7 + name.len() + rest.len());
+    let at = begin(&mut b, tag);
+    if kind != 0 {
+        b.extend_from_slice(&[kind]);
+    }
+    b.extend_from_slice(name);
+    b.extend_from_slice(&[0]);
+    b.extend_from_slice(rest);
+    finish(&mut b, at);
+    b
+}
+
 /// The tag of a `CommandComplete` body.
 pub fn command_tag(body: &[u8]) -> String {
     match cstr(body) {
@@ -192,5 +317,53 @@ mod tests {
         assert!(query_text(b"select 1").is_err());
         assert_eq!(parse_text(b"s1\0select $1\0\0\0").unwrap(), "select $1");
         assert_eq!(command_tag(b"UPDATE 3\0"), "UPDATE 3");
+        assert_eq!(parse_parts(b"s1\0select $1\0\0\0").unwrap().0, b"s1");
+        assert_eq!(bind_names(b"p\0s1\0\0\0"), Some((&b"p"[..], &b"s1"[..])));
+        assert_eq!(bind_names(b"p\0s1"), None);
+        assert_eq!(execute_portal(b"p\0\0\0\0\0").unwrap(), b"p");
+        assert_eq!(target(b"Ss1\0").unwrap(), (b'S', &b"s1"[..]));
+        assert!(target(b"").is_err());
+    }
+
+    #[test]
+    fn bind_parameters_render_for_reviewers() {
+        // portal "", statement "s", formats [0, 0, 1], 3 params: 'it''s', NULL, binary 0x01ff
+        let mut b = b"\0s\0".to_vec();
+        b.extend_from_slice(&3i16.to_be_bytes());
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&3i16.to_be_bytes());
+        b.extend_from_slice(&4i32.to_be_bytes());
+        b.extend_from_slice(b"it's");
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&2i32.to_be_bytes());
+        b.extend_from_slice(&[0x01, 0xff]);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        assert_eq!(
+            bind_params(&b).unwrap(),
+            "$1 = 'it''s', $2 = NULL, $3 = '\\x01ff'"
+        );
+        let mut b = b[..b.len() - 2 - 2 - 4].to_vec();
+        b.extend_from_slice(&2i32.to_be_bytes());
+        b.extend_from_slice(b"ok");
+        b.extend_from_slice(&0i16.to_be_bytes());
+        assert_eq!(
+            bind_params(&b).unwrap(),
+            "$1 = 'it''s', $2 = NULL, $3 = '\\x6f6b' (binary; as text 'ok')"
+        );
+        // Truncated or lying lengths are malformed, never a panic.
+        for cut in 0..b.len() - 2 {
+            let _ = bind_params(&b[..cut]);
+        }
+        let mut lying = b.clone();
+        lying[9..13].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(bind_params(&lying).is_err());
+        let framed = rebuild(b'B', 0, b"", &[&b"_warden_1\0"[..], &b[3..]].concat());
+        assert_eq!(framed[0], b'B');
+        assert_eq!(
+            bind_names(&framed[5..]),
+            Some((&b""[..], &b"_warden_1"[..]))
+        );
     }
 }

@@ -1,13 +1,17 @@
 //! The relay: moves a live session's bytes between client and upstream.
 //!
 //! Two halves run as two tasks of the session (so a packet wakes only the half it concerns):
-//! - [`client_to_upstream`] reads the client, looks only at `Query`, `Parse`, `Sync`,
-//!   `FunctionCall`, `CopyDone`/`CopyFail` and `Terminate`, and forwards everything else as it
-//!   arrives (large `Bind`/`CopyData` messages stream through without being buffered whole).
-//!   Under statement review, [`client_to_upstream_reviewed`] holds each query until the backend
-//!   decides.
+//! - [`client_to_upstream`] reads the client, looks only at `Query`, `Parse`, `Execute`,
+//!   `Close`, `Sync`, `FunctionCall`, `CopyDone`/`CopyFail`, `Terminate` and the names at the
+//!   head of `Bind`, and forwards everything else as it arrives (large `Bind`/`CopyData`
+//!   messages stream through without being buffered whole). Each `Query` and each `Execute`
+//!   is one audit record ([`crate::prepared`] says what an `Execute` runs).
+//!   Under statement review, [`client_to_upstream_reviewed`] holds each query, and each
+//!   extended batch that executes something, until the backend decides every statement it
+//!   runs (with its parameters); it renames prepared statements on their way to the server.
 //! - [`upstream_to_client`] reads the upstream, looks only at `CommandComplete`,
-//!   `ErrorResponse`, `CopyInResponse` and `ReadyForQuery`, and is the **only writer to the
+//!   `ErrorResponse`, `EmptyQueryResponse`, `PortalSuspended`, `CopyInResponse` and
+//!   `ReadyForQuery`, and is the **only writer to the
 //!   client**: messages the proxy makes up (review notices, rejections, FATAL on window end)
 //!   are written by it, at frame boundaries, so they never split a frame.
 //!
@@ -39,8 +43,9 @@ use uuid::Uuid;
 
 use crate::audit::AuditSink;
 use crate::backend::{HeldOutcome, ProxyBackend, SessionGrant, StatementDecision, StatementLog};
-use crate::frame::{self, FrameError, Item, Scanner};
+use crate::frame::{self, FrameError, Item, Look, Scanner};
 use crate::message::{self, Severity, sqlstate};
+use crate::prepared::Tracker;
 use crate::stream::{BoxRead, BoxWrite};
 
 /// Bytes requested per read: large enough that big results move in few system calls.
@@ -204,12 +209,23 @@ impl SessionInfo {
     }
 }
 
-fn inspect_client(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'S' | b'F' | b'c' | b'f' | b'X')
+/// Body bytes of a `Bind` the relay looks at: enough for its portal and statement names
+/// (PostgreSQL keeps 63 bytes of a name); its parameters stream through.
+const BIND_HEAD: usize = 256;
+
+fn look_client(tag: u8) -> Look {
+    match tag {
+        b'Q' | b'P' | b'S' | b'F' | b'c' | b'f' | b'X' | b'E' | b'C' => Look::Whole,
+        b'B' => Look::Head(BIND_HEAD),
+        _ => Look::Pass,
+    }
 }
 
-fn inspect_upstream(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'G' | b'Z')
+fn look_upstream(tag: u8) -> Look {
+    match tag {
+        b'C' | b'E' | b'G' | b'Z' | b'I' | b's' => Look::Whole,
+        _ => Look::Pass,
+    }
 }
 
 fn reserve_for_read(buf: &mut BytesMut, need_total: usize) {
@@ -247,7 +263,9 @@ pub(crate) async fn client_to_upstream(
     max_message: usize,
 ) -> Result<ClientEnd, RelayError> {
     let mut scanner = Scanner::new(max_message);
-    let mut pending_parse: Vec<StatementLog> = Vec::new();
+    let mut tracker = Tracker::default();
+    // Records of the `Execute`s since the last `Sync`, attached to it.
+    let mut pending_exec: Vec<StatementLog> = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
     let result = async {
         loop {
@@ -258,8 +276,18 @@ pub(crate) async fn client_to_upstream(
             let mut now = None;
             let mut at = || *now.get_or_insert_with(SystemTime::now);
             loop {
-                match scanner.next(&buf[pos..], inspect_client)? {
+                match scanner.next(&buf[pos..], look_client)? {
                     Item::Pass(n) => pos += n,
+                    Item::Head { head, pass, .. } => {
+                        // A Bind: only its names are read, its parameters stream through.
+                        pos += pass;
+                        match message::bind_names(head) {
+                            Some((portal, statement)) => {
+                                tracker.bind(portal, statement, "");
+                            }
+                            None => tracker.forget_portals(),
+                        }
+                    }
                     Item::Frame { tag, body, len } => {
                         pos += len;
                         match tag {
@@ -271,15 +299,21 @@ pub(crate) async fn client_to_upstream(
                                     error_before: None,
                                 });
                             }
-                            b'P' => pending_parse.push(info.log_at(
-                                message::parse_text(body)?,
-                                None,
-                                None,
-                                at(),
-                            )),
+                            b'P' => {
+                                let (name, text) = message::parse_parts(body)?;
+                                tracker.parse(name, &text);
+                            }
+                            b'E' => {
+                                let runs = tracker.execute(message::execute_portal(body)?);
+                                pending_exec.push(info.log_at(runs.to_string(), None, None, at()));
+                            }
+                            b'C' => {
+                                let (kind, name) = message::target(body)?;
+                                tracker.close(kind, name);
+                            }
                             b'S' => entries.push(Entry::Ready {
                                 sync: true,
-                                logs: std::mem::take(&mut pending_parse),
+                                logs: std::mem::take(&mut pending_exec),
                                 error_before: None,
                             }),
                             b'F' => entries.push(Entry::Ready {
@@ -320,8 +354,8 @@ pub(crate) async fn client_to_upstream(
         }
     }
     .await;
-    if !pending_parse.is_empty() {
-        audit.push(pending_parse).await;
+    if !pending_exec.is_empty() {
+        audit.push(pending_exec).await;
     }
     result
 }
@@ -357,7 +391,9 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
         grant,
         out: BytesMut::new(),
         batch: BytesMut::new(),
-        batch_statements: Vec::new(),
+        batch_runs: Vec::new(),
+        tracker: Tracker::renaming(),
+        scratch: None,
         pending_logs: Vec::new(),
         discard_until_sync: false,
         max_message,
@@ -411,9 +447,15 @@ struct Reviewer<B> {
     grant: Arc<SessionGrant>,
     /// Decided bytes not yet written upstream.
     out: BytesMut,
-    /// An extended batch that holds a `Parse`, waiting for `Sync`/`Flush`.
+    /// An extended-protocol batch, waiting for `Sync`/`Flush` (statement names renamed).
     batch: BytesMut,
-    batch_statements: Vec<String>,
+    /// What each `Execute` of the batch runs, in order: the texts to decide.
+    batch_runs: Vec<Arc<str>>,
+    /// Prepared statements and portals as the server has them.
+    tracker: Tracker,
+    /// The tracker with the open batch applied; it replaces `tracker` only if the batch is
+    /// forwarded (a refused batch never reaches the server).
+    scratch: Option<Tracker>,
     /// Records of allowed `Parse`s, attached to the next `Sync`.
     pending_logs: Vec<StatementLog>,
     /// After a refused batch cut at `Flush`: drop messages until `Sync`.
@@ -467,13 +509,10 @@ impl<B: ProxyBackend> Reviewer<B> {
                     Verdict::ClientGone => return Ok(true),
                 }
             }
-            b'P' => {
-                self.batch_statements.push(message::parse_text(body)?);
-                self.add_to_batch(&frame)?;
-            }
-            b'S' | b'H' if !self.batch_statements.is_empty() => {
+            b'P' | b'B' | b'E' | b'D' | b'C' => self.stage(tag, &frame)?,
+            b'S' | b'H' if !self.batch.is_empty() => {
                 self.flush_out(upstream).await?;
-                let statements = std::mem::take(&mut self.batch_statements);
+                let statements = std::mem::take(&mut self.batch_runs);
                 let mut allowed = Vec::with_capacity(statements.len());
                 let mut refused = None;
                 for text in statements.iter() {
@@ -487,10 +526,18 @@ impl<B: ProxyBackend> Reviewer<B> {
                     }
                 }
                 let batch = std::mem::take(&mut self.batch);
+                let staged = self.scratch.take();
                 match refused {
                     None => {
+                        if let Some(t) = staged {
+                            self.tracker = t;
+                        }
                         for (text, review_id) in statements.into_iter().zip(allowed) {
-                            self.pending_logs.push(self.info.log(text, review_id, None));
+                            self.pending_logs.push(self.info.log(
+                                text.to_string(),
+                                review_id,
+                                None,
+                            ));
                         }
                         self.out.extend_from_slice(&batch);
                         if tag == b'S' {
@@ -501,8 +548,8 @@ impl<B: ProxyBackend> Reviewer<B> {
                     }
                     Some((refusal, message)) => {
                         let logs: Vec<_> = statements
-                            .into_iter()
-                            .map(|t| self.info.log(t, None, Some(refusal.into())))
+                            .iter()
+                            .map(|t| self.info.log(t.to_string(), None, Some(refusal.into())))
                             .collect();
                         self.audit.push(logs).await;
                         let err = message::error_frame(
@@ -520,9 +567,7 @@ impl<B: ProxyBackend> Reviewer<B> {
                     }
                 }
             }
-            b'B' | b'D' | b'E' | b'C' | b'H' | b'd' if !self.batch_statements.is_empty() => {
-                self.add_to_batch(&frame)?
-            }
+            b'H' | b'd' if !self.batch.is_empty() => self.add_to_batch(&frame)?,
             b'S' => self.forward_sync(frame, None),
             b'F' => {
                 // A function call could run anything without a statement to review: refuse.
@@ -552,6 +597,51 @@ impl<B: ProxyBackend> Reviewer<B> {
             _ => self.out.extend_from_slice(&frame),
         }
         Ok(false)
+    }
+
+    /// Adds an extended-protocol message to the open batch: statement names renamed for the
+    /// server, and each `Execute` resolved to the text it runs.
+    fn stage(&mut self, tag: u8, frame: &[u8]) -> Result<(), RelayError> {
+        let body = &frame[5..];
+        let t = self.scratch.get_or_insert_with(|| self.tracker.clone());
+        let mut run = None;
+        let renamed = match tag {
+            b'P' => {
+                let (name, text) = message::parse_parts(body)?;
+                let server = t.parse(name, &text);
+                Some(message::rebuild(b'P', 0, &server, &body[name.len() + 1..]))
+            }
+            b'B' => {
+                let (portal, statement) =
+                    message::bind_names(body).ok_or(FrameError::Malformed("Bind"))?;
+                let params = message::bind_params(body)?;
+                let server = t.bind(portal, statement, &params);
+                let mut rest = server.to_vec();
+                rest.push(0);
+                rest.extend_from_slice(&body[portal.len() + statement.len() + 2..]);
+                Some(message::rebuild(b'B', 0, portal, &rest))
+            }
+            b'E' => {
+                run = Some(t.execute(message::execute_portal(body)?));
+                None
+            }
+            // Describe / Close
+            _ => {
+                let (kind, name) = message::target(body)?;
+                let server = (kind == b'S').then(|| t.server_name(name));
+                if tag == b'C' {
+                    t.close(kind, name);
+                }
+                server.map(|s| message::rebuild(tag, kind, &s, &[]))
+            }
+        };
+        if let Some(run) = run {
+            self.batch_runs.push(run);
+        }
+        match renamed {
+            Some(frame) => self.add_to_batch(&frame),
+            None => self.add_to_batch(frame),
+        }
     }
 
     fn add_to_batch(&mut self, frame: &[u8]) -> Result<(), RelayError> {
@@ -820,11 +910,13 @@ async fn upstream_to_client_inner(
         let mut written = 0;
         let need;
         loop {
-            match scanner.next(&buf[pos..], inspect_upstream)? {
-                Item::Pass(n) => pos += n,
+            match scanner.next(&buf[pos..], look_upstream)? {
+                Item::Pass(n) | Item::Head { pass: n, .. } => pos += n,
                 Item::Frame { tag, body, len } => {
                     match tag {
                         b'C' => m.tags.push(message::command_tag(body)),
+                        b'I' => m.tags.push("EMPTY".into()),
+                        b's' => m.tags.push("SUSPENDED".into()),
                         b'E' => {
                             let f = message::error_fields(body);
                             m.tags

@@ -342,7 +342,8 @@ async fn extended_protocol_review_and_other_sessions_not_blocked() {
         db.message(),
         "Warden: statement rejected by bob@example.com: no"
     );
-    let err = held.prepare("SELECT 1 AS deny_me").await.unwrap_err();
+    // Preparing runs nothing: the statement is decided when it is executed.
+    let err = held.query("SELECT 1 AS deny_me", &[]).await.unwrap_err();
     assert_eq!(
         err.as_db_error().unwrap().message(),
         "Warden: denied by rule"
@@ -358,5 +359,129 @@ async fn extended_protocol_review_and_other_sessions_not_blocked() {
     let l = proxy.backend.wait_log("slow_approve").await;
     assert_eq!(l.review_id, Some(uuid::Uuid::nil()));
     assert_eq!(l.tag.as_deref(), Some("SELECT 1"));
+    proxy.stop().await;
+}
+
+/// Every run of a prepared statement is recorded with its text and outcome, not only its Parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_run_of_a_prepared_statement_is_recorded() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    let c = proxy.connect().await;
+    let st = c.prepare("SELECT $1::int + 0 AS exec_audit").await.unwrap();
+    for i in 0..3 {
+        c.query_one(&st, &[&i]).await.unwrap();
+    }
+    // A portal run in pieces (row limit): one record per Execute, the partial ones SUSPENDED.
+    let mut c = c;
+    let tx = c.transaction().await.unwrap();
+    let portal = tx
+        .bind("SELECT generate_series(1, 5) AS portal_audit", &[])
+        .await
+        .unwrap();
+    assert_eq!(tx.query_portal(&portal, 3).await.unwrap().len(), 3);
+    assert_eq!(tx.query_portal(&portal, 3).await.unwrap().len(), 2);
+    tx.commit().await.unwrap();
+    let mut runs = Vec::new();
+    let mut pieces = Vec::new();
+    for _ in 0..100 {
+        let logs = proxy.backend.logs();
+        runs = logs
+            .iter()
+            .filter(|l| l.statement.contains("exec_audit"))
+            .map(|l| l.tag.clone())
+            .collect();
+        pieces = logs
+            .iter()
+            .filter(|l| l.statement.contains("portal_audit"))
+            .map(|l| l.tag.clone())
+            .collect();
+        if runs.len() >= 3 && pieces.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(runs, vec![Some("SELECT 1".to_string()); 3]);
+    assert_eq!(
+        pieces,
+        vec![Some("SUSPENDED".to_string()), Some("SELECT 2".to_string())]
+    );
+    proxy.stop().await;
+}
+
+/// Under statement review a prepared statement is decided at each run, with its parameters in
+/// front of the reviewer: approving one run never approves the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_of_a_prepared_statement_is_reviewed_with_its_parameters() {
+    let backend = TestBackend::reviewing(vec![(
+        "held_update",
+        Script::Held(
+            Duration::from_millis(100),
+            warden_pgwire::HeldOutcome::Approved {
+                review_id: uuid::Uuid::nil(),
+            },
+        ),
+    )]);
+    let proxy = Proxy::start(backend).await;
+    let c = proxy.connect().await;
+    let t = table("rev");
+    c.batch_execute(&format!(
+        "CREATE TABLE {t} (id int primary key, body text); INSERT INTO {t} VALUES (1, 'x'), (2, 'y')"
+    ))
+    .await
+    .unwrap();
+    let st = c
+        .prepare(&format!(
+            "UPDATE {t} SET body = $1 WHERE id = $2 /* held_update */"
+        ))
+        .await
+        .unwrap();
+    let asked = || {
+        proxy
+            .backend
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.contains("held_update"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        asked().is_empty(),
+        "preparing alone ran nothing: {:?}",
+        asked()
+    );
+    assert_eq!(c.execute(&st, &[&"first", &1i32]).await.unwrap(), 1);
+    assert_eq!(c.execute(&st, &[&"second", &2i32]).await.unwrap(), 1);
+    let asked = asked();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[0].contains("as text 'first'"), "{}", asked[0]);
+    assert!(asked[1].contains("as text 'second'"), "{}", asked[1]);
+    let rows = c
+        .query(&format!("SELECT body FROM {t} ORDER BY id"), &[])
+        .await
+        .unwrap();
+    let bodies: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(bodies, ["first", "second"]);
+    // The statement was renamed on its way to the server, and the rename holds for Close:
+    // dropping it and preparing again works.
+    drop(st);
+    let again = c
+        .prepare(&format!("SELECT body FROM {t} WHERE id = $1"))
+        .await
+        .unwrap();
+    let body: String = c.query_one(&again, &[&1i32]).await.unwrap().get(0);
+    assert_eq!(body, "first");
+    let names: Vec<String> = c
+        .query("SELECT name FROM pg_prepared_statements", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("_warden_")),
+        "server-side names: {names:?}"
+    );
     proxy.stop().await;
 }

@@ -1400,7 +1400,7 @@ impl Store {
             let mut query = Q::one_off(String::new());
             let mut values = Vec::with_capacity(chunk.len());
             for s in chunk {
-                values.push(format!("({})", backend::placeholders(&query, 7)));
+                values.push(format!("({})", tx.placeholders(&query, 7)));
                 query.push(s.session_id);
                 query.push(s.user.as_str());
                 query.push(s.connection.as_str());
@@ -1414,7 +1414,8 @@ impl Store {
                  VALUES {}",
                 values.join(", ")
             );
-            tx.execute(query.with_sql(sql)).await?;
+            tx.execute(query.with_sql(sql).cached(chunk.len() == STATEMENT_CHUNK))
+                .await?;
         }
         for s in batch {
             let event = AuditEvent::Statement {

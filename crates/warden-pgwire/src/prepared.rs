@@ -1,0 +1,197 @@
+//! What each `Execute` of the extended protocol runs: the statement text behind every prepared
+//! statement and portal of one session.
+//!
+//! A driver prepares a statement once (`Parse`) and runs it many times (`Bind` + `Execute`),
+//! so recording or reviewing `Parse` alone would miss every run after the first. The relay
+//! feeds this tracker the client's `Parse`, `Bind`, `Close` and `Execute` messages and gets
+//! back, per `Execute`, the text it runs.
+//!
+//! Under statement review the tracker also **renames** every named statement on its way to the
+//! server (`s1` → `_warden_<nonce>_<n>`, a fresh name per `Parse`). Otherwise a `Parse` the
+//! server refuses (say, "already exists" after an SQL `DEALLOCATE` the proxy cannot follow)
+//! would leave the proxy believing a name means a text it does not mean, and a reviewer would
+//! approve one statement while another runs. With fresh names, what the proxy believes about a
+//! name is either true or the server does not know the name at all.
+//!
+//! Pure state, no I/O. It never decides anything: the relay asks the backend about the texts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Names tracked per session beyond which new ones are recorded as unknown (PostgreSQL holds
+/// the statements too; this only bounds the proxy's own memory against a hostile client).
+const MAX_NAMES: usize = 65_536;
+
+/// A statement name as the server knows it, and the text behind it.
+type Known = (Box<[u8]>, Arc<str>);
+
+/// One session's prepared statements and portals.
+#[derive(Clone, Default)]
+pub(crate) struct Tracker {
+    /// Client statement name → (name on the server, text).
+    statements: HashMap<Box<[u8]>, Known>,
+    /// Portal name → the text it runs (with its parameters under review).
+    portals: HashMap<Box<[u8]>, Arc<str>>,
+    /// The unnamed portal, kept apart: drivers rebind it on every run.
+    unnamed_portal: Option<Arc<str>>,
+    /// Renaming (statement review) on: the nonce and counter of server-side names.
+    rename: Option<(String, u64)>,
+}
+
+fn show(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+impl Tracker {
+    /// A tracker that renames named statements on their way to the server.
+    pub fn renaming() -> Self {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            rename: Some((nonce[..16].to_string(), 0)),
+            ..Self::default()
+        }
+    }
+
+    /// A `Parse`: returns the statement name to send to the server.
+    pub fn parse(&mut self, name: &[u8], text: &str) -> Box<[u8]> {
+        let server: Box<[u8]> = match &mut self.rename {
+            Some((nonce, n)) if !name.is_empty() => {
+                *n += 1;
+                format!("_warden_{nonce}_{n}").into_bytes().into()
+            }
+            _ => name.into(),
+        };
+        if self.statements.len() >= MAX_NAMES && !self.statements.contains_key(name) {
+            return server;
+        }
+        let text: Arc<str> = match self.statements.get(name) {
+            // Without renaming, the server refuses a second Parse of a live name, unless an
+            // SQL DEALLOCATE the proxy cannot see came first: say both, never guess.
+            Some((_, old)) if self.rename.is_none() && !name.is_empty() => format!(
+                "-- prepared statement \"{}\" prepared again without Close; the server runs \
+                 the one it accepted: {old} /* or */ {text}",
+                show(name)
+            )
+            .into(),
+            _ => text.into(),
+        };
+        self.statements.insert(name.into(), (server.clone(), text));
+        server
+    }
+
+    /// A `Bind`: records what the portal runs and returns the statement name for the server
+    /// (unknown names go through unchanged: the server then finds them or not).
+    pub fn bind(&mut self, portal: &[u8], statement: &[u8], params: &str) -> Box<[u8]> {
+        let (server, text) = match self.statements.get(statement) {
+            Some((server, text)) => (server.clone(), text.clone()),
+            None => (
+                statement.into(),
+                // Reads as SQL on purpose: the read-only classifier holds it (fail closed).
+                Arc::from(format!("EXECUTE \"{}\"", show(statement))),
+            ),
+        };
+        let runs: Arc<str> = if params.is_empty() {
+            text
+        } else {
+            format!("{text}\n-- parameters: {params}").into()
+        };
+        if portal.is_empty() {
+            self.unnamed_portal = Some(runs);
+        } else if self.portals.len() < MAX_NAMES || self.portals.contains_key(portal) {
+            self.portals.insert(portal.into(), runs);
+        }
+        server
+    }
+
+    /// The text an `Execute` of `portal` runs.
+    pub fn execute(&self, portal: &[u8]) -> Arc<str> {
+        let known = if portal.is_empty() {
+            self.unnamed_portal.clone()
+        } else {
+            self.portals.get(portal).cloned()
+        };
+        known.unwrap_or_else(|| {
+            format!(
+                "-- Execute of portal \"{}\", not bound through this connection",
+                show(portal)
+            )
+            .into()
+        })
+    }
+
+    /// A `Bind` whose names could not be read: no portal is known any more (later `Execute`s
+    /// are recorded as unknown rather than as a stale text).
+    pub fn forget_portals(&mut self) {
+        self.portals.clear();
+        self.unnamed_portal = None;
+    }
+
+    /// The server's name for a client statement name (`Describe`/`Close`).
+    pub fn server_name(&self, statement: &[u8]) -> Box<[u8]> {
+        self.statements
+            .get(statement)
+            .map_or_else(|| statement.into(), |(s, _)| s.clone())
+    }
+
+    /// A `Close` of a statement (`b'S'`) or portal (`b'P'`).
+    pub fn close(&mut self, kind: u8, name: &[u8]) {
+        match kind {
+            b'S' => {
+                self.statements.remove(name);
+            }
+            _ if name.is_empty() => self.unnamed_portal = None,
+            _ => {
+                self.portals.remove(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executions_resolve_through_portals() {
+        let mut t = Tracker::default();
+        assert_eq!(&*t.parse(b"s1", "UPDATE a SET x = $1"), b"s1");
+        t.parse(b"", "SELECT 1");
+        t.bind(b"", b"s1", "");
+        assert_eq!(&*t.execute(b""), "UPDATE a SET x = $1");
+        t.bind(b"p", b"", "$1 = '2'");
+        assert_eq!(&*t.execute(b"p"), "SELECT 1\n-- parameters: $1 = '2'");
+        // Re-executing a portal, and executing after a new Bind, both resolve.
+        assert_eq!(&*t.execute(b""), "UPDATE a SET x = $1");
+        t.close(b'S', b"s1");
+        t.bind(b"", b"s1", "");
+        assert_eq!(&*t.execute(b""), "EXECUTE \"s1\"");
+        assert!(t.execute(b"nope").contains("not bound"));
+    }
+
+    #[test]
+    fn a_name_prepared_twice_is_recorded_as_ambiguous() {
+        let mut t = Tracker::default();
+        t.parse(b"s", "DELETE FROM a");
+        t.parse(b"s", "SELECT 1");
+        t.bind(b"", b"s", "");
+        let text = t.execute(b"");
+        assert!(
+            text.contains("DELETE FROM a") && text.contains("SELECT 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn renaming_gives_every_parse_a_fresh_server_name() {
+        let mut t = Tracker::renaming();
+        let a = t.parse(b"s", "DELETE FROM a");
+        let b = t.parse(b"s", "SELECT 1");
+        assert_ne!(a, b);
+        assert!(a.starts_with(b"_warden_"));
+        assert_eq!(&*t.parse(b"", "SELECT 2"), b"");
+        assert_eq!(t.bind(b"", b"s", ""), b);
+        assert_eq!(&*t.execute(b""), "SELECT 1");
+        assert_eq!(t.server_name(b"s"), b);
+        assert_eq!(&*t.server_name(b"other"), b"other");
+    }
+}
