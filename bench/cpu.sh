@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU cost per transaction of each proxy (user µs, system µs, context switches), read from
 # /proc while pgbench runs select-only through it: the measure that background load on a
-# shared machine disturbs least. Starts pgbouncer (session mode) and Warden's bench_proxy like
+# shared machine disturbs least. Also the whole machine's CPU per transaction and its idle
+# share, with a direct run as the baseline: what the extra hop costs everyone. Starts pgbouncer (session mode) and Warden's bench_proxy like
 # run.sh does; sslmode=disable everywhere.
 #
 # Usage: bench/cpu.sh   (env: DURATION=10 CLIENTS=8 JOBS=2 PGHOST PGPORT PGUSER PGDATABASE RELAY_THREADS=2;
@@ -55,22 +56,31 @@ for port in 6442 6443; do
 done
 bouncer=$(cat "$work/pgbouncer.pid")
 
-measure() { # name pid port user mode
-    local name=$1 pid=$2 port=$3 user=$4 mode=$5 u0 s0 u1 s1 c0 c1 out n tps hz
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+measure() { # name pid port user mode (pid 0: direct, no proxy)
+    local name=$1 pid=$2 port=$3 user=$4 mode=$5 u0=0 s0=0 u1=0 s1=0 c0=0 c1=0 out n tps hz b0 i0 b1 i1
     hz=$(getconf CLK_TCK)
-    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-    c0=$(awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$pid"/task/*/status)
+    read -r b0 i0 < <(busy)
+    if [ "$pid" != 0 ]; then
+        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        c0=$(awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$pid"/task/*/status)
+    fi
     out=$(PGPASSWORD=bench pgbench -n -S -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$user" "$PGDATABASE" 2>&1)
-    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-    c1=$(awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$pid"/task/*/status)
+    read -r b1 i1 < <(busy)
+    if [ "$pid" != 0 ]; then
+        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        c1=$(awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$pid"/task/*/status)
+    fi
     n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
     awk -v name="$name" -v mode="$mode" -v tps="$tps" -v n="$n" -v du="$((u1 - u0))" -v ds="$((s1 - s0))" -v dc="$((c1 - c0))" -v hz="$hz" \
-        'BEGIN { printf "| %s | %s | %.0f | %.2f | %.2f | %.2f |\n", name, mode, tps, du / hz * 1e6 / n, ds / hz * 1e6 / n, dc / n }'
+        -v db="$((b1 - b0))" -v di="$((i1 - i0))" \
+        'BEGIN { printf "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.1f | %.1f %% |\n", name, mode, tps, du / hz * 1e6 / n, ds / hz * 1e6 / n, dc / n, db / hz * 1e6 / n, 100 * di / (db + di) }'
 }
-echo "| proxy | mode | tps | user µs/txn | system µs/txn | context switches/txn |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| proxy | mode | tps | user µs/txn | system µs/txn | context switches/txn | machine µs/txn | machine idle |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for mode in simple prepared; do
+    measure direct 0 "$PGPORT" "$PGUSER" "$mode"
     measure pgbouncer "$bouncer" 6442 "$PGUSER" "$mode"
     measure warden "$warden" 6443 bench@warden.test "$mode"
 done

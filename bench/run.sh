@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Warden PostgreSQL proxy benchmark: pgbench through nothing (direct), pgbouncer (session mode)
-# and Warden's proxy (examples/bench_proxy.rs: no rule, every statement audited), in one run,
-# all with sslmode=disable (no TLS on any hop, so like is compared with like).
+# Warden PostgreSQL proxy benchmark: pgbench through nothing (direct), pgbouncer (session mode),
+# Warden's proxy alone (examples/bench_proxy.rs: no rule, every statement audited into a
+# counting sink) and the whole Warden gateway (`warden gateway`, default SQLite store, no rule on
+# the connection, every statement written to the hash-chained audit log), in one run, all with
+# sslmode=disable (no TLS on any hop, so like is compared with like).
 #
 # Usage: bench/run.sh   (env: DURATION=15 ROUNDS=3 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
-#                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=2 WORKLOADS="select-only tpcb-like rows-10k")
+#                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=2 WORKLOADS="select-only tpcb-like rows-10k"
+#                        TARGETS="direct pgbouncer warden gateway")
 # rows-10k: one query returning 10,000 rows of pgbench_accounts per transaction (large results).
 # Rounds are interleaved (direct, pgbouncer, warden back to back for each case) and the median
 # per case is reported, so a burst of load from elsewhere on the machine skews one sample only.
@@ -17,6 +20,7 @@ JOBS=${JOBS:-2}
 SCALE=${SCALE:-10}
 ROUNDS=${ROUNDS:-3}
 WORKLOADS=${WORKLOADS:-select-only tpcb-like rows-10k}
+TARGETS=${TARGETS:-direct pgbouncer warden gateway}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
 PGUSER=${PGUSER:-postgres}
@@ -25,6 +29,8 @@ WARDEN_THREADS=${WARDEN_THREADS:-2}
 RELAY_THREADS=${RELAY_THREADS:-2}
 BOUNCER_PORT=${BOUNCER_PORT:-6432}
 WARDEN_PORT=${WARDEN_PORT:-6433}
+GATEWAY_PORT=${GATEWAY_PORT:-6434}
+GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:8098}
 export PGSSLMODE=disable
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,9 +50,10 @@ if ! command -v pgbouncer >/dev/null; then
 fi
 pg_isready -h "$PGHOST" -p "$PGPORT" >/dev/null || { echo "PostgreSQL is not reachable at $PGHOST:$PGPORT" >&2; exit 1; }
 
-echo "building the proxy (release)…" >&2
-(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy)
+echo "building the proxy and the gateway (release)…" >&2
+(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy && cargo build --release -q -p warden-cli)
 proxy_bin="$root/target/release/examples/bench_proxy"
+warden_bin="$root/target/release/warden"
 
 # pgbouncer, session mode, trust to its clients, trust upstream (as the PostgreSQL here).
 cat >"$work/pgbouncer.ini" <<INI
@@ -73,9 +80,19 @@ else
     pgbouncer -q "$work/pgbouncer.ini" 2>/dev/null & pids+=($!)
 fi
 RELAY_THREADS=$RELAY_THREADS "$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
-for port in "$BOUNCER_PORT" "$WARDEN_PORT"; do
-    for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
+proxy_pid=$!
+# The whole gateway, as README's first command starts it (fresh data dir, SQLite store), with
+# a connection to the benchmark database and no rule on it.
+export WARDEN_CONFIG="$work/cli.json"
+WARDEN_DATA_DIR="$work/gateway" WARDEN_LISTEN="$GATEWAY_HTTP" WARDEN_PG_LISTEN="127.0.0.1:$GATEWAY_PORT" \
+    WARDEN_ADMIN_PASSWORD=bench-password-1 RUST_LOG=warn "$warden_bin" gateway >"$work/gateway.log" 2>&1 & pids+=($!)
+for port in "$BOUNCER_PORT" "$WARDEN_PORT" "$GATEWAY_PORT"; do
+    for _ in $(seq 100); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
 done
+echo bench-password-1 | "$warden_bin" login --gateway "http://$GATEWAY_HTTP" --email admin@warden.local --password-stdin >/dev/null
+"$warden_bin" admin create connection bench --type postgres \
+    --url "postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE?sslmode=disable" >/dev/null
+gateway_token=$("$warden_bin" admin create token --user admin@warden.local -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 
 echo "initialising pgbench tables (scale $SCALE, direct)…" >&2
 pgbench -i -q -s "$SCALE" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" "$PGDATABASE" >/dev/null 2>&1
@@ -85,21 +102,23 @@ declare -A target=(
     [direct]="$PGHOST $PGPORT $PGUSER"
     [pgbouncer]="127.0.0.1 $BOUNCER_PORT $PGUSER"
     [warden]="127.0.0.1 $WARDEN_PORT bench@warden.test"
+    [gateway]="127.0.0.1 $GATEWAY_PORT admin@warden.local"
 )
 echo "SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid <= 10000;" >"$work/rows.sql"
 chmod 644 "$work/rows.sql"
 results="$work/results.tsv"
 : >"$results"
 run_one() { # workload mode target
-    local workload=$1 mode=$2 name=$3 script_args=()
+    local workload=$1 mode=$2 name=$3 script_args=() db=$PGDATABASE password=bench-token
     read -r host port user <<<"${target[$name]}"
+    [ "$name" = gateway ] && db=bench password=$gateway_token
     case $workload in
         select-only) script_args=(-S) ;;
         rows-10k) script_args=(-f "$work/rows.sql") ;;
     esac
     local out
-    out=$(PGPASSWORD=bench-token pgbench -n "${script_args[@]}" -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" \
-        -h "$host" -p "$port" -U "$user" "$PGDATABASE" 2>&1) || { echo "$out" >&2; exit 1; }
+    out=$(PGPASSWORD=$password pgbench -n "${script_args[@]}" -M "$mode" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" \
+        -h "$host" -p "$port" -U "$user" "$db" 2>&1) || { echo "$out" >&2; exit 1; }
     local tps lat
     tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
@@ -112,7 +131,7 @@ echo "pgbench: $CLIENTS clients, $JOBS threads, ${DURATION}s per run, $ROUNDS ro
 for _ in $(seq "$ROUNDS"); do
     for workload in $WORKLOADS; do
         for mode in simple prepared; do
-            for name in direct pgbouncer warden; do
+            for name in $TARGETS; do
                 run_one "$workload" "$mode" "$name"
             done
         done
@@ -132,6 +151,9 @@ gawk -F'\t' '
             printf "| %s | %s | %s | %.0f | %.3f | %.2f× |\n", k[1], k[2], k[3], median(tps[key]), median(lat[key]), median(tps[key]) / median(tps[d])
         }
     }' "$results"
-kill -INT "${pids[-1]}" 2>/dev/null || true
+kill -INT "$proxy_pid" 2>/dev/null || true
 sleep 1
 tail -n 1 "$work/warden.log" >&2
+if [[ " $TARGETS " == *" gateway "* ]]; then
+    echo "gateway: $("$warden_bin" audit verify 2>&1 | tail -n 1)" >&2
+fi
