@@ -6,7 +6,7 @@
 //! entry at fault. The store only persists what this module computes.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -151,22 +151,6 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
-fn sort_keys(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let mut out = Map::new();
-            for k in keys {
-                out.insert(k.clone(), sort_keys(&m[k]));
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(sort_keys).collect()),
-        other => other.clone(),
-    }
-}
-
 /// Canonical JSON: keys sorted at every level, no whitespace. Independent of serde_json's map
 /// ordering feature, so a verifier built elsewhere gets the same bytes.
 pub fn canonical_json(v: &Value) -> String {
@@ -180,7 +164,7 @@ pub fn canonical_json(v: &Value) -> String {
                     if i > 0 {
                         out.push(',');
                     }
-                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push_str(&serde_json::to_string(k.as_str()).unwrap_or_default());
                     out.push(':');
                     write(&m[k], out);
                 }
@@ -200,15 +184,19 @@ pub fn canonical_json(v: &Value) -> String {
         }
     }
     let mut s = String::new();
-    write(&sort_keys(v), &mut s);
+    write(v, &mut s);
     s
 }
 
 /// The bytes hashed for an entry: seq, time (unix ms), actor and event.
+///
+/// Exactly `canonical_json` of `{"seq", "at_ms", "actor", "event"}`, written without building
+/// that object (no copy of the event): its keys in sorted order are actor, at_ms, event, seq.
 pub fn canonical_bytes(seq: i64, at: OffsetDateTime, actor: &str, event: &Value) -> Vec<u8> {
     let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-    let v = serde_json::json!({ "seq": seq, "at_ms": at_ms, "actor": actor, "event": event });
-    canonical_json(&v).into_bytes()
+    let event = canonical_json(event);
+    let actor = serde_json::to_string(actor).unwrap_or_default();
+    format!("{{\"actor\":{actor},\"at_ms\":{at_ms},\"event\":{event},\"seq\":{seq}}}").into_bytes()
 }
 
 /// `SHA-256(prev_hash ‖ canonical bytes)`, hex.
@@ -359,6 +347,21 @@ mod tests {
             verify_chain(&c, None).unwrap_err(),
             ChainError::Link { seq: 3 } | ChainError::Content { seq: 3 }
         ));
+    }
+
+    #[test]
+    fn canonical_bytes_are_the_canonical_json_of_the_whole_entry() {
+        // The stored chains were hashed over canonical_json of this object: the fast path must
+        // give the same bytes, or old entries would stop verifying.
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_000_000).unwrap();
+        let event = serde_json::json!({"type": "statement", "statement": "SELECT '\"é\n'", "z": [1, {"b": null, "a": 2.5}], "review_id": null});
+        for actor in ["admin@warden.local", "we\"ird\\actor\u{1}"] {
+            let whole = serde_json::json!({ "seq": 42, "at_ms": 1_700_000_000_123i64, "actor": actor, "event": event });
+            assert_eq!(
+                String::from_utf8(canonical_bytes(42, at, actor, &event)).unwrap(),
+                canonical_json(&whole)
+            );
+        }
     }
 
     #[test]

@@ -358,29 +358,33 @@ impl ProxyBackend for Backend {
     }
 
     async fn record(&self, batch: Vec<StatementLog>) {
-        let records: Vec<StatementRecord> = batch
+        // Held statements that ran, found before the records are moved into the store batch.
+        let finished: Vec<StatementLog> = batch
             .iter()
+            .filter(|l| {
+                l.review_id
+                    .is_some_and(|id| self.held.lock().map(|mut h| h.remove(&id)).unwrap_or(false))
+            })
+            .cloned()
+            .collect();
+        let records: Vec<StatementRecord> = batch
+            .into_iter()
             .map(|l| StatementRecord {
                 session_id: l.session_id,
-                user: l.user.clone(),
-                connection: l.connection.clone(),
+                user: l.user,
+                connection: l.connection,
                 review_id: l.review_id,
-                statement: l.statement.clone(),
+                statement: l.statement,
                 at: from_system(l.at),
-                tag: l.tag.clone(),
+                tag: l.tag,
             })
             .collect();
         metrics::counter!("warden_proxy_statements_total").increment(records.len() as u64);
         if let Err(e) = self.app.store.record_statements(&records).await {
             tracing::error!(error = %e, statements = records.len(), "could not record proxied statements");
         }
-        for l in &batch {
-            let held = l
-                .review_id
-                .is_some_and(|id| self.held.lock().map(|mut h| h.remove(&id)).unwrap_or(false));
-            if held {
-                self.finish_held(l).await;
-            }
+        for l in &finished {
+            self.finish_held(l).await;
         }
     }
 
