@@ -1,6 +1,7 @@
-//! Native clients through the gateway's PostgreSQL proxy, with real `psql`: login with an API
-//! token, statement audit, per-statement review under a command rule (approve / reject), JIT
-//! windows that close sessions at their end and on revoke, and refusals.
+//! Native clients through the gateway's PostgreSQL proxy, with real `psql` and a real driver
+//! (tokio-postgres): login with an API token, statement audit, per-statement review under a
+//! command rule (approve / reject), each run of a prepared statement reviewed with its
+//! parameters, JIT windows that close sessions at their end and on revoke, and refusals.
 
 use std::time::Duration;
 
@@ -208,6 +209,172 @@ async fn writes_are_held_per_statement_reads_run() {
         .await
         .unwrap();
     assert!(direct.status.success(), "the rejected DROP never ran");
+    gw.stop().await;
+}
+
+async fn direct_psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-XAtc",
+            sql,
+        ])
+        .output()
+        .await
+        .expect("psql is installed (postgresql-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A driver prepares a write once and runs it twice: each run is its own review, and the
+/// reviewer sees the parameters of that run. Approving the first run does not let the second
+/// through; preparing alone asks nobody; a prepared read runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_run_of_a_prepared_write_is_reviewed_with_its_parameters() {
+    let (gw, psql, dev, dba) = setup(Backend::Sqlite).await;
+    gw.admin("POST", "/api/rules", Some(json!({"name": "pg-cmd", "type": "command", "connections": ["pg"], "approval_groups": ["dba"]}))).await;
+    let table = format!("wg_prep_{}", uuid::Uuid::new_v4().simple());
+    direct_psql(&format!(
+        "CREATE TABLE {table} (id int primary key, body text); INSERT INTO {table} VALUES (1, 'x'), (2, 'y')"
+    ))
+    .await;
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=dev@example.com password={dev} dbname=pg sslmode=disable",
+            psql.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("driver logs in through the gateway with a token");
+    tokio::spawn(conn);
+    let client = std::sync::Arc::new(client);
+    let read = client
+        .prepare(&format!("SELECT body FROM {table} WHERE id = $1"))
+        .await
+        .unwrap();
+    let body: String = client.query_one(&read, &[&1i32]).await.unwrap().get(0);
+    assert_eq!(body, "x");
+    let update = client
+        .prepare(&format!("UPDATE {table} SET body = $1 WHERE id = $2"))
+        .await
+        .unwrap();
+    let (_, pending) = gw
+        .call("GET", "/api/reviews?status=pending", Some(&dba), None)
+        .await;
+    assert_eq!(pending, json!([]), "preparing runs nothing, asks nobody");
+
+    // First run: held with its parameters, approved, runs.
+    let run = {
+        let (c, st) = (client.clone(), update.clone());
+        tokio::spawn(async move { c.execute(&st, &[&"first", &1i32]).await })
+    };
+    let first = pending_id(&gw, &dba).await;
+    let (_, r) = gw
+        .call("GET", &format!("/api/reviews/{first}"), Some(&dba), None)
+        .await;
+    let command = r["command"].as_str().unwrap();
+    assert!(
+        command.starts_with(&format!("UPDATE {table} SET body = $1 WHERE id = $2"))
+            && command.contains("as text 'first'"),
+        "{command}"
+    );
+    gw.call(
+        "PUT",
+        &format!("/api/reviews/{first}/approve"),
+        Some(&dba),
+        None,
+    )
+    .await;
+    let n = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+
+    // Second run of the same prepared statement: a new review, rejected, never runs.
+    let run = {
+        let (c, st) = (client.clone(), update.clone());
+        tokio::spawn(async move { c.execute(&st, &[&"second", &2i32]).await })
+    };
+    let second = pending_id(&gw, &dba).await;
+    assert_ne!(second, first);
+    let (_, r) = gw
+        .call("GET", &format!("/api/reviews/{second}"), Some(&dba), None)
+        .await;
+    assert!(
+        r["command"].as_str().unwrap().contains("as text 'second'"),
+        "{r}"
+    );
+    gw.call(
+        "PUT",
+        &format!("/api/reviews/{second}/reject"),
+        Some(&dba),
+        Some(json!({"reason": "not that row"})),
+    )
+    .await;
+    let err = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501");
+    assert!(db.message().contains("not that row"), "{}", db.message());
+    assert_eq!(
+        direct_psql(&format!(
+            "SELECT string_agg(body, ',' ORDER BY id) FROM {table}"
+        ))
+        .await,
+        "first,y"
+    );
+
+    // Every run is on record: the read, the approved write, the rejected one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, sessions) = gw.admin("GET", "/api/sessions?kind=proxy", None).await;
+    let sid = sessions[0]["id"].as_str().unwrap().to_string();
+    let (_, stmts) = gw
+        .admin("GET", &format!("/api/sessions/{sid}/statements"), None)
+        .await;
+    let tags: Vec<(String, String)> = stmts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["statement"].as_str().unwrap().contains(&table))
+        .map(|s| {
+            (
+                s["statement"]
+                    .as_str()
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                s["tag"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("SELECT".to_string(), "SELECT 1".to_string()),
+            ("UPDATE".to_string(), "UPDATE 1".to_string()),
+            ("UPDATE".to_string(), "REJECTED".to_string()),
+        ],
+        "{stmts}"
+    );
+    drop(client);
+    direct_psql(&format!("DROP TABLE {table}")).await;
     gw.stop().await;
 }
 
