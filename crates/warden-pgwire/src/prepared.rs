@@ -79,16 +79,14 @@ impl Tracker {
         server
     }
 
-    /// A `Bind`: records what the portal runs and returns the statement name for the server
-    /// (unknown names go through unchanged: the server then finds them or not).
-    pub fn bind(&mut self, portal: &[u8], statement: &[u8], params: &str) -> Box<[u8]> {
-        let (server, text) = match self.statements.get(statement) {
-            Some((server, text)) => (server.clone(), text.clone()),
-            None => (
-                statement.into(),
-                // Reads as SQL on purpose: the read-only classifier holds it (fail closed).
-                Arc::from(format!("EXECUTE \"{}\"", show(statement))),
-            ),
+    /// A `Bind`: records what the portal runs. (Its statement name for the server is
+    /// [`Tracker::server_name`].) Runs on every execution of a prepared statement: no copy of
+    /// the text, no allocation for the unnamed portal.
+    pub fn bind(&mut self, portal: &[u8], statement: &[u8], params: &str) {
+        let text = match self.statements.get(statement) {
+            Some((_, text)) => text.clone(),
+            // Reads as SQL on purpose: the read-only classifier holds it (fail closed).
+            None => Arc::from(format!("EXECUTE \"{}\"", show(statement))),
         };
         let runs: Arc<str> = if params.is_empty() {
             text
@@ -100,7 +98,6 @@ impl Tracker {
         } else if self.portals.len() < MAX_NAMES || self.portals.contains_key(portal) {
             self.portals.insert(portal.into(), runs);
         }
-        server
     }
 
     /// The text an `Execute` of `portal` runs.
@@ -126,7 +123,8 @@ impl Tracker {
         self.unnamed_portal = None;
     }
 
-    /// The server's name for a client statement name (`Describe`/`Close`).
+    /// The server's name for a client statement name (`Bind`/`Describe`/`Close`); unknown
+    /// names go through unchanged (the server then finds them or not).
     pub fn server_name(&self, statement: &[u8]) -> Box<[u8]> {
         self.statements
             .get(statement)
@@ -189,7 +187,7 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(b"_warden_"));
         assert_eq!(&*t.parse(b"", "SELECT 2"), b"");
-        assert_eq!(t.bind(b"", b"s", ""), b);
+        t.bind(b"", b"s", "");
         assert_eq!(&*t.execute(b""), "SELECT 1");
         assert_eq!(t.server_name(b"s"), b);
         assert_eq!(&*t.server_name(b"other"), b"other");

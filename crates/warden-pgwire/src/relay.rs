@@ -282,9 +282,7 @@ pub(crate) async fn client_to_upstream(
                         // A Bind: only its names are read, its parameters stream through.
                         pos += pass;
                         match message::bind_names(head) {
-                            Some((portal, statement)) => {
-                                tracker.bind(portal, statement, "");
-                            }
+                            Some((portal, statement)) => tracker.bind(portal, statement, ""),
                             None => tracker.forget_portals(),
                         }
                     }
@@ -615,7 +613,8 @@ impl<B: ProxyBackend> Reviewer<B> {
                 let (portal, statement) =
                     message::bind_names(body).ok_or(FrameError::Malformed("Bind"))?;
                 let params = message::bind_params(body)?;
-                let server = t.bind(portal, statement, &params);
+                let server = t.server_name(statement);
+                t.bind(portal, statement, &params);
                 let mut rest = server.to_vec();
                 rest.push(0);
                 rest.extend_from_slice(&body[portal.len() + statement.len() + 2..]);
