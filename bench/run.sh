@@ -3,11 +3,12 @@
 # Warden's proxy alone (examples/bench_proxy.rs: no rule, every statement audited into a
 # counting sink) and the whole Warden gateway (`warden gateway`, default SQLite store, no rule on
 # the connection, every statement written to the hash-chained audit log), in one run, all with
-# sslmode=disable (no TLS on any hop, so like is compared with like).
+# sslmode=disable (no TLS on any hop, so like is compared with like); TLS=1 instead puts TLS on
+# every hop of every target (sslmode=require, one self-signed P-256 certificate for both proxies).
 #
 # Usage: bench/run.sh   (env: DURATION=15 ROUNDS=3 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
 #                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=2 WORKLOADS="select-only tpcb-like rows-10k"
-#                        TARGETS="direct pgbouncer warden gateway")
+#                        TARGETS="direct pgbouncer warden gateway" TLS=0)
 # rows-10k: one query returning 10,000 rows of pgbench_accounts per transaction (large results).
 # Rounds are interleaved (direct, pgbouncer, warden back to back for each case) and the median
 # per case is reported, so a burst of load from elsewhere on the machine skews one sample only.
@@ -31,7 +32,10 @@ BOUNCER_PORT=${BOUNCER_PORT:-6432}
 WARDEN_PORT=${WARDEN_PORT:-6433}
 GATEWAY_PORT=${GATEWAY_PORT:-6434}
 GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:8098}
-export PGSSLMODE=disable
+TLS=${TLS:-0}
+SSLMODE=disable
+[ "$TLS" = 1 ] && SSLMODE=require
+export PGSSLMODE=$SSLMODE
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/warden-bench.XXXXXX)
@@ -43,6 +47,18 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+tls_ini=""
+tls_env=()
+if [ "$TLS" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+        -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+    tls_ini="client_tls_sslmode = require
+client_tls_key_file = $work/key.pem
+client_tls_cert_file = $work/cert.pem
+server_tls_sslmode = require"
+    tls_env=(TLS_CERT="$work/cert.pem" TLS_KEY="$work/key.pem" UPSTREAM_TLS=require)
+fi
 
 if ! command -v pgbouncer >/dev/null; then
     echo "installing pgbouncer (Debian package)…" >&2
@@ -70,6 +86,7 @@ max_client_conn = 200
 default_pool_size = 50
 logfile = $work/pgbouncer.log
 pidfile = $work/pgbouncer.pid
+$tls_ini
 INI
 echo "\"$PGUSER\" \"\"" >"$work/users.txt"
 chmod 644 "$work"/*
@@ -79,19 +96,21 @@ if [ "$(id -u)" = 0 ]; then
 else
     pgbouncer -q "$work/pgbouncer.ini" 2>/dev/null & pids+=($!)
 fi
-RELAY_THREADS=$RELAY_THREADS "$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
+env "${tls_env[@]}" RELAY_THREADS=$RELAY_THREADS "$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
 proxy_pid=$!
 # The whole gateway, as README's first command starts it (fresh data dir, SQLite store), with
 # a connection to the benchmark database and no rule on it.
 export WARDEN_CONFIG="$work/cli.json"
-WARDEN_DATA_DIR="$work/gateway" WARDEN_LISTEN="$GATEWAY_HTTP" WARDEN_PG_LISTEN="127.0.0.1:$GATEWAY_PORT" \
+gateway_tls=()
+[ "$TLS" = 1 ] && gateway_tls=(WARDEN_TLS_CERT="$work/cert.pem" WARDEN_TLS_KEY="$work/key.pem")
+env "${gateway_tls[@]}" WARDEN_DATA_DIR="$work/gateway" WARDEN_LISTEN="$GATEWAY_HTTP" WARDEN_PG_LISTEN="127.0.0.1:$GATEWAY_PORT" \
     WARDEN_ADMIN_PASSWORD=bench-password-1 RUST_LOG=warn "$warden_bin" gateway >"$work/gateway.log" 2>&1 & pids+=($!)
 for port in "$BOUNCER_PORT" "$WARDEN_PORT" "$GATEWAY_PORT"; do
     for _ in $(seq 100); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 echo bench-password-1 | "$warden_bin" login --gateway "http://$GATEWAY_HTTP" --email admin@warden.local --password-stdin >/dev/null
 "$warden_bin" admin create connection bench --type postgres \
-    --url "postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE?sslmode=disable" >/dev/null
+    --url "postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE?sslmode=$SSLMODE" >/dev/null
 gateway_token=$("$warden_bin" admin create token --user admin@warden.local -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 
 echo "initialising pgbench tables (scale $SCALE, direct)…" >&2
@@ -126,7 +145,7 @@ run_one() { # workload mode target
     printf '  %-11s %-8s %-9s %10s tps %8s ms  (load %s)\n' "$workload" "$mode" "$name" "$tps" "$lat" "$(cut -d' ' -f1 /proc/loadavg)" >&2
 }
 
-echo "pgbench: $CLIENTS clients, $JOBS threads, ${DURATION}s per run, $ROUNDS round(s), sslmode=disable;" \
+echo "pgbench: $CLIENTS clients, $JOBS threads, ${DURATION}s per run, $ROUNDS round(s), sslmode=$SSLMODE;" \
     "warden: $WARDEN_THREADS runtime worker threads, $RELAY_THREADS relay threads" >&2
 for _ in $(seq "$ROUNDS"); do
     for workload in $WORKLOADS; do

@@ -6,8 +6,9 @@
 //!
 //! Usage: `bench_proxy [LISTEN] [UPSTREAM_HOST:PORT] [UPSTREAM_USER] [UPSTREAM_DB] [WORKER_THREADS]`
 //! (defaults `127.0.0.1:6433 127.0.0.1:5432 postgres test 2`; 0 threads = current-thread runtime).
-//! `RELAY_THREADS=n` sets [`ProxyConfig::relay_threads`]. Stops on SIGINT/SIGTERM and
-//! prints how many statements were audited.
+//! `RELAY_THREADS=n` sets [`ProxyConfig::relay_threads`]. `TLS_CERT`/`TLS_KEY` (PEM files) make
+//! it answer SSLRequest with TLS; `UPSTREAM_TLS=require` opens the upstream over TLS. Stops on
+//! SIGINT/SIGTERM and prints how many statements were audited.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ struct BenchBackend {
     port: u16,
     user: String,
     database: String,
+    upstream_tls: UpstreamTls,
     statements: AtomicU64,
     batches: AtomicU64,
     /// Keeps every session's revoke switch alive (dropping it would not end sessions anyway).
@@ -43,7 +45,7 @@ impl ProxyBackend for BenchBackend {
                 user: self.user.clone(),
                 password: None,
                 database: self.database.clone(),
-                tls: UpstreamTls::Disable,
+                tls: self.upstream_tls,
             },
             review_statements: false,
             review_id: None,
@@ -79,6 +81,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         port: port.parse()?,
         user: arg(3, "postgres"),
         database: arg(4, "test"),
+        upstream_tls: match std::env::var("UPSTREAM_TLS").as_deref() {
+            Ok("require") => UpstreamTls::Require,
+            _ => UpstreamTls::Disable,
+        },
         statements: AtomicU64::new(0),
         batches: AtomicU64::new(0),
         _never_revoked: watch::channel(None).0,
@@ -105,6 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let config = ProxyConfig {
             listen,
             relay_threads,
+            tls: server_tls()?,
             ..ProxyConfig::default()
         };
         eprintln!(
@@ -129,4 +136,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         backend.batches.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+/// A TLS server configuration from `TLS_CERT`/`TLS_KEY` (PEM), if both are set.
+fn server_tls() -> Result<Option<Arc<rustls::ServerConfig>>, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Ok(cert), Ok(key)) = (std::env::var("TLS_CERT"), std::env::var("TLS_KEY")) else {
+        return Ok(None);
+    };
+    let certs = CertificateDer::pem_file_iter(&cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&key)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(Some(Arc::new(config)))
 }
