@@ -14,7 +14,7 @@ use serde::Deserialize;
 use time::macros::format_description;
 
 use super::view::{dur, truncate};
-use super::{Nav, Viewer, WebResult, fail, forbidden, render};
+use super::{Nav, Viewer, WebResult, fail, render};
 use crate::api::AppState;
 use crate::app::analytics::{Analytics, AnalyticsQuery, Stats, since_for};
 
@@ -228,13 +228,7 @@ async fn page(
     viewer: Viewer,
     Query(q): Query<PageQuery>,
 ) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(
-            &viewer,
-            "analytics",
-            "only admins can see analytics",
-        ));
-    }
+    viewer.admin_only("analytics", "only admins can see analytics")?;
     let fail = fail(&viewer, "analytics");
     let period = match q.period.as_deref() {
         Some(p @ ("24h" | "7d" | "30d" | "90d" | "all")) => p.to_string(),

@@ -17,9 +17,7 @@ use warden_core::secret::Secret;
 use warden_core::{Connection, RuleType};
 
 use super::form::split_list;
-use super::{
-    Form, Nav, Posted, Viewer, WebResult, fail, forbidden, render, render_status, see_other,
-};
+use super::{Form, Nav, Posted, Viewer, WebResult, fail, render, render_status, see_other};
 use crate::api::AppState;
 use crate::app::{AppError, CreateConnection};
 
@@ -175,13 +173,7 @@ struct FormPage {
 const TYPES: [&str; 4] = ["postgres", "mysql", "sqlite", "command"];
 
 async fn new_form(viewer: Viewer) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(
-            &viewer,
-            "connections",
-            "only admins can create connections",
-        ));
-    }
+    viewer.admin_only("connections", "only admins can create connections")?;
     Ok(render(&FormPage {
         nav: viewer.nav("connections"),
         csrf: viewer.csrf.clone(),
@@ -201,13 +193,7 @@ async fn edit_form(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(
-            &viewer,
-            "connections",
-            "only admins can edit connections",
-        ));
-    }
+    viewer.admin_only("connections", "only admins can edit connections")?;
     let fail = fail(&viewer, "connections");
     let c = app
         .get_connection(&viewer.user, &name)
@@ -265,13 +251,7 @@ fn request_of(form: &Form, name: &str, overwrite: bool) -> CreateConnection {
 
 async fn save(app: AppState, p: Posted, editing: Option<String>) -> WebResult {
     let viewer = &p.viewer;
-    if !viewer.user.admin {
-        return Err(forbidden(
-            viewer,
-            "connections",
-            "only admins can change connections",
-        ));
-    }
+    viewer.admin_only("connections", "only admins can change connections")?;
     let name = editing
         .clone()
         .unwrap_or_else(|| p.form.str("name").to_string());

@@ -19,7 +19,7 @@ use warden_notify::events::{SLACK_DM, SLACK_POST, SLACK_UPDATE, TEAMS, WEBHOOK};
 use warden_store::notify::{DeliveryFilter, DeliveryStatus};
 
 use super::view::{truncate, ts, ts_opt};
-use super::{Nav, Viewer, WebResult, fail, forbidden, render};
+use super::{Nav, Viewer, WebResult, fail, render};
 use crate::api::AppState;
 use crate::app::AppError;
 use crate::app::notify::{DeliveryView, WebhookView};
@@ -178,13 +178,7 @@ async fn list(
     viewer: Viewer,
     Query(q): Query<ListQuery>,
 ) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(
-            &viewer,
-            "deliveries",
-            "only admins can see notification deliveries",
-        ));
-    }
+    viewer.admin_only("deliveries", "only admins can see notification deliveries")?;
     let fail = fail(&viewer, "deliveries");
     let mut filter = filter_of(&q).map_err(&fail)?;
     let page = q.page.unwrap_or(1).max(1);

@@ -226,6 +226,18 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// The gate of every admin-only page and form: the 403 page for anyone else.
+    // The error is the page itself, as in every handler's `WebResult`; it is built once per
+    // refused request, never on a hot path.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn admin_only(&self, active: &'static str, what: &str) -> Result<(), Response> {
+        if self.user.admin {
+            Ok(())
+        } else {
+            Err(forbidden(self, active, what))
+        }
+    }
+
     /// The session token (for logout only; never rendered).
     pub(crate) fn token(&self) -> &str {
         &self.token

@@ -16,9 +16,7 @@ use warden_core::rule::{RuleError, RuleSpec};
 use warden_core::{Rule, RuleType};
 
 use super::view::dur;
-use super::{
-    Form, Nav, Posted, Viewer, WebResult, fail, forbidden, render, render_status, see_other,
-};
+use super::{Form, Nav, Posted, Viewer, WebResult, fail, render, render_status, see_other};
 use crate::api::AppState;
 use crate::app::AppError;
 
@@ -342,9 +340,7 @@ fn parse_form(form: &Form, known: &[String]) -> (RuleFormValues, Result<RuleSpec
 }
 
 async fn new_form(State(app): State<AppState>, viewer: Viewer) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(&viewer, "rules", "only admins can create rules"));
-    }
+    viewer.admin_only("rules", "only admins can create rules")?;
     let known = known_connections(&app, &viewer)
         .await
         .map_err(fail(&viewer, "rules"))?;
@@ -364,9 +360,7 @@ async fn edit_form(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(&viewer, "rules", "only admins can edit rules"));
-    }
+    viewer.admin_only("rules", "only admins can edit rules")?;
     let fail = fail(&viewer, "rules");
     let rule = app.get_rule(&name).await.map_err(&fail)?;
     let known = known_connections(&app, &viewer).await.map_err(&fail)?;
@@ -383,9 +377,7 @@ async fn edit_form(
 
 async fn save(app: AppState, p: Posted, editing: Option<String>) -> WebResult {
     let viewer = &p.viewer;
-    if !viewer.user.admin {
-        return Err(forbidden(viewer, "rules", "only admins can change rules"));
-    }
+    viewer.admin_only("rules", "only admins can change rules")?;
     let fail = fail(viewer, "rules");
     let known = known_connections(&app, viewer).await.map_err(&fail)?;
     let (values, parsed) = parse_form(&p.form, &known);

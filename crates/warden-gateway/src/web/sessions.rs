@@ -19,7 +19,7 @@ use warden_core::{Review, Session, SessionKind};
 use warden_store::SessionFilter;
 
 use super::view::{ResultView, ms, truncate, ts, ts_opt};
-use super::{Nav, Viewer, WebResult, fail, forbidden, render};
+use super::{Nav, Viewer, WebResult, fail, render};
 use crate::api::AppState;
 use crate::app::AppError;
 
@@ -272,13 +272,7 @@ async fn sessions_csv(
     viewer: Viewer,
     Query(q): Query<ListQuery>,
 ) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(
-            &viewer,
-            "sessions",
-            "only admins can export sessions",
-        ));
-    }
+    viewer.admin_only("sessions", "only admins can export sessions")?;
     let fail = fail(&viewer, "sessions");
     let base = filter_of(&q).map_err(&fail)?;
     let mut out = String::new();
@@ -376,13 +370,7 @@ async fn reviews_csv(
     viewer: Viewer,
     Query(q): Query<ReviewCsvQuery>,
 ) -> WebResult {
-    if !viewer.user.admin {
-        return Err(forbidden(
-            &viewer,
-            "reviews",
-            "only admins can export reviews",
-        ));
-    }
+    viewer.admin_only("reviews", "only admins can export reviews")?;
     let fail = fail(&viewer, "reviews");
     let (base, _) = super::reviews::parse_filter(
         q.status.as_deref(),
