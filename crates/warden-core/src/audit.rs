@@ -77,11 +77,23 @@ pub enum AuditEvent {
         exit_code: Option<i32>,
         output_sha256: Option<String>,
     },
+    /// One statement of a proxied session, as written before statements were grouped into
+    /// [`AuditEvent::Statements`]. Kept so chains written then still read as typed events.
     Statement {
         session_id: Uuid,
         statement: String,
         review_id: Option<Uuid>,
         tag: Option<String>,
+    },
+    /// Consecutive statements of one proxied session run under the same review (or under none),
+    /// in the order they ran. The proxy's audit writer appends one such entry per session per
+    /// batch, so the chain commits to every statement's text, time and result without one
+    /// entry (and one hash, one row) per statement.
+    Statements {
+        session_id: Uuid,
+        connection: String,
+        review_id: Option<Uuid>,
+        statements: Vec<StatementRun>,
     },
     LoginSucceeded {
         via: String,
@@ -110,6 +122,16 @@ pub enum AuditEvent {
     },
 }
 
+/// One statement inside [`AuditEvent::Statements`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementRun {
+    /// When the proxy read it, unix milliseconds.
+    pub at_ms: i64,
+    pub statement: String,
+    /// Command tag from the upstream (`SELECT 3`, `UPDATE 1`) or the error's SQLSTATE.
+    pub tag: Option<String>,
+}
+
 impl AuditEvent {
     pub fn kind(&self) -> String {
         match serde_json::to_value(self) {
@@ -130,9 +152,18 @@ impl AuditEvent {
             | Self::ReviewRevoked { review_id, .. }
             | Self::ReviewExecuted { review_id, .. }
             | Self::WindowEnded { review_id } => Some(*review_id),
-            Self::SessionStarted { review_id, .. } | Self::Statement { review_id, .. } => {
-                *review_id
-            }
+            Self::SessionStarted { review_id, .. }
+            | Self::Statement { review_id, .. }
+            | Self::Statements { review_id, .. } => *review_id,
+            _ => None,
+        }
+    }
+    /// The session whose statements this event records (`None` for every other event): stored
+    /// beside the entry so a session's statements are one indexed lookup, and so readers that
+    /// care only about reviews and sessions (the notifier) can skip statement entries unread.
+    pub fn statements_of(&self) -> Option<Uuid> {
+        match self {
+            Self::Statements { session_id, .. } => Some(*session_id),
             _ => None,
         }
     }
@@ -154,38 +185,44 @@ pub struct AuditEntry {
 /// Canonical JSON: keys sorted at every level, no whitespace. Independent of serde_json's map
 /// ordering feature, so a verifier built elsewhere gets the same bytes.
 pub fn canonical_json(v: &Value) -> String {
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::to_string(k.as_str()).unwrap_or_default());
-                    out.push(':');
-                    write(&m[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(x, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
+    let mut out = Vec::new();
+    write_canonical(v, &mut out);
+    // Only serde_json's own output and ASCII punctuation were written: valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    // Writing a string or number to a Vec cannot fail; its escaping is serde_json's.
+    fn scalar<T: Serialize + ?Sized>(x: &T, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(&mut *out, x);
     }
-    let mut s = String::new();
-    write(v, &mut s);
-    s
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                scalar(k.as_str(), out);
+                out.push(b':');
+                write_canonical(&m[k], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        other => scalar(other, out),
+    }
 }
 
 /// The bytes hashed for an entry: seq, time (unix ms), actor and event.
@@ -193,10 +230,24 @@ pub fn canonical_json(v: &Value) -> String {
 /// Exactly `canonical_json` of `{"seq", "at_ms", "actor", "event"}`, written without building
 /// that object (no copy of the event): its keys in sorted order are actor, at_ms, event, seq.
 pub fn canonical_bytes(seq: i64, at: OffsetDateTime, actor: &str, event: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_entry(seq, at, actor, &canonical_json(event), &mut out);
+    out
+}
+
+fn write_entry(
+    seq: i64,
+    at: OffsetDateTime,
+    actor: &str,
+    canonical_event: &str,
+    out: &mut Vec<u8>,
+) {
     let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-    let event = canonical_json(event);
-    let actor = serde_json::to_string(actor).unwrap_or_default();
-    format!("{{\"actor\":{actor},\"at_ms\":{at_ms},\"event\":{event},\"seq\":{seq}}}").into_bytes()
+    out.extend_from_slice(b"{\"actor\":");
+    let _ = serde_json::to_writer(&mut *out, actor);
+    out.extend_from_slice(format!(",\"at_ms\":{at_ms},\"event\":").as_bytes());
+    out.extend_from_slice(canonical_event.as_bytes());
+    out.extend_from_slice(format!(",\"seq\":{seq}}}").as_bytes());
 }
 
 /// `SHA-256(prev_hash ‖ canonical bytes)`, hex.
@@ -207,9 +258,21 @@ pub fn entry_hash(
     actor: &str,
     event: &Value,
 ) -> String {
+    hash_canonical(prev_hash, seq, at, actor, &canonical_json(event))
+}
+
+fn hash_canonical(
+    prev_hash: &str,
+    seq: i64,
+    at: OffsetDateTime,
+    actor: &str,
+    canonical_event: &str,
+) -> String {
+    let mut bytes = Vec::with_capacity(canonical_event.len() + actor.len() + 64);
+    write_entry(seq, at, actor, canonical_event, &mut bytes);
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
-    h.update(canonical_bytes(seq, at, actor, event));
+    h.update(&bytes);
     hex::encode(h.finalize())
 }
 
@@ -221,21 +284,34 @@ pub fn next_entry(
     actor: &str,
     event: &AuditEvent,
 ) -> AuditEntry {
+    seal(prev, at, actor, event).0
+}
+
+/// [`next_entry`] plus the event's canonical JSON, which is what a store should persist: it is
+/// valid JSON that parses back to the hashed event, and it is computed once for both.
+pub fn seal(
+    prev: Option<(i64, &str)>,
+    at: OffsetDateTime,
+    actor: &str,
+    event: &AuditEvent,
+) -> (AuditEntry, String) {
     let (seq, prev_hash) = match prev {
         Some((s, h)) => (s + 1, h.to_string()),
         None => (1, GENESIS_HASH.to_string()),
     };
     let at = truncate_ms(at);
     let event = serde_json::to_value(event).unwrap_or(Value::Null);
-    let hash = entry_hash(&prev_hash, seq, at, actor, &event);
-    AuditEntry {
+    let text = canonical_json(&event);
+    let hash = hash_canonical(&prev_hash, seq, at, actor, &text);
+    let entry = AuditEntry {
         seq,
         at,
         actor: actor.to_string(),
         event,
         prev_hash,
         hash,
-    }
+    };
+    (entry, text)
 }
 
 pub fn truncate_ms(at: OffsetDateTime) -> OffsetDateTime {
@@ -362,6 +438,53 @@ mod tests {
                 canonical_json(&whole)
             );
         }
+    }
+
+    #[test]
+    fn sealed_text_is_what_was_hashed_and_parses_back_to_the_event() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let ev = AuditEvent::Statements {
+            session_id: Uuid::nil(),
+            connection: "prod".into(),
+            review_id: None,
+            statements: vec![
+                StatementRun {
+                    at_ms: 1,
+                    statement: "SELECT '\"é\n'".into(),
+                    tag: Some("SELECT 1".into()),
+                },
+                StatementRun {
+                    at_ms: 2,
+                    statement: "BOGUS".into(),
+                    tag: Some("42601".into()),
+                },
+            ],
+        };
+        let (entry, text) = seal(Some((6, "ab")), at, "a@x", &ev);
+        assert_eq!(entry.seq, 7);
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, entry.event);
+        assert_eq!(canonical_json(&parsed), text);
+        assert_eq!(serde_json::from_value::<AuditEvent>(parsed).unwrap(), ev);
+        assert_eq!(
+            entry.hash,
+            entry_hash("ab", 7, entry.at, "a@x", &entry.event)
+        );
+        assert!(verify_chain([&entry], Some((6, "ab"))).is_ok());
+        assert_eq!(ev.statements_of(), Some(Uuid::nil()));
+        assert_eq!(
+            AuditEvent::LoginSucceeded { via: "x".into() }.statements_of(),
+            None
+        );
+    }
+
+    #[test]
+    fn canonical_json_escapes_like_serde_json() {
+        let v = serde_json::json!({"s": "a\"é\n\u{1}", "n": -1.5, "t": true, "z": null});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"n":-1.5,"s":"a\"é\n\u0001","t":true,"z":null}"#
+        );
     }
 
     #[test]

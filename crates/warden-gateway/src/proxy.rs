@@ -379,9 +379,10 @@ impl ProxyBackend for Backend {
                 tag: l.tag,
             })
             .collect();
-        metrics::counter!("warden_proxy_statements_total").increment(records.len() as u64);
-        if let Err(e) = self.app.store.record_statements(&records).await {
-            tracing::error!(error = %e, statements = records.len(), "could not record proxied statements");
+        let n = records.len();
+        metrics::counter!("warden_proxy_statements_total").increment(n as u64);
+        if let Err(e) = self.app.store.record_statements(records).await {
+            tracing::error!(error = %e, statements = n, "could not record proxied statements");
         }
         for l in &finished {
             self.finish_held(l).await;

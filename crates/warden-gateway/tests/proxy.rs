@@ -108,7 +108,7 @@ async fn psql_logs_in_with_a_token_and_every_statement_is_audited() {
         .collect();
     for k in [
         "session_started",
-        "statement",
+        "statements",
         "session_ended",
         "login_failed",
     ] {

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Postgres, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
-use warden_core::audit::{AuditEvent, next_entry};
+use warden_core::audit::{AuditEvent, seal};
 
 use crate::{Result, StoreError};
 
@@ -342,12 +342,6 @@ impl Q {
             persistent: false,
         }
     }
-    /// Caches the prepared statement when `yes` (the full chunks of a multi-row insert share
-    /// one text).
-    pub(crate) fn cached(mut self, yes: bool) -> Self {
-        self.persistent = yes;
-        self
-    }
     /// The same arguments with the SQL text they were collected for.
     pub(crate) fn with_sql(mut self, sql: String) -> Self {
         self.sql = Cow::Owned(sql);
@@ -533,6 +527,7 @@ struct PendingEntry {
     prev_hash: String,
     hash: String,
     review_id: Option<Uuid>,
+    session_id: Option<Uuid>,
 }
 
 impl std::ops::Deref for WriteTx {
@@ -557,13 +552,8 @@ impl WriteTx {
     ) -> Result<()> {
         for ev in events {
             let prev = (self.head_seq > 0).then_some((self.head_seq, self.head_hash.as_str()));
-            let entry = next_entry(prev, at, actor, ev);
-            let event = serde_json::to_string(&entry.event).map_err(|e| {
-                StoreError::Invalid(format!(
-                    "{}: cannot encode the audit event: {e}",
-                    self.h.ctx
-                ))
-            })?;
+            // The canonical text is stored: computed once, it is exactly what was hashed.
+            let (entry, event) = seal(prev, at, actor, ev);
             self.head_seq = entry.seq;
             self.head_hash.clone_from(&entry.hash);
             self.pending.push(PendingEntry {
@@ -574,6 +564,7 @@ impl WriteTx {
                 prev_hash: entry.prev_hash,
                 hash: entry.hash,
                 review_id: ev.review_id(),
+                session_id: ev.statements_of(),
             });
         }
         Ok(())
@@ -600,14 +591,14 @@ impl WriteTx {
         let pending = std::mem::take(&mut self.pending);
         for chunk in pending.chunks(INSERT_CHUNK) {
             let mut sql = String::from(
-                "INSERT INTO audit_log (seq, at_ms, actor, event, prev_hash, hash, review_id) VALUES ",
+                "INSERT INTO audit_log (seq, at_ms, actor, event, prev_hash, hash, review_id, session_id) VALUES ",
             );
             let mut query = Q::one_off(String::new());
             for (i, e) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("({})", self.placeholders(&query, 7)));
+                sql.push_str(&format!("({})", self.placeholders(&query, 8)));
                 query.push(e.seq);
                 query.push(e.at_ms);
                 query.push(e.actor.as_str());
@@ -615,6 +606,7 @@ impl WriteTx {
                 query.push(e.prev_hash.as_str());
                 query.push(e.hash.as_str());
                 query.push(e.review_id);
+                query.push(e.session_id);
             }
             query.sql = Cow::Owned(sql);
             // Full chunks all have the same text: worth a cached prepared statement.

@@ -29,13 +29,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
-use warden_core::audit::{AuditEntry, AuditEvent};
+use warden_core::audit::{AuditEntry, AuditEvent, StatementRun};
 use warden_core::{Connection, Review, ReviewStatus, Rule, RuleType, Session, SessionKind, User};
 
 use backend::{Db, Q, Val, WriteTx, q};
 use rows::{
-    AuditRow, ConnectionRow, ConnectionSecretRow, ReviewRow, RuleRow, SessionRow, StatementRow,
-    TokenRow, TokenUserRow, UserRow, to_json,
+    AuditRow, ConnectionRow, ConnectionSecretRow, ReviewRow, RuleRow, SessionRow, TokenRow,
+    TokenUserRow, UserRow, to_json,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -180,7 +180,63 @@ macro_rules! session_cols {
 }
 
 /// Rows per multi-row statement insert (8 parameters each).
-const STATEMENT_CHUNK: usize = 100;
+/// At most this many statements in one `statements` audit entry.
+pub const STATEMENTS_PER_ENTRY: usize = 500;
+/// A `statements` audit entry is closed once its statements' text reaches this many bytes.
+pub const STATEMENT_BYTES_PER_ENTRY: usize = 1 << 20;
+
+/// One future `statements` audit entry.
+struct StatementGroup {
+    session_id: Uuid,
+    review_id: Option<Uuid>,
+    user: String,
+    connection: String,
+    at: OffsetDateTime,
+    runs: Vec<StatementRun>,
+    bytes: usize,
+}
+
+/// Splits a batch (sessions interleaved) into per-session runs under one review, each session's
+/// statements staying in order.
+fn group_statements(batch: Vec<StatementRecord>) -> Vec<StatementGroup> {
+    let mut groups: Vec<StatementGroup> = Vec::new();
+    // The open group of each session (index into `groups`); sessions per batch are few.
+    let mut open: Vec<(Uuid, usize)> = Vec::new();
+    for s in batch {
+        let slot = open.iter().position(|(id, _)| *id == s.session_id);
+        let fits = slot.map(|i| &groups[open[i].1]).is_some_and(|g| {
+            g.review_id == s.review_id
+                && g.runs.len() < STATEMENTS_PER_ENTRY
+                && g.bytes < STATEMENT_BYTES_PER_ENTRY
+        });
+        let at_ms = (s.at.unix_timestamp_nanos() / 1_000_000) as i64;
+        let run = StatementRun {
+            at_ms,
+            statement: s.statement,
+            tag: s.tag,
+        };
+        if fits && let Some(i) = slot {
+            let g = &mut groups[open[i].1];
+            g.bytes += run.statement.len();
+            g.runs.push(run);
+            continue;
+        }
+        match slot {
+            Some(i) => open[i].1 = groups.len(),
+            None => open.push((s.session_id, groups.len())),
+        }
+        groups.push(StatementGroup {
+            session_id: s.session_id,
+            review_id: s.review_id,
+            user: s.user,
+            connection: s.connection,
+            at: s.at,
+            bytes: run.statement.len(),
+            runs: vec![run],
+        });
+    }
+    groups
+}
 /// Page size when a filter leaves `per_page` at 0, and the largest page served.
 const DEFAULT_PER_PAGE: u32 = 50;
 const MAX_PER_PAGE: u32 = 1000;
@@ -1380,11 +1436,15 @@ impl Store {
             .await?;
         row.map(SessionRow::into_session).transpose()
     }
-    /// Appends proxied statements and their audit entries (one `Statement` event each) in one
-    /// transaction.
+    /// Appends proxied statements to the audit chain in one transaction.
     ///
-    /// Each entry's actor is the statement's user and its time the statement's `at`.
-    pub async fn record_statements(&self, batch: &[StatementRecord]) -> Result<()> {
+    /// Consecutive statements of one session under the same review (or none) become one
+    /// [`AuditEvent::Statements`] entry, whose actor is the session's user and whose time is its
+    /// first statement's: one hash and one row per session per batch instead of per statement,
+    /// with every statement's text, time and tag inside the hashed event. Order within a session
+    /// is kept; an entry is closed at [`STATEMENTS_PER_ENTRY`] statements or
+    /// [`STATEMENT_BYTES_PER_ENTRY`] bytes of text.
+    pub async fn record_statements(&self, batch: Vec<StatementRecord>) -> Result<()> {
         let Some(first) = batch.first() else {
             return Ok(());
         };
@@ -1396,52 +1456,64 @@ impl Store {
                 first.session_id
             ))
             .await?;
-        for chunk in batch.chunks(STATEMENT_CHUNK) {
-            let mut query = Q::one_off(String::new());
-            let mut values = Vec::with_capacity(chunk.len());
-            for s in chunk {
-                values.push(format!("({})", tx.placeholders(&query, 7)));
-                query.push(s.session_id);
-                query.push(s.user.as_str());
-                query.push(s.connection.as_str());
-                query.push(s.review_id);
-                query.push(s.statement.as_str());
-                query.push(s.at);
-                query.push(s.tag.as_deref());
-            }
-            let sql = format!(
-                "INSERT INTO statements (session_id, user_email, connection, review_id, statement, at_ms, tag) \
-                 VALUES {}",
-                values.join(", ")
-            );
-            tx.execute(query.with_sql(sql).cached(chunk.len() == STATEMENT_CHUNK))
-                .await?;
-        }
-        for s in batch {
-            let event = AuditEvent::Statement {
-                session_id: s.session_id,
-                statement: s.statement.clone(),
-                review_id: s.review_id,
-                tag: s.tag.clone(),
+        for g in group_statements(batch) {
+            let event = AuditEvent::Statements {
+                session_id: g.session_id,
+                connection: g.connection,
+                review_id: g.review_id,
+                statements: g.runs,
             };
-            tx.audit(s.at, &s.user, std::slice::from_ref(&event))?;
+            tx.audit(g.at, &g.user, std::slice::from_ref(&event))?;
         }
         tx.commit().await
     }
-    /// In the order they were recorded.
+    /// A session's statements in the order they ran, from its `statements` audit entries.
     pub async fn statements_for_session(&self, session_id: Uuid) -> Result<Vec<StatementRecord>> {
         let mut h = self
             .db
             .read(format!("reading the statements of session {session_id}"))
             .await?;
-        let rows: Vec<StatementRow> = h
+        let rows: Vec<AuditRow> = h
             .fetch_all(
-                q("SELECT id, session_id, user_email, connection, review_id, statement, at_ms, tag \
-                   FROM statements WHERE session_id = $1 ORDER BY id")
+                q(
+                    "SELECT seq, at_ms, actor, event, prev_hash, hash FROM audit_log \
+                   WHERE session_id = $1 ORDER BY seq",
+                )
                 .bind(session_id),
             )
             .await?;
-        rows.into_iter().map(StatementRow::into_record).collect()
+        let mut out = Vec::new();
+        for row in rows {
+            let seq = row.seq;
+            let entry = row.into_entry()?;
+            let AuditEvent::Statements {
+                session_id,
+                connection,
+                review_id,
+                statements,
+            } = serde_json::from_value(entry.event).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "audit_log {seq}: not a statements event although it names session {session_id}: {e}"
+                ))
+            })?
+            else {
+                return Err(StoreError::Corrupt(format!(
+                    "audit_log {seq}: not a statements event although it names session {session_id}"
+                )));
+            };
+            for r in statements {
+                out.push(StatementRecord {
+                    session_id,
+                    user: entry.actor.clone(),
+                    connection: connection.clone(),
+                    review_id,
+                    statement: r.statement,
+                    at: rows::time("audit_log", &seq.to_string(), "statements.at_ms", r.at_ms)?,
+                    tag: r.tag,
+                });
+            }
+        }
+        Ok(out)
     }
 
     // ---- audit ---------------------------------------------------------------------------
@@ -1485,6 +1557,30 @@ impl Store {
                 q(
                     "SELECT seq, at_ms, actor, event, prev_hash, hash FROM audit_log \
                    WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit.max(0)),
+            )
+            .await?;
+        rows.into_iter().map(AuditRow::into_entry).collect()
+    }
+    /// Like [`Store::audit_entries`] without the `statements` entries (the bulk of a busy log):
+    /// what the notifier reads, since no statement is ever notified. Uses a partial index, so
+    /// the statement entries are not even read.
+    pub async fn audit_entries_except_statements(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let mut h = self
+            .db
+            .read("reading the audit log (statements left out)")
+            .await?;
+        let rows: Vec<AuditRow> = h
+            .fetch_all(
+                q(
+                    "SELECT seq, at_ms, actor, event, prev_hash, hash FROM audit_log \
+                   WHERE seq > $1 AND session_id IS NULL ORDER BY seq LIMIT $2",
                 )
                 .bind(after)
                 .bind(limit.max(0)),

@@ -15,7 +15,7 @@ use warden_core::{
     Connection, ConnectionType, Review, ReviewStatus, Rule, RuleType, Session, SessionKind, User,
 };
 
-use crate::{Result, StatementRecord, StoreError, TokenInfo};
+use crate::{Result, StoreError, TokenInfo};
 
 pub(crate) fn corrupt(
     table: &str,
@@ -34,7 +34,7 @@ fn opt_uuid(table: &str, key: &str, column: &str, s: Option<&str>) -> Result<Opt
     s.map(|s| uuid(table, key, column, s)).transpose()
 }
 
-fn time(table: &str, key: &str, column: &str, ms: i64) -> Result<OffsetDateTime> {
+pub(crate) fn time(table: &str, key: &str, column: &str, ms: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(|e| {
         corrupt(
             table,
@@ -369,34 +369,6 @@ impl SessionRow {
             output_truncated: self.output_truncated,
             output_sha256: self.output_sha256,
             duration_ms: self.duration_ms,
-        })
-    }
-}
-
-#[derive(FromRow)]
-pub(crate) struct StatementRow {
-    pub id: i64,
-    pub session_id: String,
-    pub user_email: String,
-    pub connection: String,
-    pub review_id: Option<String>,
-    pub statement: String,
-    pub at_ms: i64,
-    pub tag: Option<String>,
-}
-
-impl StatementRow {
-    pub(crate) fn into_record(self) -> Result<StatementRecord> {
-        let k = self.id.to_string();
-        let t = "statements";
-        Ok(StatementRecord {
-            session_id: uuid(t, &k, "session_id", &self.session_id)?,
-            review_id: opt_uuid(t, &k, "review_id", self.review_id.as_deref())?,
-            at: time(t, &k, "at_ms", self.at_ms)?,
-            user: self.user_email,
-            connection: self.connection,
-            statement: self.statement,
-            tag: self.tag,
         })
     }
 }

@@ -1562,67 +1562,131 @@ async fn sessions(h: &Harness) {
 
 async fn statements_batch(h: &Harness) {
     let s = &h.store;
-    let sess = session(SessionKind::Proxy, "alice@x.io", "db", t0());
-    s.insert_session(&sess, session_started(&sess))
-        .await
-        .unwrap();
+    let alice = session(SessionKind::Proxy, "alice@x.io", "db", t0());
+    let bob = session(SessionKind::Proxy, "bob@x.io", "db2", t0());
+    for sess in [&alice, &bob] {
+        s.insert_session(sess, session_started(sess)).await.unwrap();
+    }
     let review_id = Uuid::new_v4();
-    let batch: Vec<StatementRecord> = (0..250)
-        .map(|i| StatementRecord {
-            session_id: sess.id,
-            user: "alice@x.io".into(),
-            connection: "db".into(),
-            review_id: (i % 10 == 0).then_some(review_id),
-            statement: format!("SELECT {i} -- 'quoted' \"ident\""),
-            at: t0() + Duration::milliseconds(i),
-            tag: if i % 7 == 0 {
-                Some("42P01".into())
-            } else {
-                Some("SELECT 1".into())
-            },
-        })
-        .collect();
+    let record = |sess: &Session, i: i64| StatementRecord {
+        session_id: sess.id,
+        user: sess.user.clone(),
+        connection: sess.connection.clone(),
+        review_id: (sess.id == alice.id && i % 10 == 0).then_some(review_id),
+        statement: format!("SELECT {i} -- 'quoted' \"ident\" é \0"),
+        at: t0() + Duration::milliseconds(i),
+        tag: if i % 7 == 0 {
+            Some("42P01".into())
+        } else {
+            Some("SELECT 1".into())
+        },
+    };
+    // The two sessions interleaved, as the proxy's writer receives them.
+    let mut batch = Vec::new();
+    for i in 0..250 {
+        batch.push(record(&alice, i));
+        if i < 30 {
+            batch.push(record(&bob, i));
+        }
+    }
+    let only = |sess: &Session| -> Vec<StatementRecord> {
+        batch
+            .iter()
+            .filter(|r| r.session_id == sess.id)
+            .cloned()
+            .collect()
+    };
     let before = verified_audit_len(s).await;
-    s.record_statements(&batch[..200]).await.unwrap();
-    s.record_statements(&batch[200..]).await.unwrap();
-    s.record_statements(&[]).await.unwrap();
-    assert_eq!(s.statements_for_session(sess.id).await.unwrap(), batch);
+    s.record_statements(batch[..200].to_vec()).await.unwrap();
+    s.record_statements(batch[200..].to_vec()).await.unwrap();
+    s.record_statements(Vec::new()).await.unwrap();
+    assert_eq!(
+        s.statements_for_session(alice.id).await.unwrap(),
+        only(&alice)
+    );
+    assert_eq!(s.statements_for_session(bob.id).await.unwrap(), only(&bob));
     assert_eq!(
         s.statements_for_session(Uuid::new_v4()).await.unwrap(),
         vec![]
     );
 
+    // One entry per run of a session's statements under one review (or none), per call: alice
+    // alternates 1 statement under review and 9 not (50 runs; the calls split her between 169
+    // and 170, a run boundary anyway), bob's 30 statements all fall in the first call (1 run).
     let entries = all_audit(s).await;
-    assert_eq!(verified_audit_len(s).await, before + 250);
-    let stmts: Vec<AuditEvent> = entries[before..]
-        .iter()
-        .map(|e| serde_json::from_value(e.event.clone()).expect("typed event"))
-        .collect();
-    for (ev, rec) in stmts.iter().zip(&batch) {
+    let new = &entries[before..];
+    assert_eq!(new.len(), 50 + 1);
+    assert_eq!(verified_audit_len(s).await, before + new.len());
+    let mut seen = 0;
+    for e in new {
+        let ev: AuditEvent = serde_json::from_value(e.event.clone()).expect("typed event");
+        let AuditEvent::Statements {
+            session_id,
+            connection,
+            review_id: rid,
+            statements,
+        } = &ev
+        else {
+            panic!("not a statements entry: {ev:?}");
+        };
+        let sess = if *session_id == alice.id {
+            &alice
+        } else {
+            &bob
+        };
+        assert_eq!(e.actor, sess.user);
+        assert_eq!(connection, &sess.connection);
+        assert!(!statements.is_empty());
         assert_eq!(
-            ev,
-            &AuditEvent::Statement {
-                session_id: rec.session_id,
-                statement: rec.statement.clone(),
-                review_id: rec.review_id,
-                tag: rec.tag.clone(),
-            }
+            e.at,
+            OffsetDateTime::from_unix_timestamp_nanos(statements[0].at_ms as i128 * 1_000_000)
+                .unwrap()
         );
+        if rid.is_some() {
+            assert_eq!(
+                statements.len(),
+                1,
+                "a reviewed statement is alone between unreviewed ones"
+            );
+        }
+        seen += statements.len();
     }
-    assert_eq!(entries[before].actor, "alice@x.io");
-    assert_eq!(entries[before + 3].at, batch[3].at);
+    assert_eq!(seen, batch.len());
     assert_eq!(s.audit_for_review(review_id).await.unwrap().len(), 25);
 
-    // A batch that cannot be stored is refused whole: no statements, no audit entries.
-    let mut bad = batch[..3].to_vec();
-    bad[2].statement = "SELECT '\0'".into();
-    let res = s.record_statements(&bad).await;
-    assert!(
-        matches!(res, Err(StoreError::Invalid(ref m)) if m.contains("NUL")),
-        "got {res:?}"
+    // A long batch of one session is cut into entries of at most STATEMENTS_PER_ENTRY.
+    let carol = session(SessionKind::Proxy, "carol@x.io", "db", t0());
+    s.insert_session(&carol, session_started(&carol))
+        .await
+        .unwrap();
+    let long: Vec<StatementRecord> = (0..(2 * warden_store::STATEMENTS_PER_ENTRY as i64 + 7))
+        .map(|i| record(&carol, i))
+        .collect();
+    let before = verified_audit_len(s).await;
+    s.record_statements(long.clone()).await.unwrap();
+    assert_eq!(verified_audit_len(s).await, before + 3);
+    assert_eq!(s.statements_for_session(carol.id).await.unwrap(), long);
+
+    // What the notifier reads: every entry but the statements, in order.
+    let all = all_audit(s).await;
+    let rest = s
+        .audit_entries_except_statements(0, 1_000_000)
+        .await
+        .unwrap();
+    let expected: Vec<&AuditEntry> = all
+        .iter()
+        .filter(|e| e.event["kind"] != "statements")
+        .collect();
+    assert_eq!(rest.iter().collect::<Vec<_>>(), expected);
+    assert!(rest.len() < all.len());
+    let after = rest[0].seq;
+    assert_eq!(
+        s.audit_entries_except_statements(after, 1).await.unwrap()[..],
+        expected[1..2]
+            .iter()
+            .map(|e| (*e).clone())
+            .collect::<Vec<_>>()[..]
     );
-    assert_eq!(s.statements_for_session(sess.id).await.unwrap().len(), 250);
-    assert_eq!(verified_audit_len(s).await, before + 250);
 }
 
 async fn audit_chain_under_concurrency(h: &Harness) {

@@ -287,12 +287,31 @@ fn describe(e: &AuditEntry) -> (String, String) {
         ),
         AuditEvent::Statement { statement, tag, .. } => (
             "statement".into(),
-            match tag {
-                Some(t) => format!("{} → {t}", truncate(&statement, 200)),
-                None => truncate(&statement, 200),
+            statement_line(&statement, tag.as_deref()),
+        ),
+        AuditEvent::Statements { statements, .. } => (
+            match statements.len() {
+                1 => "statement".into(),
+                n => format!("{n} statements"),
             },
+            statements
+                .iter()
+                .take(5)
+                .map(|r| statement_line(&r.statement, r.tag.as_deref()))
+                .chain(
+                    (statements.len() > 5).then(|| format!("… and {} more", statements.len() - 5)),
+                )
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
         other => (other.kind().replace('_', " "), String::new()),
+    }
+}
+
+fn statement_line(statement: &str, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("{} → {t}", truncate(statement, 200)),
+        None => truncate(statement, 200),
     }
 }
 
