@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Postgres, Sqlite, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
-use warden_core::audit::{AuditEvent, seal};
+use warden_core::audit::{AuditEvent, seal_text};
 
 use crate::{Result, StoreError};
 
@@ -553,16 +553,16 @@ impl WriteTx {
         for ev in events {
             let prev = (self.head_seq > 0).then_some((self.head_seq, self.head_hash.as_str()));
             // The canonical text is stored: computed once, it is exactly what was hashed.
-            let (entry, event) = seal(prev, at, actor, ev);
-            self.head_seq = entry.seq;
-            self.head_hash.clone_from(&entry.hash);
+            let sealed = seal_text(prev, at, actor, ev);
+            self.head_seq = sealed.seq;
+            self.head_hash.clone_from(&sealed.hash);
             self.pending.push(PendingEntry {
-                seq: entry.seq,
-                at_ms: ms(entry.at),
-                actor: entry.actor,
-                event,
-                prev_hash: entry.prev_hash,
-                hash: entry.hash,
+                seq: sealed.seq,
+                at_ms: ms(sealed.at),
+                actor: actor.to_string(),
+                event: sealed.event,
+                prev_hash: sealed.prev_hash,
+                hash: sealed.hash,
                 review_id: ev.review_id(),
                 session_id: ev.statements_of(),
             });
