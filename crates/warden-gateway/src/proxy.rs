@@ -371,8 +371,8 @@ impl ProxyBackend for Backend {
             .into_iter()
             .map(|l| StatementRecord {
                 session_id: l.session_id,
-                user: l.user,
-                connection: l.connection,
+                user: l.user.to_string(),
+                connection: l.connection.to_string(),
                 review_id: l.review_id,
                 statement: l.statement,
                 at: from_system(l.at),
@@ -450,15 +450,18 @@ pub fn spawn(
         anyhow::bail!("WARDEN_REQUIRE_TLS needs WARDEN_TLS_CERT and WARDEN_TLS_KEY");
     }
     let listen: SocketAddr = listener.local_addr()?;
-    // Sessions run on dedicated single-threaded relay runtimes (one per core unless
-    // WARDEN_PG_RELAY_THREADS says otherwise): measured fastest in bench/.
+    // Sessions run on dedicated single-threaded relay runtimes, one per two cores unless
+    // WARDEN_PG_RELAY_THREADS says otherwise. Fewer relay threads each serving more sessions
+    // sleep and wake less often (bench/cpu.sh on 2 cores: 0.7 context switches per transaction
+    // with one relay thread, 2.4 with two), and the other cores are left to the audit writer
+    // and the web app.
     let relay_threads = std::env::var("WARDEN_PG_RELAY_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(2)
+                .map(|n| (usize::from(n) / 2).max(1))
+                .unwrap_or(1)
         });
     let config = ProxyConfig {
         listen,

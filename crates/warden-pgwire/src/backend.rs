@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
@@ -158,8 +159,9 @@ pub enum AuthFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementLog {
     pub session_id: Uuid,
-    pub user: String,
-    pub connection: String,
+    /// Shared by every record of the session (no copy per statement).
+    pub user: Arc<str>,
+    pub connection: Arc<str>,
     /// The review that authorised the statement: the per-statement approval, else the grant's.
     pub review_id: Option<Uuid>,
     /// The text as the client sent it (`Query` text or `Parse` query text).

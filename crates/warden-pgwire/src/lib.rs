@@ -64,7 +64,8 @@
 //! records batched off the hot path. Most of the remaining cost is the kernel's (an extra
 //! loopback hop and wake-up per message). Running sessions on dedicated single-threaded
 //! runtimes ([`ProxyConfig::relay_threads`] ≥ 1) avoids a work-stealing runtime's cross-thread
-//! wake-ups; the gateway sets it to the number of cores.
+//! wake-ups; the gateway uses one per two cores (fewer threads, each serving more sessions,
+//! sleep and wake less often).
 //!
 //! # Integrating (for the gateway)
 //! Implement [`ProxyBackend`]; bind `WARDEN_PG_LISTEN`; call [`serve`] with a [`ProxyConfig`]

@@ -171,8 +171,8 @@ pub(crate) enum RelayError {
 /// Per-session facts the client half needs to write audit records.
 pub(crate) struct SessionInfo {
     pub session_id: Uuid,
-    pub user: String,
-    pub connection: String,
+    pub user: Arc<str>,
+    pub connection: Arc<str>,
     pub review_id: Option<Uuid>,
 }
 
@@ -180,8 +180,8 @@ impl SessionInfo {
     pub fn from_grant(g: &SessionGrant) -> Self {
         Self {
             session_id: g.session_id,
-            user: g.user.clone(),
-            connection: g.connection.clone(),
+            user: g.user.as_str().into(),
+            connection: g.connection.as_str().into(),
             review_id: g.review_id,
         }
     }

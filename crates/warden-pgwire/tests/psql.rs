@@ -42,8 +42,8 @@ async fn psql_queries_copy_and_transaction() {
     );
     let l = proxy.backend.wait_log("INSERT INTO").await;
     assert_eq!(l.tag.as_deref(), Some("INSERT 0 1"));
-    assert_eq!(l.user, USER);
-    assert_eq!(l.connection, CONNECTION);
+    assert_eq!(&*l.user, USER);
+    assert_eq!(&*l.connection, CONNECTION);
     let l = proxy.backend.wait_log("COPY (SELECT").await;
     assert_eq!(l.tag.as_deref(), Some("COPY 4"));
     proxy.backend.wait_log("DROP TABLE").await;
