@@ -2,10 +2,11 @@
 # CPU cost per transaction of each proxy (user µs, system µs, context switches), read from
 # /proc while pgbench runs select-only through it: the measure that background load on a
 # shared machine disturbs least. Also the whole machine's CPU per transaction and its idle
-# share, with a direct run as the baseline: what the extra hop costs everyone. Starts pgbouncer (session mode) and Warden's bench_proxy like
-# run.sh does; sslmode=disable everywhere.
+# share, with a direct run as the baseline: what the extra hop costs everyone. Starts
+# pgbouncer (session mode), the byte forwarder (examples/bench_forward.rs: the floor of any
+# extra hop) and Warden's bench_proxy like run.sh does; sslmode=disable everywhere.
 #
-# Usage: bench/cpu.sh   (env: DURATION=10 CLIENTS=8 JOBS=2 PGHOST PGPORT PGUSER PGDATABASE RELAY_THREADS=2;
+# Usage: bench/cpu.sh   (env: DURATION=10 CLIENTS=8 JOBS=2 PGHOST PGPORT PGUSER PGDATABASE RELAY_THREADS=nproc/2;
 #                        expects pgbench tables: run bench/run.sh once, or pgbench -i -s 10)
 set -euo pipefail
 DURATION=${DURATION:-10}
@@ -15,7 +16,8 @@ PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
 PGUSER=${PGUSER:-postgres}
 PGDATABASE=${PGDATABASE:-test}
-RELAY_THREADS=${RELAY_THREADS:-2}
+# Relay threads as the gateway picks them: one per two cores, at least one.
+RELAY_THREADS=${RELAY_THREADS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
 export PGSSLMODE=disable
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/warden-cpu.XXXXXX)
@@ -24,7 +26,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 command -v pgbouncer >/dev/null || apt-get install -y pgbouncer >/dev/null
-(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy)
+(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy --example bench_forward)
 cat >"$work/pgbouncer.ini" <<INI
 [databases]
 $PGDATABASE = host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=$PGUSER
@@ -51,7 +53,10 @@ fi
 RELAY_THREADS=$RELAY_THREADS "$root/target/release/examples/bench_proxy" 127.0.0.1:6443 "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" 2 2>/dev/null &
 warden=$!
 pids+=("$warden")
-for port in 6442 6443; do
+"$root/target/release/examples/bench_forward" 127.0.0.1:6444 "$PGHOST:$PGPORT" 2>/dev/null &
+forward=$!
+pids+=("$forward")
+for port in 6442 6443 6444; do
     for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 bouncer=$(cat "$work/pgbouncer.pid")
@@ -82,5 +87,6 @@ echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for mode in simple prepared; do
     measure direct 0 "$PGPORT" "$PGUSER" "$mode"
     measure pgbouncer "$bouncer" 6442 "$PGUSER" "$mode"
+    measure forward "$forward" 6444 "$PGUSER" "$mode"
     measure warden "$warden" 6443 bench@warden.test "$mode"
 done

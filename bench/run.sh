@@ -2,13 +2,17 @@
 # Warden PostgreSQL proxy benchmark: pgbench through nothing (direct), pgbouncer (session mode),
 # Warden's proxy alone (examples/bench_proxy.rs: no rule, every statement audited into a
 # counting sink) and the whole Warden gateway (`warden gateway`, default SQLite store, no rule on
-# the connection, every statement written to the hash-chained audit log), in one run, all with
+# the connection, every statement written to the hash-chained audit log), in one run, plus
+# `forward` (examples/bench_forward.rs: a byte forwarder that parses nothing, audits nothing:
+# the floor of any extra hop on this runtime; left out with TLS=1, where it would carry the
+# client's TLS end to end), all with
 # sslmode=disable (no TLS on any hop, so like is compared with like); TLS=1 instead puts TLS on
 # every hop of every target (sslmode=require, one self-signed P-256 certificate for both proxies).
 #
 # Usage: bench/run.sh   (env: DURATION=15 ROUNDS=3 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
-#                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=2 WORKLOADS="select-only tpcb-like rows-10k"
-#                        TARGETS="direct pgbouncer warden gateway" TLS=0)
+#                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=nproc/2 GATEWAY_RELAY_THREADS=(gateway default)
+#                        WORKLOADS="select-only tpcb-like rows-10k"
+#                        TARGETS="direct pgbouncer forward warden gateway" TLS=0)
 # rows-10k: one query returning 10,000 rows of pgbench_accounts per transaction (large results).
 # Rounds are interleaved (direct, pgbouncer, warden back to back for each case) and the median
 # per case is reported, so a burst of load from elsewhere on the machine skews one sample only.
@@ -21,15 +25,18 @@ JOBS=${JOBS:-2}
 SCALE=${SCALE:-10}
 ROUNDS=${ROUNDS:-3}
 WORKLOADS=${WORKLOADS:-select-only tpcb-like rows-10k}
-TARGETS=${TARGETS:-direct pgbouncer warden gateway}
+TARGETS=${TARGETS:-direct pgbouncer forward warden gateway}
+[ "${TLS:-0}" = 1 ] && TARGETS=${TARGETS/forward/}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
 PGUSER=${PGUSER:-postgres}
 PGDATABASE=${PGDATABASE:-test}
 WARDEN_THREADS=${WARDEN_THREADS:-2}
-RELAY_THREADS=${RELAY_THREADS:-2}
+# Relay threads as the gateway picks them: one per two cores, at least one.
+RELAY_THREADS=${RELAY_THREADS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
 BOUNCER_PORT=${BOUNCER_PORT:-6432}
 WARDEN_PORT=${WARDEN_PORT:-6433}
+FORWARD_PORT=${FORWARD_PORT:-6435}
 GATEWAY_PORT=${GATEWAY_PORT:-6434}
 GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:8098}
 TLS=${TLS:-0}
@@ -67,8 +74,9 @@ fi
 pg_isready -h "$PGHOST" -p "$PGPORT" >/dev/null || { echo "PostgreSQL is not reachable at $PGHOST:$PGPORT" >&2; exit 1; }
 
 echo "building the proxy and the gateway (release)…" >&2
-(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy && cargo build --release -q -p warden-cli)
+(cd "$root" && cargo build --release -q -p warden-pgwire --example bench_proxy --example bench_forward && cargo build --release -q -p warden-cli)
 proxy_bin="$root/target/release/examples/bench_proxy"
+forward_bin="$root/target/release/examples/bench_forward"
 warden_bin="$root/target/release/warden"
 
 # pgbouncer, session mode, trust to its clients, trust upstream (as the PostgreSQL here).
@@ -98,14 +106,16 @@ else
 fi
 env "${tls_env[@]}" RELAY_THREADS=$RELAY_THREADS "$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
 proxy_pid=$!
+"$forward_bin" "127.0.0.1:$FORWARD_PORT" "$PGHOST:$PGPORT" 2>"$work/forward.log" & pids+=($!)
 # The whole gateway, as README's first command starts it (fresh data dir, SQLite store), with
 # a connection to the benchmark database and no rule on it.
 export WARDEN_CONFIG="$work/cli.json"
-gateway_tls=()
-[ "$TLS" = 1 ] && gateway_tls=(WARDEN_TLS_CERT="$work/cert.pem" WARDEN_TLS_KEY="$work/key.pem")
-env "${gateway_tls[@]}" WARDEN_DATA_DIR="$work/gateway" WARDEN_LISTEN="$GATEWAY_HTTP" WARDEN_PG_LISTEN="127.0.0.1:$GATEWAY_PORT" \
+gateway_env=()
+[ "$TLS" = 1 ] && gateway_env=(WARDEN_TLS_CERT="$work/cert.pem" WARDEN_TLS_KEY="$work/key.pem")
+[ -n "${GATEWAY_RELAY_THREADS:-}" ] && gateway_env+=(WARDEN_PG_RELAY_THREADS="$GATEWAY_RELAY_THREADS")
+env "${gateway_env[@]}" WARDEN_DATA_DIR="$work/gateway" WARDEN_LISTEN="$GATEWAY_HTTP" WARDEN_PG_LISTEN="127.0.0.1:$GATEWAY_PORT" \
     WARDEN_ADMIN_PASSWORD=bench-password-1 RUST_LOG=warn "$warden_bin" gateway >"$work/gateway.log" 2>&1 & pids+=($!)
-for port in "$BOUNCER_PORT" "$WARDEN_PORT" "$GATEWAY_PORT"; do
+for port in "$BOUNCER_PORT" "$WARDEN_PORT" "$FORWARD_PORT" "$GATEWAY_PORT"; do
     for _ in $(seq 100); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 echo bench-password-1 | "$warden_bin" login --gateway "http://$GATEWAY_HTTP" --email admin@warden.local --password-stdin >/dev/null
@@ -120,6 +130,7 @@ pgbench -i -q -s "$SCALE" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" "$PGDATABASE" >
 declare -A target=(
     [direct]="$PGHOST $PGPORT $PGUSER"
     [pgbouncer]="127.0.0.1 $BOUNCER_PORT $PGUSER"
+    [forward]="127.0.0.1 $FORWARD_PORT $PGUSER"
     [warden]="127.0.0.1 $WARDEN_PORT bench@warden.test"
     [gateway]="127.0.0.1 $GATEWAY_PORT admin@warden.local"
 )
