@@ -242,12 +242,21 @@ fn write_entry(
     canonical_event: &str,
     out: &mut Vec<u8>,
 ) {
-    let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-    out.extend_from_slice(b"{\"actor\":");
-    let _ = serde_json::to_writer(&mut *out, actor);
-    out.extend_from_slice(format!(",\"at_ms\":{at_ms},\"event\":").as_bytes());
+    let (head, tail) = entry_frame(seq, at, actor);
+    out.extend_from_slice(&head);
     out.extend_from_slice(canonical_event.as_bytes());
-    out.extend_from_slice(format!(",\"seq\":{seq}}}").as_bytes());
+    out.extend_from_slice(tail.as_bytes());
+}
+
+/// What surrounds the event in an entry's canonical bytes: `{"actor":…,"at_ms":…,"event":` and
+/// `,"seq":…}`.
+fn entry_frame(seq: i64, at: OffsetDateTime, actor: &str) -> (Vec<u8>, String) {
+    let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+    let mut head = Vec::with_capacity(actor.len() + 48);
+    head.extend_from_slice(b"{\"actor\":");
+    let _ = serde_json::to_writer(&mut head, actor);
+    head.extend_from_slice(format!(",\"at_ms\":{at_ms},\"event\":").as_bytes());
+    (head, format!(",\"seq\":{seq}}}"))
 }
 
 /// `SHA-256(prev_hash ‖ canonical bytes)`, hex.
@@ -270,16 +279,12 @@ fn hash_canonical(
 ) -> String {
     // The same bytes as `write_entry`, fed to the hash in pieces: the event (up to a megabyte
     // for a statement batch) is not copied.
-    let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-    let mut head = Vec::with_capacity(actor.len() + 64);
-    head.extend_from_slice(b"{\"actor\":");
-    let _ = serde_json::to_writer(&mut head, actor);
-    head.extend_from_slice(format!(",\"at_ms\":{at_ms},\"event\":").as_bytes());
+    let (head, tail) = entry_frame(seq, at, actor);
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(&head);
     h.update(canonical_event.as_bytes());
-    h.update(format!(",\"seq\":{seq}}}").as_bytes());
+    h.update(tail.as_bytes());
     hex::encode(h.finalize())
 }
 
@@ -598,6 +603,18 @@ mod tests {
         let parsed: Value = serde_json::from_str(&sealed.event).unwrap();
         assert_eq!(sealed.hash, entry_hash(GENESIS_HASH, 1, at, "a@x", &parsed));
         assert_eq!(sealed.prev_hash, GENESIS_HASH);
+        // The hash is SHA-256 over prev_hash and the entry's canonical bytes, fed in pieces.
+        let login = AuditEvent::LoginSucceeded { via: "pg".into() };
+        let sealed = seal_text(Some((41, "ab")), at, "a\"@x", &login);
+        let bytes = canonical_bytes(42, at, "a\"@x", &serde_json::to_value(&login).unwrap());
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"actor":"a\"@x","at_ms":1700000000000,"event":{"kind":"login_succeeded","via":"pg"},"seq":42}"#
+        );
+        let mut h = Sha256::new();
+        h.update(b"ab");
+        h.update(&bytes);
+        assert_eq!(sealed.hash, hex::encode(h.finalize()));
     }
 
     #[test]
