@@ -8,10 +8,12 @@
 //!
 //! Under statement review the tracker also **renames** every named statement on its way to the
 //! server (`s1` → `_warden_<nonce>_<n>`, a fresh name per `Parse`). Otherwise a `Parse` the
-//! server refuses (say, "already exists" after an SQL `DEALLOCATE` the proxy cannot follow)
+//! server refuses (say, "already exists" after an SQL `DEALLOCATE` the proxy did not follow)
 //! would leave the proxy believing a name means a text it does not mean, and a reviewer would
 //! approve one statement while another runs. With fresh names, what the proxy believes about a
-//! name is either true or the server does not know the name at all.
+//! name is either true or the server does not know the name at all. A query that is just
+//! `DEALLOCATE name` / `DEALLOCATE ALL` is followed (and, under renaming, sent with the server's
+//! name); one inside a multi-statement query is not, and then fails on the server (fail closed).
 //!
 //! Pure state, no I/O. It never decides anything: the relay asks the backend about the texts.
 
@@ -116,6 +118,27 @@ impl Tracker {
         })
     }
 
+    /// Follows an SQL `DEALLOCATE` (simple query) that drops prepared statements: they share
+    /// one namespace with the protocol's, and drivers use it (psycopg trims its prepared-statement
+    /// cache with `DEALLOCATE name`). Returns the query to send instead when the name must be
+    /// translated for the server (under renaming); `None` sends the client's text unchanged.
+    pub fn deallocate(&mut self, sql: &str) -> Option<String> {
+        match parse_deallocate(sql)? {
+            Deallocate::All => {
+                self.statements.clear();
+                None
+            }
+            Deallocate::One(name) => {
+                let (server, _) = self.statements.remove(name.as_bytes())?;
+                if self.rename.is_none() || *server == *name.as_bytes() {
+                    return None;
+                }
+                // Server names are `_warden_<hex>_<n>`: nothing in them needs escaping.
+                Some(format!("DEALLOCATE \"{}\"", show(&server)))
+            }
+        }
+    }
+
     /// A `Bind` whose names could not be read: no portal is known any more (later `Execute`s
     /// are recorded as unknown rather than as a stale text).
     pub fn forget_portals(&mut self) {
@@ -145,6 +168,64 @@ impl Tracker {
     }
 }
 
+/// What an SQL `DEALLOCATE` drops.
+#[derive(Debug, PartialEq, Eq)]
+enum Deallocate {
+    One(String),
+    All,
+}
+
+/// `DEALLOCATE [PREPARE] { name | ALL } [;]` as the whole query, with the name as PostgreSQL
+/// resolves it (unquoted: ASCII letters lowered; quoted: as written, `""` for `"`). Anything
+/// else — other statements, several statements, comments — is `None`: the proxy then keeps
+/// its view, and a name it did not translate is one the server does not know (under renaming).
+///
+/// Hand-written because only this one statement shape matters and the SQL parser used by the
+/// gateway (classification) does not belong in the relay.
+fn parse_deallocate(sql: &str) -> Option<Deallocate> {
+    let mut rest = sql.trim();
+    rest = rest.strip_suffix(';').unwrap_or(rest).trim_end();
+    /// Consumes the keyword `w` (any case) at the start of `s`, if a word ends there.
+    fn word(s: &mut &str, w: &str) -> bool {
+        let t = s.trim_start();
+        match t.get(..w.len()) {
+            Some(head) if head.eq_ignore_ascii_case(w) => {
+                let after = &t[w.len()..];
+                let ends = after.is_empty()
+                    || after.starts_with(|c: char| c.is_ascii_whitespace() || c == '"');
+                if ends {
+                    *s = after;
+                }
+                ends
+            }
+            _ => false,
+        }
+    }
+    if !word(&mut rest, "DEALLOCATE") {
+        return None;
+    }
+    word(&mut rest, "PREPARE");
+    let name = rest.trim();
+    if name.eq_ignore_ascii_case("ALL") {
+        return Some(Deallocate::All);
+    }
+    if let Some(quoted) = name.strip_prefix('"') {
+        let inner = quoted.strip_suffix('"')?;
+        // Every `"` inside must be doubled.
+        if inner.replace("\"\"", "").contains('"') || inner.is_empty() {
+            return None;
+        }
+        return Some(Deallocate::One(inner.replace("\"\"", "\"")));
+    }
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let starts = first.is_alphabetic() || first == '_';
+    if !starts || !chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+        return None;
+    }
+    Some(Deallocate::One(name.to_ascii_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +245,65 @@ mod tests {
         t.bind(b"", b"s1", "");
         assert_eq!(&*t.execute(b""), "EXECUTE \"s1\"");
         assert!(t.execute(b"nope").contains("not bound"));
+    }
+
+    #[test]
+    fn sql_deallocate_is_read_as_postgresql_reads_it() {
+        let one = |n: &str| Some(Deallocate::One(n.into()));
+        assert_eq!(parse_deallocate("DEALLOCATE s1"), one("s1"));
+        assert_eq!(
+            parse_deallocate("  deallocate prepare _pg3_12 ;"),
+            one("_pg3_12")
+        );
+        assert_eq!(parse_deallocate("DEALLOCATE Mixed$1"), one("mixed$1"));
+        assert_eq!(
+            parse_deallocate("DEALLOCATE \"Mixed \"\"q\"\"\""),
+            one("Mixed \"q\"")
+        );
+        assert_eq!(parse_deallocate("DEALLOCATE\"x\""), one("x"));
+        assert_eq!(parse_deallocate("DEALLOCATE ALL"), Some(Deallocate::All));
+        assert_eq!(
+            parse_deallocate("deallocate prepare all;"),
+            Some(Deallocate::All)
+        );
+        for not in [
+            "DEALLOCATE",
+            "DEALLOCATEs1",
+            "DEALLOCATE s1; DROP TABLE t",
+            "DEALLOCATE s1 -- x",
+            "DEALLOCATE \"a\"b\"",
+            "DEALLOCATE \"\"",
+            "DEALLOCATE 1abc",
+            "SELECT 1",
+            "",
+        ] {
+            assert_eq!(parse_deallocate(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn deallocate_translates_renamed_statements_and_forgets_them() {
+        let mut t = Tracker::renaming();
+        let server = t.parse(b"s1", "DELETE FROM a");
+        let sql = t.deallocate("DEALLOCATE S1").expect("translated");
+        assert_eq!(sql, format!("DEALLOCATE \"{}\"", show(&server)));
+        // Gone: a second DEALLOCATE goes to the server as written (which then refuses it).
+        assert_eq!(t.deallocate("DEALLOCATE s1"), None);
+        t.bind(b"", b"s1", "");
+        assert_eq!(&*t.execute(b""), "EXECUTE \"s1\"");
+        t.parse(b"a", "SELECT 1");
+        t.parse(b"b", "SELECT 2");
+        assert_eq!(t.deallocate("DEALLOCATE ALL"), None);
+        assert_eq!(&*t.server_name(b"a"), b"a");
+
+        // Without renaming the text goes as written; the name is forgotten, so preparing it
+        // again is not reported as ambiguous.
+        let mut t = Tracker::default();
+        t.parse(b"s", "DELETE FROM a");
+        assert_eq!(t.deallocate("DEALLOCATE s"), None);
+        t.parse(b"s", "SELECT 1");
+        t.bind(b"", b"s", "");
+        assert_eq!(&*t.execute(b""), "SELECT 1");
     }
 
     #[test]

@@ -291,6 +291,7 @@ pub(crate) async fn client_to_upstream(
                         match tag {
                             b'Q' => {
                                 let text = message::query_text(body)?;
+                                tracker.deallocate(&text);
                                 entries.push(Entry::Ready {
                                     sync: false,
                                     logs: vec![info.log_at(text, None, None, at())],
@@ -485,13 +486,27 @@ impl<B: ProxyBackend> Reviewer<B> {
                 self.flush_out(upstream).await?;
                 match self.decide(&text, client, buf).await {
                     Verdict::Allowed(review_id) => {
+                        // An SQL DEALLOCATE of a renamed statement goes out with the server's
+                        // name (the record keeps the client's text).
+                        if let Some(t) = self.scratch.as_mut() {
+                            t.deallocate(&text);
+                        }
+                        let translated = self.tracker.deallocate(&text);
                         let log = self.info.log(text, review_id, None);
                         self.shared.push([Entry::Ready {
                             sync: false,
                             logs: vec![log],
                             error_before: None,
                         }]);
-                        self.out.extend_from_slice(&frame);
+                        match translated {
+                            Some(sql) => self.out.extend_from_slice(&message::rebuild(
+                                b'Q',
+                                0,
+                                sql.as_bytes(),
+                                &[],
+                            )),
+                            None => self.out.extend_from_slice(&frame),
+                        }
                     }
                     Verdict::Refused { tag, message } => {
                         self.audit

@@ -1,5 +1,6 @@
 //! Other real clients through the proxy: pgbench (initialisation with COPY, then simple,
-//! extended and prepared runs) and psycopg 3 from PyPI (pipeline mode, COPY, prepared).
+//! extended and prepared runs) and psycopg 3 from PyPI (pipeline mode, COPY, prepared; dropping
+//! prepared statements under statement review).
 
 mod common;
 
@@ -97,5 +98,38 @@ async fn psycopg_full_workout() {
     assert!(stdout.starts_with("OK "), "{stdout}");
     let l = proxy.backend.wait_log("SELECT 42").await;
     assert_eq!(l.tag.as_deref(), Some("SELECT 1"));
+    proxy.stop().await;
+}
+
+/// psycopg drops prepared statements (cache eviction, or an SQL `DEALLOCATE` by hand). Under
+/// statement review the proxy renames every prepared statement on the server, so it must
+/// translate those names, or the driver's `DEALLOCATE` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_deallocate_under_review() {
+    ensure_psycopg().await;
+    let proxy = Proxy::start(TestBackend::reviewing(Vec::new())).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psycopg_deallocate.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(proxy.conninfo("disable"));
+    let out = run(cmd, "").await;
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "psycopg script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.starts_with("OK "), "{stdout}");
+    // The DEALLOCATE was reviewed and recorded with the client's own text.
+    let l = proxy.backend.wait_log("DEALLOCATE _pg3_0").await;
+    assert_eq!(l.tag.as_deref(), Some("DEALLOCATE"));
+    assert!(
+        proxy
+            .backend
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == "DEALLOCATE _pg3_0"),
+        "the DEALLOCATE went through review"
+    );
     proxy.stop().await;
 }
