@@ -80,22 +80,27 @@ async fn ensure_psycopg() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg_full_workout() {
+/// Runs one of the psycopg scripts in `tests/` (installing psycopg if needed); it must succeed
+/// and print `OK …`.
+async fn run_psycopg(script: &str, args: &[&str]) {
     ensure_psycopg().await;
-    let proxy = Proxy::start(TestBackend::allow_all()).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psycopg_client.py");
     let mut cmd = Command::new("python3");
-    cmd.arg(script)
-        .arg(proxy.conninfo("disable"))
-        .arg(table("psy"));
+    cmd.arg(format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args);
     let out = run(cmd, "").await;
     let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "psycopg script failed:\n{stdout}\n{stderr}"
-    );
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
     assert!(stdout.starts_with("OK "), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_full_workout() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    run_psycopg(
+        "psycopg_client.py",
+        &[&proxy.conninfo("disable"), &table("psy")],
+    )
+    .await;
     let l = proxy.backend.wait_log("SELECT 42").await;
     assert_eq!(l.tag.as_deref(), Some("SELECT 1"));
     proxy.stop().await;
@@ -106,30 +111,15 @@ async fn psycopg_full_workout() {
 /// translate those names, or the driver's `DEALLOCATE` fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_deallocate_under_review() {
-    ensure_psycopg().await;
     let proxy = Proxy::start(TestBackend::reviewing(Vec::new())).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/psycopg_deallocate.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(script).arg(proxy.conninfo("disable"));
-    let out = run(cmd, "").await;
-    let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.success(),
-        "psycopg script failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.starts_with("OK "), "{stdout}");
+    run_psycopg("psycopg_deallocate.py", &[&proxy.conninfo("disable")]).await;
     // The DEALLOCATE was reviewed and recorded with the client's own text.
     let l = proxy.backend.wait_log("DEALLOCATE _pg3_0").await;
     assert_eq!(l.tag.as_deref(), Some("DEALLOCATE"));
+    let asked = proxy.backend.asked.lock().unwrap().clone();
     assert!(
-        proxy
-            .backend
-            .asked
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|s| s == "DEALLOCATE _pg3_0"),
-        "the DEALLOCATE went through review"
+        asked.iter().any(|s| s == "DEALLOCATE _pg3_0"),
+        "the DEALLOCATE went through review: {asked:?}"
     );
     proxy.stop().await;
 }
