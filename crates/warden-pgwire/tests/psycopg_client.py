@@ -7,16 +7,10 @@ executemany, COPY both ways, a transaction rolled back, and notices.
 import sys
 
 import psycopg
+from psycopg_checks import Checks
 
 conninfo, table = sys.argv[1], sys.argv[2]
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    if not cond:
-        raise AssertionError(what)
-    checks += 1
+check = Checks()
 
 
 with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -53,8 +47,8 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT * FROM no_such_table_here")
         check(False, "error expected")
     except psycopg.errors.UndefinedTable:
-        checks += 1
+        check(True, "error expected")
     check(conn.execute("SELECT 42").fetchone()[0] == 42, "after error")
     conn.execute(f"DROP TABLE {table}")
 
-print(f"OK {checks}")
+check.ok()

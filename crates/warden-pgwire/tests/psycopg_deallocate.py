@@ -10,17 +10,11 @@ Usage: psycopg_deallocate.py CONNINFO. Prints "OK <checks>" on success; any fail
 import sys
 
 import psycopg
+from psycopg_checks import Checks
 from psycopg import pq
 
 conninfo = sys.argv[1]
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    if not cond:
-        raise AssertionError(what)
-    checks += 1
+check = Checks()
 
 
 def server_names(conn):
@@ -46,4 +40,4 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
     res = conn.pgconn.exec_(b"DEALLOCATE ALL")
     check(res.status == pq.ExecStatus.COMMAND_OK, f"DEALLOCATE ALL: {res.error_message!r}")
     check(server_names(conn) == [], "none left")
-print(f"OK {checks}")
+check.ok()
