@@ -334,7 +334,7 @@ pub fn event_canonical(event: &AuditEvent) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// What a store persists for a new entry: [`seal`] without the event parsed back into a
+/// What a store persists for a new entry: [`next_entry`] without the event parsed back into a
 /// `serde_json::Value` (a store keeps the text, which is exactly what was hashed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedText {
@@ -370,7 +370,8 @@ pub fn seal_text(
     }
 }
 
-/// Builds the next entry after `prev` (`None` = the first entry). Time is truncated to
+/// Builds the next entry after `prev` (`None` = the first entry), with the event as JSON (for
+/// verifiers and tests; a store keeps [`seal_text`]'s text instead). Time is truncated to
 /// milliseconds so what is stored is exactly what was hashed.
 pub fn next_entry(
     prev: Option<(i64, &str)>,
@@ -378,27 +379,15 @@ pub fn next_entry(
     actor: &str,
     event: &AuditEvent,
 ) -> AuditEntry {
-    seal(prev, at, actor, event).0
-}
-
-/// [`next_entry`] plus the event's canonical JSON, which is what a store should persist: it is
-/// valid JSON that parses back to the hashed event, and it is computed once for both.
-pub fn seal(
-    prev: Option<(i64, &str)>,
-    at: OffsetDateTime,
-    actor: &str,
-    event: &AuditEvent,
-) -> (AuditEntry, String) {
     let sealed = seal_text(prev, at, actor, event);
-    let entry = AuditEntry {
+    AuditEntry {
         seq: sealed.seq,
         at: sealed.at,
         actor: actor.to_string(),
         event: serde_json::to_value(event).unwrap_or(Value::Null),
         prev_hash: sealed.prev_hash,
         hash: sealed.hash,
-    };
-    (entry, sealed.event)
+    }
 }
 
 pub fn truncate_ms(at: OffsetDateTime) -> OffsetDateTime {
@@ -547,7 +536,8 @@ mod tests {
                 },
             ],
         };
-        let (entry, text) = seal(Some((6, "ab")), at, "a@x", &ev);
+        let entry = next_entry(Some((6, "ab")), at, "a@x", &ev);
+        let text = seal_text(Some((6, "ab")), at, "a@x", &ev).event;
         assert_eq!(entry.seq, 7);
         let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, entry.event);
