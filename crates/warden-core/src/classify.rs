@@ -636,10 +636,8 @@ fn walk_node_value(v: &Value) -> Reading {
                 ));
             }
         }
-        "SelectStmt" => {
-            if body.get("into_clause").is_some_and(|c| !c.is_null()) {
-                return Reading::write("SELECT INTO creates a table");
-            }
+        "SelectStmt" if body.get("into_clause").is_some_and(|c| !c.is_null()) => {
+            return Reading::write("SELECT INTO creates a table");
         }
         _ => {}
     }
