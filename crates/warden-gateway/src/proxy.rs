@@ -20,16 +20,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warden_core::audit::AuditEvent;
-use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
+use warden_core::decision::{AllowReason, Decision};
 use warden_core::review::NewReview;
 use warden_core::secret::Secret;
-use warden_core::{ConnectionType, Review, ReviewStatus, RuleType, Session, SessionKind, User};
+use warden_core::{Review, ReviewStatus, RuleType, Session, SessionKind, User};
 use warden_pgwire::{
-    AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, StatementDecision,
-    StatementLog, Upstream, UpstreamTls,
+    AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
+    StatementDecision, StatementLog, Upstream, UpstreamTls,
 };
 use warden_store::{AuditCtx, StatementRecord};
 
+use crate::app::native::{NativeAccess, access_of};
 use crate::app::{App, AppError};
 
 /// The gateway's answers to the proxy.
@@ -39,6 +40,77 @@ pub struct Backend {
     /// recording a statement costs no store read; a lost entry is settled by the sweeper's
     /// stale-claim pass).
     held: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    /// The watcher of each live session (aborted when the session ends).
+    watchers: std::sync::Mutex<std::collections::HashMap<Uuid, tokio::task::AbortHandle>>,
+}
+
+/// What a live session is re-checked against.
+struct Live {
+    token_sha256: String,
+    email: String,
+    connection: String,
+    access: NativeAccess,
+    session_id: Uuid,
+}
+
+/// How often a live session is re-decided from the store.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Re-decides a live session every second (token, user, groups, rules, windows) and ends it
+/// — with the reason, audited — when it may no longer go on; forwards a JIT window's revoke.
+async fn watch_session(
+    app: Arc<App>,
+    live: Live,
+    end: tokio::sync::watch::Sender<Option<String>>,
+    mut revoked: Option<tokio::sync::watch::Receiver<Option<String>>>,
+) {
+    let mut tick = tokio::time::interval(RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
+        let revoke = async {
+            let got = match revoked.as_mut() {
+                Some(r) => r.wait_for(|v| v.is_some()).await.map(|v| v.clone()).ok(),
+                None => None,
+            };
+            match got {
+                Some(reason) => reason.unwrap_or_default(),
+                // No window, or no revoke can come any more.
+                None => std::future::pending::<String>().await,
+            }
+        };
+        tokio::select! {
+            reason = revoke => break reason,
+            _ = tick.tick() => {}
+        }
+        match app
+            .recheck_native(
+                &live.token_sha256,
+                &live.email,
+                &live.connection,
+                &live.access,
+            )
+            .await
+        {
+            Ok(Some(reason)) => {
+                let ev = AuditEvent::AccessDenied {
+                    connection: live.connection.clone(),
+                    reason: format!("live session {} ended: {reason}", live.session_id),
+                };
+                if let Err(e) = app
+                    .store
+                    .append_audit(AuditCtx::new(&live.email, app.now(), vec![ev]))
+                    .await
+                {
+                    tracing::error!(error = %e, "could not audit the end of a proxy session");
+                }
+                break reason;
+            }
+            Ok(None) => {}
+            // A store that cannot answer is not a reason to cut sessions; the next tick retries.
+            Err(e) => tracing::warn!(error = %e, "could not re-check a proxy session"),
+        }
+    };
+    let _ = end.send(Some(reason));
 }
 
 fn upstream_from_url(url: &str) -> anyhow::Result<Upstream> {
@@ -115,58 +187,40 @@ impl Backend {
             Err(e) => return Err(AuthFailure::Internal(e.to_string())),
         };
         let conn = login.database.trim();
-        let internal = |e: warden_store::StoreError| AuthFailure::Internal(e.to_string());
-        let rec = app.store.get_connection(conn).await.map_err(internal)?;
-        let Some(rec) = rec.filter(|r| r.connection.kind == ConnectionType::Postgres) else {
-            let msg = format!(
-                "no PostgreSQL connection named {conn:?} (the database name is the Warden connection name)"
-            );
-            self.audit(
-                AuditEvent::AccessDenied {
-                    connection: conn.into(),
-                    reason: msg.clone(),
-                },
-                &user.email,
-            )
-            .await;
-            return Err(AuthFailure::Denied(msg));
-        };
-        let rules = app
-            .store
-            .rules_for_connection(conn)
-            .await
-            .map_err(internal)?;
-        let windows = app
-            .store
-            .approved_windows(&user.email, conn)
-            .await
-            .map_err(internal)?;
-        let now = app.now();
-        let ctx = AccessContext {
-            user: &user,
-            connection: &rec.connection,
-            rules: &rules,
-            windows: &windows,
-            admin_auto_approve: app.config.admin_auto_approve,
-        };
-        let (review_statements, window) = match evaluate_command(&ctx, now) {
-            Decision::Deny(d) => {
+        let internal = |e: AppError| AuthFailure::Internal(e.to_string());
+        let decided = match app.native_decision(&user, conn).await.map_err(internal)? {
+            Ok(d) => d,
+            Err(msg) => {
                 self.audit(
                     AuditEvent::AccessDenied {
                         connection: conn.into(),
-                        reason: d.message(),
+                        reason: msg.clone(),
                     },
                     &user.email,
                 )
                 .await;
-                return Err(AuthFailure::Denied(d.message()));
+                return Err(AuthFailure::Denied(msg));
             }
-            Decision::Allow(AllowReason::Window { review_id, until }) => {
-                (false, Some((review_id, until)))
-            }
-            Decision::Allow(_) | Decision::AutoApprove { .. } => (false, None),
-            Decision::NeedsReview { .. } => (true, None),
         };
+        let now = app.now();
+        let rec = decided.connection;
+        let access = access_of(&decided.decision);
+        let (review_statements, window) = match &access {
+            NativeAccess::Denied(msg) => {
+                self.audit(
+                    AuditEvent::AccessDenied {
+                        connection: conn.into(),
+                        reason: msg.clone(),
+                    },
+                    &user.email,
+                )
+                .await;
+                return Err(AuthFailure::Denied(msg.clone()));
+            }
+            NativeAccess::Free { window } => (false, *window),
+            NativeAccess::Reviewed => (true, None),
+        };
+        let internal = |e: warden_store::StoreError| AuthFailure::Internal(e.to_string());
         let target = app
             .target_for(&rec)
             .map_err(|e| AuthFailure::Internal(e.to_string()))?;
@@ -205,10 +259,23 @@ impl Backend {
             .insert_session(&session, AuditCtx::new(&user.email, now, events))
             .await
             .map_err(internal)?;
-        let terminate = match window {
-            Some((id, _)) => app.register_grant(id),
-            None => tokio::sync::watch::channel(None).1,
-        };
+        let revoked = window.map(|(id, _)| app.register_grant(id));
+        let (end_tx, terminate) = tokio::sync::watch::channel(None);
+        let watcher = tokio::spawn(watch_session(
+            app.clone(),
+            Live {
+                token_sha256: crate::auth::token_hash(login.password.expose()),
+                email: user.email.clone(),
+                connection: conn.to_string(),
+                access,
+                session_id: session.id,
+            },
+            end_tx,
+            revoked,
+        ));
+        if let Ok(mut w) = self.watchers.lock() {
+            w.insert(session.id, watcher.abort_handle());
+        }
         metrics::counter!("warden_proxy_sessions_total").increment(1);
         Ok(SessionGrant {
             session_id: session.id,
@@ -236,24 +303,65 @@ impl Backend {
     async fn decide(
         &self,
         grant: &SessionGrant,
-        statement: &str,
+        statement: &Statement<'_>,
     ) -> Result<StatementDecision, AppError> {
-        if !warden_core::classify::needs_review(statement) {
+        // The classifier reads the statement's own text (parameters are values, never SQL).
+        let reading = warden_core::classify::read(statement.text);
+        if reading.is_read() {
+            // Runs read-only on the server whatever the classifier missed.
             return Ok(StatementDecision::Allow {
                 review_id: grant.review_id,
+                read_write: false,
             });
         }
+        // Not a read: decided with the current user, groups, rules and windows, as exec is.
         let app = &self.app;
         let user = app
             .store
             .get_user(&grant.user)
             .await?
             .ok_or_else(|| AppError::Forbidden("user no longer exists".into()))?;
-        let rules = app.store.rules_for_connection(&grant.connection).await?;
-        let Some(rule) = rules.iter().find(|r| r.kind == RuleType::Command) else {
-            // The rule was removed since login: nothing to hold.
-            return Ok(StatementDecision::Allow { review_id: None });
+        let decided = app
+            .native_decision(&user, &grant.connection)
+            .await?
+            .map_err(AppError::Forbidden)?;
+        let rule_name = match &decided.decision {
+            Decision::Deny(d) => {
+                return Ok(StatementDecision::Deny {
+                    message: format!("Warden: {}", d.message()),
+                });
+            }
+            Decision::Allow(AllowReason::Window { review_id, .. }) => {
+                return Ok(StatementDecision::Allow {
+                    review_id: Some(*review_id),
+                    read_write: true,
+                });
+            }
+            // No command rule holds it any more (removed, or the user is exempt now), or an
+            // admin's own statement under auto-approve.
+            Decision::Allow(_) | Decision::AutoApprove { .. } => {
+                return Ok(StatementDecision::Allow {
+                    review_id: None,
+                    read_write: true,
+                });
+            }
+            Decision::NeedsReview { rule } => rule.clone(),
         };
+        let Some(rule) = decided
+            .rules
+            .iter()
+            .find(|r| r.kind == RuleType::Command && r.name == rule_name)
+        else {
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "rule {rule_name} vanished while deciding"
+            )));
+        };
+        let reason = match &reading {
+            warden_core::classify::Reading::Write { reason } => Some(reason.clone()),
+            warden_core::classify::Reading::Read => None,
+        };
+        tracing::debug!(?reason, "statement held");
+        let statement = statement.to_string();
         let now = app.now();
         let review = Review::new(
             rule,
@@ -261,7 +369,7 @@ impl Backend {
                 connection: grant.connection.clone(),
                 requester: user.email.clone(),
                 requester_groups: user.groups.clone(),
-                command: Some(statement.to_string()),
+                command: Some(statement),
                 duration_sec: None,
                 request_reason: None,
             },
@@ -342,7 +450,11 @@ impl ProxyBackend for Backend {
         self.login(login).await
     }
 
-    async fn authorize(&self, grant: &SessionGrant, statement: &str) -> StatementDecision {
+    async fn authorize(
+        &self,
+        grant: &SessionGrant,
+        statement: &Statement<'_>,
+    ) -> StatementDecision {
         match self.decide(grant, statement).await {
             Ok(d) => d,
             Err(e) => {
@@ -390,6 +502,14 @@ impl ProxyBackend for Backend {
     }
 
     async fn session_ended(&self, grant: &SessionGrant) {
+        if let Some(w) = self
+            .watchers
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&grant.session_id))
+        {
+            w.abort();
+        }
         let app = &self.app;
         let Ok(Some(mut s)) = app.store.get_session(grant.session_id).await else {
             return;
@@ -473,6 +593,7 @@ pub fn spawn(
     let backend = Arc::new(Backend {
         app,
         held: std::sync::Mutex::new(Default::default()),
+        watchers: std::sync::Mutex::new(Default::default()),
     });
     Ok(tokio::spawn(async move {
         if let Err(e) =

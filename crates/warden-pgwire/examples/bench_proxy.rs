@@ -8,7 +8,9 @@
 //! (defaults `127.0.0.1:6433 127.0.0.1:5432 postgres test 2`; 0 threads = current-thread runtime).
 //! `RELAY_THREADS=n` sets [`ProxyConfig::relay_threads`]. `TLS_CERT`/`TLS_KEY` (PEM files) make
 //! it answer SSLRequest with TLS; `UPSTREAM_TLS=require` opens the upstream over TLS. Stops on
-//! SIGINT/SIGTERM and prints how many statements were audited.
+//! SIGINT/SIGTERM and prints how many statements were audited. `REVIEW=1` puts every session
+//! under statement review: each statement is read by `warden_core::classify`, reads run (read-only
+//! on the server), anything else is refused — the cost of a command rule on reads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 use uuid::Uuid;
 use warden_pgwire::{
-    AuthFailure, Login, ProxyBackend, ProxyConfig, SessionGrant, StatementDecision, StatementLog,
-    Upstream, UpstreamTls,
+    AuthFailure, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement, StatementDecision,
+    StatementLog, Upstream, UpstreamTls,
 };
 
 struct BenchBackend {
@@ -47,15 +49,30 @@ impl ProxyBackend for BenchBackend {
                 database: self.database.clone(),
                 tls: self.upstream_tls,
             },
-            review_statements: false,
+            review_statements: std::env::var("REVIEW").is_ok_and(|v| v == "1"),
             review_id: None,
             ends_at: None,
             terminate: self._never_revoked.subscribe(),
         })
     }
 
-    async fn authorize(&self, _grant: &SessionGrant, _statement: &str) -> StatementDecision {
-        StatementDecision::Allow { review_id: None }
+    async fn authorize(
+        &self,
+        _grant: &SessionGrant,
+        statement: &Statement<'_>,
+    ) -> StatementDecision {
+        // REVIEW=1: every statement is read by the classifier, as under a command rule; reads
+        // run (read-only on the server), anything else is refused.
+        if warden_core::classify::read(statement.text).is_read() {
+            StatementDecision::Allow {
+                review_id: None,
+                read_write: false,
+            }
+        } else {
+            StatementDecision::Deny {
+                message: "bench: not a read".into(),
+            }
+        }
     }
 
     async fn record(&self, batch: Vec<StatementLog>) {

@@ -26,12 +26,14 @@ pub trait ProxyBackend: Send + Sync + 'static {
 
     /// Decides one statement. Called only when `grant.review_statements` is true: once per
     /// simple-protocol `Query` (its whole text, which may hold several statements) and once per
-    /// `Parse` of an extended-protocol batch. The gateway classifies the text; the proxy only
-    /// enforces the answer. Other sessions are never blocked while this future is pending.
+    /// `Execute` of an extended-protocol batch (the prepared text and its parameters). The
+    /// gateway classifies the text; the proxy only enforces the answer, and runs everything
+    /// not allowed read-write in a read-only transaction on the server. Other sessions are
+    /// never blocked while this future is pending.
     fn authorize(
         &self,
         grant: &SessionGrant,
-        statement: &str,
+        statement: &Statement<'_>,
     ) -> impl Future<Output = StatementDecision> + Send;
 
     /// Receives batched statement audit records. Called from one background task, never on a
@@ -91,8 +93,10 @@ pub struct SessionGrant {
     /// The Warden connection name.
     pub connection: String,
     pub upstream: Upstream,
-    /// When true every `Query`/`Parse` goes through [`ProxyBackend::authorize`] before it is
-    /// forwarded. When false statements run freely (still audited).
+    /// When true every `Query` and every `Execute` goes through [`ProxyBackend::authorize`]
+    /// before it is forwarded, the session's startup parameters are an allowlist, and the
+    /// server is pinned read-only (`default_transaction_read_only`) except for approved
+    /// statements. When false statements run freely (still audited).
     pub review_statements: bool,
     /// The JIT review that opened this session, if any; copied into every [`StatementLog`].
     pub review_id: Option<Uuid>,
@@ -103,11 +107,34 @@ pub struct SessionGrant {
     pub terminate: tokio::sync::watch::Receiver<Option<String>>,
 }
 
+/// One statement the proxy asks about.
+#[derive(Debug, Clone, Copy)]
+pub struct Statement<'a> {
+    /// The SQL text as the server will parse it (a `Query`'s text, or a prepared statement's).
+    pub text: &'a str,
+    /// The parameters of an `Execute`, rendered for a reviewer (`$1 = '42', …`).
+    pub params: Option<&'a str>,
+}
+
+impl std::fmt::Display for Statement<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.params {
+            Some(p) => write!(f, "{}\n-- parameters: {p}", self.text),
+            None => f.write_str(self.text),
+        }
+    }
+}
+
 /// The gateway's answer for one statement.
 pub enum StatementDecision {
     /// Forward the statement. `review_id` is the review that authorised it (if any), recorded
-    /// in the statement's audit record.
-    Allow { review_id: Option<Uuid> },
+    /// in the statement's audit record. `read_write` lets it write: only an approved statement
+    /// (or one the current rules no longer hold) gets it; everything else runs in a read-only
+    /// transaction on the server, whatever the classifier thought of it.
+    Allow {
+        review_id: Option<Uuid>,
+        read_write: bool,
+    },
     /// The statement waits for a human. The client gets a NoticeResponse naming `review_url`,
     /// then the proxy awaits `outcome`.
     Held {
@@ -121,9 +148,13 @@ pub enum StatementDecision {
 impl std::fmt::Debug for StatementDecision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Allow { review_id } => f
+            Self::Allow {
+                review_id,
+                read_write,
+            } => f
                 .debug_struct("Allow")
                 .field("review_id", review_id)
+                .field("read_write", read_write)
                 .finish(),
             Self::Held { review_url, .. } => f
                 .debug_struct("Held")

@@ -98,8 +98,8 @@ mod tunnel;
 mod upstream;
 
 pub use backend::{
-    AuthFailure, HeldOutcome, Login, ProxyBackend, SessionGrant, StatementDecision, StatementLog,
-    Upstream, UpstreamTls,
+    AuthFailure, HeldOutcome, Login, ProxyBackend, SessionGrant, Statement, StatementDecision,
+    StatementLog, Upstream, UpstreamTls,
 };
 pub use config::ProxyConfig;
 pub use server::serve;

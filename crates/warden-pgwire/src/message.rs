@@ -37,6 +37,7 @@ pub mod sqlstate {
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     pub const SUCCESSFUL_COMPLETION: &str = "00000";
 }
 
@@ -119,6 +120,37 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, minor: i32, unsupported: &
     }
     finish(buf, at);
 }
+
+/// Frontend `Query` with `sql` (the proxy's own statements: read-write toggles, refusals).
+pub fn query(sql: &str) -> BytesMut {
+    let mut b = BytesMut::with_capacity(6 + sql.len());
+    let at = begin(&mut b, b'Q');
+    put_cstr(&mut b, sql);
+    finish(&mut b, at);
+    b
+}
+
+/// Frontend `Parse` of the unnamed statement with no parameter types, then `Sync`.
+pub fn parse_unnamed_and_sync(sql: &str) -> BytesMut {
+    let mut b = BytesMut::with_capacity(16 + sql.len());
+    let at = begin(&mut b, b'P');
+    b.put_u8(0);
+    put_cstr(&mut b, sql);
+    b.put_i16(0);
+    finish(&mut b, at);
+    b.extend_from_slice(&SYNC);
+    b
+}
+
+/// A `ParameterStatus` body: name and value.
+pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
+    let (name, rest) = cstr(body)?;
+    let (value, _) = cstr(rest)?;
+    Some((lossy(name), lossy(value)))
+}
+
+/// Frontend `Sync`.
+pub const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
 
 /// Frontend `Terminate`.
 pub const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];

@@ -24,6 +24,47 @@ use std::sync::Arc;
 /// the statements too; this only bounds the proxy's own memory against a hostile client).
 const MAX_NAMES: usize = 65_536;
 
+/// One change to the server's prepared statements and portals, applied to the tracker only
+/// once the server confirms it: after an error the server skips every message until `Sync`,
+/// so a change the client asked for may never have happened.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Parse {
+        name: Box<[u8]>,
+        server: Box<[u8]>,
+        text: Arc<str>,
+    },
+    Bind {
+        portal: Box<[u8]>,
+        statement: Box<[u8]>,
+        params: String,
+    },
+    Close {
+        kind: u8,
+        name: Box<[u8]>,
+    },
+    /// The proxy's own `Parse` of the unnamed statement (a refusal) may have dropped it.
+    ForgetUnnamed,
+}
+
+/// What one `Execute` runs: the statement text and, apart, its parameters as shown to a
+/// reviewer (`$1 = '42', …`). Kept apart so the statement is classified on its own text only;
+/// the record shows both (`Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub text: Arc<str>,
+    pub params: Option<Arc<str>>,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.params {
+            Some(p) => write!(f, "{}\n-- parameters: {p}", self.text),
+            None => f.write_str(&self.text),
+        }
+    }
+}
+
 /// A statement name as the server knows it, and the text behind it.
 type Known = (Box<[u8]>, Arc<str>);
 
@@ -33,9 +74,9 @@ pub(crate) struct Tracker {
     /// Client statement name → (name on the server, text).
     statements: HashMap<Box<[u8]>, Known>,
     /// Portal name → the text it runs (with its parameters under review).
-    portals: HashMap<Box<[u8]>, Arc<str>>,
+    portals: HashMap<Box<[u8]>, Run>,
     /// The unnamed portal, kept apart: drivers rebind it on every run.
-    unnamed_portal: Option<Arc<str>>,
+    unnamed_portal: Option<Run>,
     /// Renaming (statement review) on: the nonce and counter of server-side names.
     rename: Option<(String, u64)>,
 }
@@ -56,15 +97,51 @@ impl Tracker {
 
     /// A `Parse`: returns the statement name to send to the server.
     pub fn parse(&mut self, name: &[u8], text: &str) -> Box<[u8]> {
-        let server: Box<[u8]> = match &mut self.rename {
+        let server = self.server_name_for_parse(name);
+        self.prepared(name, &server, text.into());
+        server
+    }
+
+    /// The server-side name a `Parse` of `name` gets (a fresh one under renaming).
+    pub fn server_name_for_parse(&mut self, name: &[u8]) -> Box<[u8]> {
+        match &mut self.rename {
             Some((nonce, n)) if !name.is_empty() => {
                 *n += 1;
                 format!("_warden_{nonce}_{n}").into_bytes().into()
             }
             _ => name.into(),
-        };
+        }
+    }
+
+    /// Keeps the renaming counter of `other` (a copy this tracker was cloned into), so server
+    /// names handed out there are never handed out again.
+    pub fn keep_counter(&mut self, other: &Tracker) {
+        if let (Some((_, mine)), Some((_, theirs))) = (&mut self.rename, &other.rename) {
+            *mine = (*mine).max(*theirs);
+        }
+    }
+
+    /// Applies one change the server confirmed (`ParseComplete`, `BindComplete`,
+    /// `CloseComplete`), or one that holds whatever the server did ([`Op::ForgetUnnamed`]).
+    pub fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Parse { name, server, text } => self.prepared(name, server, text.clone()),
+            Op::Bind {
+                portal,
+                statement,
+                params,
+            } => self.bind(portal, statement, params),
+            Op::Close { kind, name } => self.close(*kind, name),
+            Op::ForgetUnnamed => {
+                self.statements.remove(&b""[..]);
+                self.unnamed_portal = None;
+            }
+        }
+    }
+
+    fn prepared(&mut self, name: &[u8], server: &[u8], text: Arc<str>) {
         if self.statements.len() >= MAX_NAMES && !self.statements.contains_key(name) {
-            return server;
+            return;
         }
         let text: Arc<str> = match self.statements.get(name) {
             // Without renaming, the server refuses a second Parse of a live name, unless an
@@ -75,10 +152,9 @@ impl Tracker {
                 show(name)
             )
             .into(),
-            _ => text.into(),
+            _ => text,
         };
-        self.statements.insert(name.into(), (server.clone(), text));
-        server
+        self.statements.insert(name.into(), (server.into(), text));
     }
 
     /// A `Bind`: records what the portal runs. (Its statement name for the server is
@@ -90,10 +166,9 @@ impl Tracker {
             // Reads as SQL on purpose: the read-only classifier holds it (fail closed).
             None => Arc::from(format!("EXECUTE \"{}\"", show(statement))),
         };
-        let runs: Arc<str> = if params.is_empty() {
-            text
-        } else {
-            format!("{text}\n-- parameters: {params}").into()
+        let runs = Run {
+            text,
+            params: (!params.is_empty()).then(|| params.into()),
         };
         if portal.is_empty() {
             self.unnamed_portal = Some(runs);
@@ -102,19 +177,21 @@ impl Tracker {
         }
     }
 
-    /// The text an `Execute` of `portal` runs.
-    pub fn execute(&self, portal: &[u8]) -> Arc<str> {
+    /// What an `Execute` of `portal` runs.
+    pub fn execute(&self, portal: &[u8]) -> Run {
         let known = if portal.is_empty() {
             self.unnamed_portal.clone()
         } else {
             self.portals.get(portal).cloned()
         };
-        known.unwrap_or_else(|| {
-            format!(
-                "-- Execute of portal \"{}\", not bound through this connection",
+        known.unwrap_or_else(|| Run {
+            // Reads as SQL on purpose: the classifier holds it (fail closed).
+            text: format!(
+                "EXECUTE \"{}\" -- a portal not bound through this connection",
                 show(portal)
             )
-            .into()
+            .into(),
+            params: None,
         })
     }
 
@@ -236,15 +313,18 @@ mod tests {
         assert_eq!(&*t.parse(b"s1", "UPDATE a SET x = $1"), b"s1");
         t.parse(b"", "SELECT 1");
         t.bind(b"", b"s1", "");
-        assert_eq!(&*t.execute(b""), "UPDATE a SET x = $1");
+        assert_eq!(&*t.execute(b"").to_string(), "UPDATE a SET x = $1");
         t.bind(b"p", b"", "$1 = '2'");
-        assert_eq!(&*t.execute(b"p"), "SELECT 1\n-- parameters: $1 = '2'");
+        assert_eq!(
+            &*t.execute(b"p").to_string(),
+            "SELECT 1\n-- parameters: $1 = '2'"
+        );
         // Re-executing a portal, and executing after a new Bind, both resolve.
-        assert_eq!(&*t.execute(b""), "UPDATE a SET x = $1");
+        assert_eq!(&*t.execute(b"").to_string(), "UPDATE a SET x = $1");
         t.close(b'S', b"s1");
         t.bind(b"", b"s1", "");
-        assert_eq!(&*t.execute(b""), "EXECUTE \"s1\"");
-        assert!(t.execute(b"nope").contains("not bound"));
+        assert_eq!(&*t.execute(b"").to_string(), "EXECUTE \"s1\"");
+        assert!(t.execute(b"nope").to_string().contains("not bound"));
     }
 
     #[test]
@@ -290,7 +370,7 @@ mod tests {
         // Gone: a second DEALLOCATE goes to the server as written (which then refuses it).
         assert_eq!(t.deallocate("DEALLOCATE s1"), None);
         t.bind(b"", b"s1", "");
-        assert_eq!(&*t.execute(b""), "EXECUTE \"s1\"");
+        assert_eq!(&*t.execute(b"").to_string(), "EXECUTE \"s1\"");
         t.parse(b"a", "SELECT 1");
         t.parse(b"b", "SELECT 2");
         assert_eq!(t.deallocate("DEALLOCATE ALL"), None);
@@ -303,7 +383,7 @@ mod tests {
         assert_eq!(t.deallocate("DEALLOCATE s"), None);
         t.parse(b"s", "SELECT 1");
         t.bind(b"", b"s", "");
-        assert_eq!(&*t.execute(b""), "SELECT 1");
+        assert_eq!(&*t.execute(b"").to_string(), "SELECT 1");
     }
 
     #[test]
@@ -312,7 +392,7 @@ mod tests {
         t.parse(b"s", "DELETE FROM a");
         t.parse(b"s", "SELECT 1");
         t.bind(b"", b"s", "");
-        let text = t.execute(b"");
+        let text = t.execute(b"").to_string();
         assert!(
             text.contains("DELETE FROM a") && text.contains("SELECT 1"),
             "{text}"
@@ -328,7 +408,7 @@ mod tests {
         assert!(a.starts_with(b"_warden_"));
         assert_eq!(&*t.parse(b"", "SELECT 2"), b"");
         t.bind(b"", b"s", "");
-        assert_eq!(&*t.execute(b""), "SELECT 1");
+        assert_eq!(&*t.execute(b"").to_string(), "SELECT 1");
         assert_eq!(t.server_name(b"s"), b);
         assert_eq!(&*t.server_name(b"other"), b"other");
     }

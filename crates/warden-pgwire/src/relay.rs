@@ -42,10 +42,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::audit::AuditSink;
+use crate::backend::Statement;
 use crate::backend::{HeldOutcome, ProxyBackend, SessionGrant, StatementDecision, StatementLog};
 use crate::frame::{self, FrameError, Item, Look, Scanner};
 use crate::message::{self, Severity, sqlstate};
-use crate::prepared::Tracker;
+use crate::prepared::{Op, Run, Tracker};
 use crate::stream::{BoxRead, BoxWrite};
 
 /// Bytes requested per read: large enough that big results move in few system calls.
@@ -58,14 +59,27 @@ pub(crate) enum Entry {
     Ready {
         sync: bool,
         logs: Vec<StatementLog>,
-        /// Written just before this entry's `ReadyForQuery` (an extended batch the backend
-        /// refused: the server only sees its `Sync`).
-        error_before: Option<BytesMut>,
+        /// What of the server's answer reaches the client.
+        answer: Answer,
     },
     /// The client's `CopyDone`/`CopyFail`.
     CopyEnd,
     /// The proxy's own answer; `ready` appends `ReadyForQuery` with the current status.
     Synthetic { bytes: BytesMut, ready: bool },
+}
+
+/// What of the server's answer to an entry reaches the client.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Answer {
+    /// Everything, as the server sent it.
+    #[default]
+    Pass,
+    /// The proxy's refusal: the server's `ErrorResponse` is replaced by this one (dropped
+    /// when `None`); everything else, `ReadyForQuery` with the server's status included, passes.
+    Replace(Option<BytesMut>),
+    /// The proxy's own statement: nothing reaches the client, except that an error becomes
+    /// this notice when set.
+    Hidden { notice_on_error: Option<BytesMut> },
 }
 
 /// A wake-up flag for one waiter: cheaper than `tokio::sync::Notify` (no waiter list, no lock),
@@ -228,6 +242,14 @@ fn look_upstream(tag: u8) -> Look {
     }
 }
 
+/// A reviewed session also reads confirmations and parameter changes (all tiny).
+fn look_upstream_reviewed(tag: u8) -> Look {
+    match tag {
+        b'C' | b'E' | b'G' | b'Z' | b'I' | b's' | b'1' | b'2' | b'3' | b'S' => Look::Whole,
+        _ => Look::Pass,
+    }
+}
+
 fn reserve_for_read(buf: &mut BytesMut, need_total: usize) {
     if need_total > buf.len() {
         buf.reserve(need_total - buf.len());
@@ -295,7 +317,7 @@ pub(crate) async fn client_to_upstream(
                                 entries.push(Entry::Ready {
                                     sync: false,
                                     logs: vec![info.log_at(text, None, None, at())],
-                                    error_before: None,
+                                    answer: Answer::Pass,
                                 });
                             }
                             b'P' => {
@@ -313,12 +335,12 @@ pub(crate) async fn client_to_upstream(
                             b'S' => entries.push(Entry::Ready {
                                 sync: true,
                                 logs: std::mem::take(&mut pending_exec),
-                                error_before: None,
+                                answer: Answer::Pass,
                             }),
                             b'F' => entries.push(Entry::Ready {
                                 sync: false,
                                 logs: vec![info.log_at(function_call_text(body), None, None, at())],
-                                error_before: None,
+                                answer: Answer::Pass,
                             }),
                             b'c' | b'f' => entries.push(Entry::CopyEnd),
                             _ => {
@@ -368,8 +390,40 @@ fn function_call_text(body: &[u8]) -> String {
     format!("-- FunctionCall oid {oid}")
 }
 
-/// Client → upstream under statement review: every `Query`, and every extended batch holding a
-/// `Parse`, waits for [`ProxyBackend::authorize`].
+/// What the upstream half tells the client half of a reviewed session.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// A `ReadyForQuery` answered `entries` queued entries; the server's transaction status is
+    /// `status`; `confirmed` `ParseComplete`/`BindComplete`/`CloseComplete`s came with them.
+    Answered {
+        entries: usize,
+        status: u8,
+        confirmed: usize,
+    },
+    /// The server entered COPY-in: the client's copy data must flow before any answer comes.
+    CopyIn,
+}
+
+/// The reviewed session's extras for the upstream half.
+pub(crate) struct UpstreamReview {
+    pub done: tokio::sync::mpsc::UnboundedSender<Done>,
+    /// Settings the server must keep (name, value as first reported): a `ParameterStatus`
+    /// that changes one outside the proxy's own statements ends the session.
+    pub pinned: Vec<(String, String)>,
+}
+
+/// The proxy's own statement that always fails to parse: sent in place of a refused
+/// statement so that the server fails the transaction exactly as it would have failed the
+/// statement (PostgreSQL's error is replaced by Warden's before the client sees it).
+const REFUSED_SQL: &str = "WARDEN_REFUSED_THIS_STATEMENT";
+
+/// Client → upstream under statement review: every `Query`, and every extended batch holding
+/// an `Execute`, waits for [`ProxyBackend::authorize`].
+///
+/// The client half follows the server's state, not the client's wishes: before it decides
+/// anything it waits until the server has answered everything sent before (so it knows the
+/// transaction status and which prepared statements and portals really exist); a change to
+/// statements or portals is applied only when the server confirms it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
     mut client: BoxRead,
@@ -381,6 +435,8 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
     max_message: usize,
     backend: Arc<B>,
     grant: Arc<SessionGrant>,
+    done: tokio::sync::mpsc::UnboundedReceiver<Done>,
+    status: u8,
 ) -> Result<ClientEnd, RelayError> {
     let mut r = Reviewer {
         shared,
@@ -389,13 +445,18 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
         backend,
         grant,
         out: BytesMut::new(),
-        batch: BytesMut::new(),
-        batch_runs: Vec::new(),
+        staged: Vec::new(),
+        staged_len: 0,
+        unit: None,
         tracker: Tracker::renaming(),
-        scratch: None,
+        unconfirmed: VecDeque::new(),
         pending_logs: Vec::new(),
         discard_until_sync: false,
         max_message,
+        done,
+        outstanding: 0,
+        copying: false,
+        status,
     };
     let result = async {
         loop {
@@ -407,11 +468,7 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
                     return Ok(ClientEnd::Terminated);
                 }
             }
-            if !r.out.is_empty() {
-                upstream.write_all(&r.out).await?;
-                upstream.flush().await?;
-                r.out.clear();
-            }
+            r.flush_out(&mut upstream).await?;
             let need = frame::header(&buf, max_message)?.map_or(0, |(_, total)| total);
             reserve_for_read(&mut buf, need);
             if client.read_buf(&mut buf).await? == 0 {
@@ -429,13 +486,25 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
 
 /// How one statement fared in review.
 enum Verdict {
-    Allowed(Option<Uuid>),
+    Allowed {
+        review_id: Option<Uuid>,
+        read_write: bool,
+    },
     Refused {
         tag: &'static str,
         message: String,
     },
     /// The client went away while its statement was held.
     ClientGone,
+}
+
+/// An extended-protocol unit (messages up to `Sync`) some of which were forwarded (cut at
+/// `Flush`): the statements and portals as they will be if the server accepts them.
+struct Unit {
+    scratch: Tracker,
+    ops: Vec<Op>,
+    /// The unit was let write: restore the read-only default after its Sync.
+    reset_after: bool,
 }
 
 struct Reviewer<B> {
@@ -446,20 +515,34 @@ struct Reviewer<B> {
     grant: Arc<SessionGrant>,
     /// Decided bytes not yet written upstream.
     out: BytesMut,
-    /// An extended-protocol batch, waiting for `Sync`/`Flush` (statement names renamed).
-    batch: BytesMut,
-    /// What each `Execute` of the batch runs, in order: the texts to decide.
-    batch_runs: Vec<Arc<str>>,
-    /// Prepared statements and portals as the server has them.
+    /// The open extended batch as the client sent it, resolved when it is decided.
+    staged: Vec<BytesMut>,
+    staged_len: usize,
+    /// Set while a unit was cut at `Flush` and its `Sync` has not come yet.
+    unit: Option<Unit>,
+    /// Prepared statements and portals as the server confirmed them.
     tracker: Tracker,
-    /// The tracker with the open batch applied; it replaces `tracker` only if the batch is
-    /// forwarded (a refused batch never reaches the server).
-    scratch: Option<Tracker>,
-    /// Records of allowed `Parse`s, attached to the next `Sync`.
+    /// Per queued entry not yet answered: the changes it asked of the server, in order.
+    unconfirmed: VecDeque<Vec<Op>>,
+    /// Records of the allowed `Execute`s, attached to the next `Sync`.
     pending_logs: Vec<StatementLog>,
     /// After a refused batch cut at `Flush`: drop messages until `Sync`.
     discard_until_sync: bool,
     max_message: usize,
+    done: tokio::sync::mpsc::UnboundedReceiver<Done>,
+    /// Entries sent to the server and not answered yet.
+    outstanding: usize,
+    /// The server is in COPY-in: copy messages flow without waiting.
+    copying: bool,
+    /// The server's transaction status as of its last answer (`I`, `T`, `E`).
+    status: u8,
+}
+
+fn closed() -> RelayError {
+    RelayError::Io(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the upstream half ended",
+    ))
 }
 
 impl<B: ProxyBackend> Reviewer<B> {
@@ -472,116 +555,74 @@ impl<B: ProxyBackend> Reviewer<B> {
         buf: &mut BytesMut,
         upstream: &mut BoxWrite,
     ) -> Result<bool, RelayError> {
-        let body = &frame[5..];
         if self.discard_until_sync {
             if tag == b'S' {
                 self.discard_until_sync = false;
-                self.forward_sync(frame, None);
+                self.refuse(None);
             }
             return Ok(false);
         }
+        if self.copying && !matches!(tag, b'd' | b'c' | b'f' | b'H' | b'S') {
+            return Err(RelayError::Frame(FrameError::Malformed(
+                "message other than copy data during COPY",
+            )));
+        }
+        let body = &frame[5..];
         match tag {
             b'Q' => {
                 let text = message::query_text(body)?;
-                self.flush_out(upstream).await?;
-                match self.decide(&text, client, buf).await {
-                    Verdict::Allowed(review_id) => {
+                self.settle(upstream).await?;
+                let statement = Statement {
+                    text: &text,
+                    params: None,
+                };
+                match self.decide(statement, client, buf).await {
+                    Verdict::Allowed {
+                        review_id,
+                        read_write,
+                    } => {
                         // An SQL DEALLOCATE of a renamed statement goes out with the server's
                         // name (the record keeps the client's text).
-                        if let Some(t) = self.scratch.as_mut() {
-                            t.deallocate(&text);
-                        }
                         let translated = self.tracker.deallocate(&text);
                         let log = self.info.log(text, review_id, None);
-                        self.shared.push([Entry::Ready {
-                            sync: false,
-                            logs: vec![log],
-                            error_before: None,
-                        }]);
-                        match translated {
-                            Some(sql) => self.out.extend_from_slice(&message::rebuild(
-                                b'Q',
-                                0,
-                                sql.as_bytes(),
-                                &[],
-                            )),
-                            None => self.out.extend_from_slice(&frame),
-                        }
+                        let bytes = match translated {
+                            Some(sql) => message::query(&sql),
+                            None => frame,
+                        };
+                        self.send_unit(bytes, vec![log], Vec::new(), read_write);
                     }
                     Verdict::Refused { tag, message } => {
                         self.audit
                             .push([self.info.log(text, None, Some(tag.into()))])
                             .await;
-                        let err = message::error_frame(
-                            Severity::Error,
-                            sqlstate::INSUFFICIENT_PRIVILEGE,
-                            &message,
-                        );
-                        self.shared.push_synthetic(err, true);
+                        self.refuse(Some(refusal(&message)));
                     }
                     Verdict::ClientGone => return Ok(true),
                 }
             }
-            b'P' | b'B' | b'E' | b'D' | b'C' => self.stage(tag, &frame)?,
-            b'S' | b'H' if !self.batch.is_empty() => {
-                self.flush_out(upstream).await?;
-                let statements = std::mem::take(&mut self.batch_runs);
-                let mut allowed = Vec::with_capacity(statements.len());
-                let mut refused = None;
-                for text in statements.iter() {
-                    match self.decide(text, client, buf).await {
-                        Verdict::Allowed(review_id) => allowed.push(review_id),
-                        Verdict::Refused { tag, message } => {
-                            refused = Some((tag, message));
-                            break;
-                        }
-                        Verdict::ClientGone => return Ok(true),
-                    }
+            b'P' | b'B' | b'E' | b'D' | b'C' => {
+                if self.staged_len + frame.len() > self.max_message {
+                    return Err(RelayError::Limit(format!(
+                        "an extended-protocol batch above {} bytes cannot be held for review",
+                        self.max_message
+                    )));
                 }
-                let batch = std::mem::take(&mut self.batch);
-                let staged = self.scratch.take();
-                match refused {
-                    None => {
-                        if let Some(t) = staged {
-                            self.tracker = t;
-                        }
-                        for (text, review_id) in statements.into_iter().zip(allowed) {
-                            self.pending_logs.push(self.info.log(
-                                text.to_string(),
-                                review_id,
-                                None,
-                            ));
-                        }
-                        self.out.extend_from_slice(&batch);
-                        if tag == b'S' {
-                            self.forward_sync(frame, None);
-                        } else {
-                            self.out.extend_from_slice(&frame);
-                        }
-                    }
-                    Some((refusal, message)) => {
-                        let logs: Vec<_> = statements
-                            .iter()
-                            .map(|t| self.info.log(t.to_string(), None, Some(refusal.into())))
-                            .collect();
-                        self.audit.push(logs).await;
-                        let err = message::error_frame(
-                            Severity::Error,
-                            sqlstate::INSUFFICIENT_PRIVILEGE,
-                            &message,
-                        );
-                        if tag == b'S' {
-                            // The server only sees the Sync; its ReadyForQuery follows our error.
-                            self.forward_sync(frame, Some(err));
-                        } else {
-                            self.shared.push_synthetic(err, false);
-                            self.discard_until_sync = true;
-                        }
-                    }
+                self.staged_len += frame.len();
+                self.staged.push(frame);
+            }
+            b'S' | b'H' if !self.staged.is_empty() => {
+                self.decide_batch(tag, frame, client, buf, upstream).await?;
+                if self.discard_until_sync && tag == b'S' {
+                    self.discard_until_sync = false;
                 }
             }
-            b'H' | b'd' if !self.batch.is_empty() => self.add_to_batch(&frame)?,
-            b'S' => self.forward_sync(frame, None),
+            b'S' => {
+                // A bare Sync runs nothing: it closes a unit cut at Flush, or follows COPY.
+                let ops = self.unit.take().map(|u| u.ops).unwrap_or_default();
+                let logs = std::mem::take(&mut self.pending_logs);
+                self.push_entry(true, logs, Answer::Pass, ops);
+                self.out.extend_from_slice(&frame);
+            }
             b'F' => {
                 // A function call could run anything without a statement to review: refuse.
                 self.audit
@@ -589,15 +630,13 @@ impl<B: ProxyBackend> Reviewer<B> {
                         .info
                         .log(function_call_text(body), None, Some("DENIED".into()))])
                     .await;
-                let err = message::error_frame(
-                    Severity::Error,
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                self.settle(upstream).await?;
+                self.refuse(Some(refusal(
                     "Warden: function calls are not allowed on a connection under statement review",
-                );
-                self.flush_out(upstream).await?;
-                self.shared.push_synthetic(err, true);
+                )));
             }
             b'c' | b'f' => {
+                self.copying = false;
                 self.shared.push([Entry::CopyEnd]);
                 self.out.extend_from_slice(&frame);
             }
@@ -612,71 +651,235 @@ impl<B: ProxyBackend> Reviewer<B> {
         Ok(false)
     }
 
-    /// Adds an extended-protocol message to the open batch: statement names renamed for the
-    /// server, and each `Execute` resolved to the text it runs.
-    fn stage(&mut self, tag: u8, frame: &[u8]) -> Result<(), RelayError> {
-        let body = &frame[5..];
-        let t = self.scratch.get_or_insert_with(|| self.tracker.clone());
-        let mut run = None;
-        let renamed = match tag {
-            b'P' => {
-                let (name, text) = message::parse_parts(body)?;
-                let server = t.parse(name, &text);
-                Some(message::rebuild(b'P', 0, &server, &body[name.len() + 1..]))
-            }
-            b'B' => {
-                let (portal, statement) =
-                    message::bind_names(body).ok_or(FrameError::Malformed("Bind"))?;
-                let params = message::bind_params(body)?;
-                let server = t.server_name(statement);
-                t.bind(portal, statement, &params);
-                let mut rest = server.to_vec();
-                rest.push(0);
-                rest.extend_from_slice(&body[portal.len() + statement.len() + 2..]);
-                Some(message::rebuild(b'B', 0, portal, &rest))
-            }
-            b'E' => {
-                run = Some(t.execute(message::execute_portal(body)?));
-                None
-            }
-            // Describe / Close
-            _ => {
-                let (kind, name) = message::target(body)?;
-                let server = (kind == b'S').then(|| t.server_name(name));
-                if tag == b'C' {
-                    t.close(kind, name);
+    /// Waits until the server answered everything sent so far (unless it is waiting for copy
+    /// data), applying the changes it confirmed.
+    async fn settle(&mut self, upstream: &mut BoxWrite) -> Result<(), RelayError> {
+        self.flush_out(upstream).await?;
+        while self.outstanding > 0 && !self.copying {
+            match self.done.recv().await.ok_or_else(closed)? {
+                Done::Answered {
+                    entries,
+                    status,
+                    confirmed,
+                } => {
+                    self.outstanding = self.outstanding.saturating_sub(entries);
+                    self.status = status;
+                    let mut left = confirmed;
+                    for _ in 0..entries {
+                        let Some(ops) = self.unconfirmed.pop_front() else {
+                            break;
+                        };
+                        let n = left.min(ops.len());
+                        for op in &ops[..n] {
+                            self.tracker.apply(op);
+                        }
+                        left -= n;
+                        // ForgetUnnamed holds whatever the server did.
+                        for op in &ops[n..] {
+                            if matches!(op, Op::ForgetUnnamed) {
+                                self.tracker.apply(op);
+                            }
+                        }
+                    }
                 }
-                server.map(|s| message::rebuild(tag, kind, &s, &[]))
+                Done::CopyIn => self.copying = true,
             }
-        };
-        if let Some(run) = run {
-            self.batch_runs.push(run);
         }
-        match renamed {
-            Some(frame) => self.add_to_batch(&frame),
-            None => self.add_to_batch(frame),
-        }
-    }
-
-    fn add_to_batch(&mut self, frame: &[u8]) -> Result<(), RelayError> {
-        if self.batch.len() + frame.len() > self.max_message {
-            return Err(RelayError::Limit(format!(
-                "an extended-protocol batch above {} bytes cannot be held for review",
-                self.max_message
-            )));
-        }
-        self.batch.extend_from_slice(frame);
         Ok(())
     }
 
-    fn forward_sync(&mut self, frame: BytesMut, error_before: Option<BytesMut>) {
+    /// Resolves, decides and forwards (or refuses) the staged batch at `Sync` or `Flush`.
+    async fn decide_batch(
+        &mut self,
+        tag: u8,
+        frame: BytesMut,
+        client: &mut BoxRead,
+        buf: &mut BytesMut,
+        upstream: &mut BoxWrite,
+    ) -> Result<(), RelayError> {
+        if self.unit.is_none() {
+            self.settle(upstream).await?;
+        }
+        let mut scratch = match &self.unit {
+            Some(u) => u.scratch.clone(),
+            None => self.tracker.clone(),
+        };
+        let mut ops = Vec::new();
+        let mut runs = Vec::new();
+        let mut renamed = BytesMut::with_capacity(self.staged_len);
+        let staged = std::mem::take(&mut self.staged);
+        self.staged_len = 0;
+        for f in &staged {
+            stage(&mut scratch, f, &mut renamed, &mut runs, &mut ops)?;
+        }
+        self.tracker.keep_counter(&scratch);
+        let mut allowed = Vec::with_capacity(runs.len());
+        let mut refused = None;
+        for run in &runs {
+            let statement = Statement {
+                text: &run.text,
+                params: run.params.as_deref(),
+            };
+            match self.decide(statement, client, buf).await {
+                Verdict::Allowed {
+                    review_id,
+                    read_write,
+                } => allowed.push((review_id, read_write)),
+                Verdict::Refused { tag, message } => {
+                    refused = Some((tag, message));
+                    break;
+                }
+                Verdict::ClientGone => {
+                    return Err(RelayError::Io(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "client gone while a statement was held",
+                    )));
+                }
+            }
+        }
+        if let Some((refusal_tag, message)) = refused {
+            let logs: Vec<_> = runs
+                .iter()
+                .map(|r| self.info.log(r.to_string(), None, Some(refusal_tag.into())))
+                .collect();
+            self.audit.push(logs).await;
+            if tag == b'S' {
+                self.refuse(Some(refusal(&message)));
+            } else {
+                self.shared.push_synthetic(refusal(&message), false);
+                self.discard_until_sync = true;
+            }
+            return Ok(());
+        }
+        let read_write = allowed.iter().any(|(_, rw)| *rw);
+        for (run, (review_id, _)) in runs.iter().zip(&allowed) {
+            self.pending_logs
+                .push(self.info.log(run.to_string(), *review_id, None));
+        }
+        if tag == b'H' {
+            // The unit goes on after this Flush: its changes wait for its Sync. The server
+            // fixes read-only at the unit's first message, so only a first part can be let
+            // write; a write in a later part runs read-only (and fails with 25006).
+            if self.unit.is_none() {
+                let reset_after = self.let_write(read_write);
+                self.unit = Some(Unit {
+                    scratch: Tracker::default(),
+                    ops: Vec::new(),
+                    reset_after,
+                });
+            }
+            if let Some(unit) = self.unit.as_mut() {
+                unit.scratch = scratch;
+                unit.ops.extend(ops);
+            }
+            renamed.extend_from_slice(&frame);
+            self.out.extend_from_slice(&renamed);
+            return Ok(());
+        }
+        renamed.extend_from_slice(&frame);
         let logs = std::mem::take(&mut self.pending_logs);
-        self.shared.push([Entry::Ready {
-            sync: true,
-            logs,
-            error_before,
-        }]);
-        self.out.extend_from_slice(&frame);
+        match self.unit.take() {
+            Some(started) => {
+                let mut all_ops = started.ops;
+                all_ops.extend(ops);
+                self.push_entry(true, logs, Answer::Pass, all_ops);
+                self.out.extend_from_slice(&renamed);
+                if started.reset_after {
+                    self.hidden("SET SESSION default_transaction_read_only = on", None);
+                }
+            }
+            None => self.send_unit(renamed, logs, ops, read_write),
+        }
+        Ok(())
+    }
+
+    /// Before a unit that may write: lets the server's next transaction (or the open one, if
+    /// it has not read yet) be read-write. True when the session default must be restored
+    /// after the unit.
+    fn let_write(&mut self, read_write: bool) -> bool {
+        if !read_write {
+            return false;
+        }
+        match self.status {
+            b'I' => {
+                self.hidden("SET SESSION default_transaction_read_only = off", None);
+                true
+            }
+            b'T' => {
+                self.hidden(
+                    "SET TRANSACTION READ WRITE",
+                    Some(message::error_frame(
+                        Severity::Notice,
+                        sqlstate::READ_ONLY_SQL_TRANSACTION,
+                        "Warden: an approved write inside a transaction block can run only as \
+                         the block's first statement (PostgreSQL fixes read-only before the \
+                         first query); roll back, then run BEGIN and the approved statement first",
+                    )),
+                );
+                false
+            }
+            // An aborted transaction runs nothing until it ends.
+            _ => false,
+        }
+    }
+
+    /// Queues a unit the server answers with one `ReadyForQuery`; `read_write` lets it write
+    /// (the server runs everything else read-only).
+    fn send_unit(
+        &mut self,
+        bytes: BytesMut,
+        logs: Vec<StatementLog>,
+        ops: Vec<Op>,
+        read_write: bool,
+    ) {
+        let sync = bytes.first() != Some(&b'Q');
+        let reset_after = self.let_write(read_write);
+        self.push_entry(sync, logs, Answer::Pass, ops);
+        self.out.extend_from_slice(&bytes);
+        if reset_after {
+            self.hidden("SET SESSION default_transaction_read_only = on", None);
+        }
+    }
+
+    /// The proxy's own statement, answered out of the client's sight.
+    fn hidden(&mut self, sql: &str, notice_on_error: Option<BytesMut>) {
+        self.push_entry(
+            false,
+            Vec::new(),
+            Answer::Hidden { notice_on_error },
+            Vec::new(),
+        );
+        self.out.extend_from_slice(&message::query(sql));
+    }
+
+    /// Sends the server a statement that fails in place of the refused one, so the
+    /// transaction fails as PostgreSQL would fail it; `error` replaces the server's.
+    fn refuse(&mut self, error: Option<BytesMut>) {
+        let logs = std::mem::take(&mut self.pending_logs);
+        match self.unit.take() {
+            // Part of the unit is on the server: end it with a failing Parse and its Sync.
+            Some(unit) => {
+                let mut ops = unit.ops;
+                ops.push(Op::ForgetUnnamed);
+                self.tracker.apply(&Op::ForgetUnnamed);
+                self.push_entry(true, logs, Answer::Replace(error), ops);
+                self.out
+                    .extend_from_slice(&message::parse_unnamed_and_sync(REFUSED_SQL));
+                if unit.reset_after {
+                    self.hidden("SET SESSION default_transaction_read_only = on", None);
+                }
+            }
+            None => {
+                self.push_entry(false, logs, Answer::Replace(error), Vec::new());
+                self.out.extend_from_slice(&message::query(REFUSED_SQL));
+            }
+        }
+    }
+
+    fn push_entry(&mut self, sync: bool, logs: Vec<StatementLog>, answer: Answer, ops: Vec<Op>) {
+        self.shared.push([Entry::Ready { sync, logs, answer }]);
+        self.unconfirmed.push_back(ops);
+        self.outstanding += 1;
     }
 
     async fn flush_out(&mut self, upstream: &mut BoxWrite) -> io::Result<()> {
@@ -690,10 +893,21 @@ impl<B: ProxyBackend> Reviewer<B> {
 
     /// Asks the backend about one statement and, if held, waits for the outcome while still
     /// noticing a client that hangs up.
-    async fn decide(&mut self, text: &str, client: &mut BoxRead, buf: &mut BytesMut) -> Verdict {
-        let decision = self.backend.authorize(&self.grant, text).await;
+    async fn decide(
+        &mut self,
+        statement: Statement<'_>,
+        client: &mut BoxRead,
+        buf: &mut BytesMut,
+    ) -> Verdict {
+        let decision = self.backend.authorize(&self.grant, &statement).await;
         match decision {
-            StatementDecision::Allow { review_id } => Verdict::Allowed(review_id),
+            StatementDecision::Allow {
+                review_id,
+                read_write,
+            } => Verdict::Allowed {
+                review_id,
+                read_write,
+            },
             StatementDecision::Deny { message } => Verdict::Refused {
                 tag: "DENIED",
                 message,
@@ -712,7 +926,10 @@ impl<B: ProxyBackend> Reviewer<B> {
                 loop {
                     tokio::select! {
                         o = &mut outcome => return match o {
-                            HeldOutcome::Approved { review_id } => Verdict::Allowed(Some(review_id)),
+                            HeldOutcome::Approved { review_id } => Verdict::Allowed {
+                                review_id: Some(review_id),
+                                read_write: true,
+                            },
                             HeldOutcome::Rejected { by, reason } => Verdict::Refused {
                                 tag: "REJECTED",
                                 message: format!("Warden: statement rejected by {by}: {reason}"),
@@ -735,6 +952,77 @@ impl<B: ProxyBackend> Reviewer<B> {
     }
 }
 
+fn refusal(message: &str) -> BytesMut {
+    message::error_frame(Severity::Error, sqlstate::INSUFFICIENT_PRIVILEGE, message)
+}
+
+/// Adds one staged extended-protocol message to the batch for the server: statement names
+/// renamed, each `Execute` resolved to what it runs, each change noted for confirmation.
+fn stage(
+    t: &mut Tracker,
+    frame: &[u8],
+    out: &mut BytesMut,
+    runs: &mut Vec<Run>,
+    ops: &mut Vec<Op>,
+) -> Result<(), RelayError> {
+    let tag = frame[0];
+    let body = &frame[5..];
+    match tag {
+        b'P' => {
+            let (name, text) = message::parse_parts(body)?;
+            let server = t.server_name_for_parse(name);
+            let op = Op::Parse {
+                name: name.into(),
+                server: server.clone(),
+                text: text.into(),
+            };
+            t.apply(&op);
+            ops.push(op);
+            out.extend_from_slice(&message::rebuild(b'P', 0, &server, &body[name.len() + 1..]));
+        }
+        b'B' => {
+            let (portal, statement) =
+                message::bind_names(body).ok_or(FrameError::Malformed("Bind"))?;
+            let params = message::bind_params(body)?;
+            let server = t.server_name(statement);
+            let op = Op::Bind {
+                portal: portal.into(),
+                statement: statement.into(),
+                params,
+            };
+            t.apply(&op);
+            ops.push(op);
+            let mut rest = server.to_vec();
+            rest.push(0);
+            rest.extend_from_slice(&body[portal.len() + statement.len() + 2..]);
+            out.extend_from_slice(&message::rebuild(b'B', 0, portal, &rest));
+        }
+        b'E' => {
+            runs.push(t.execute(message::execute_portal(body)?));
+            out.extend_from_slice(frame);
+        }
+        // Describe / Close
+        _ => {
+            let (kind, name) = message::target(body)?;
+            let server = if kind == b'S' {
+                t.server_name(name)
+            } else {
+                name.into()
+            };
+            if tag == b'C' {
+                let op = Op::Close {
+                    kind,
+                    name: name.into(),
+                };
+                t.apply(&op);
+                ops.push(op);
+            }
+            out.extend_from_slice(&message::rebuild(tag, kind, &server, &[]));
+        }
+    }
+    Ok(())
+}
+
 /// How the upstream half ended.
 #[derive(Debug)]
 pub(crate) enum UpstreamEnd {
@@ -751,11 +1039,14 @@ struct Matcher {
     untagged: Vec<StatementLog>,
     tags: Vec<String>,
     status: u8,
+    /// Queued entries answered since the last report to a reviewed client half.
+    answered: usize,
 }
 
 impl Matcher {
-    /// Pops the entry answered by a `ReadyForQuery`.
-    fn pop(&mut self, q: &mut VecDeque<Entry>) -> Option<(Vec<StatementLog>, Option<BytesMut>)> {
+    /// Pops the entry answered by a `ReadyForQuery` (counting, in `answered`, every queued
+    /// entry the server has now answered).
+    fn pop(&mut self, q: &mut VecDeque<Entry>) -> Option<Vec<StatementLog>> {
         loop {
             match q.front()? {
                 Entry::CopyEnd => {
@@ -764,6 +1055,7 @@ impl Matcher {
                 }
                 Entry::Ready { sync: true, .. } if self.copy_ignores_sync => {
                     if let Some(Entry::Ready { logs, .. }) = q.pop_front() {
+                        self.answered += 1;
                         self.carry.extend(logs);
                     }
                 }
@@ -773,22 +1065,28 @@ impl Matcher {
                     q.pop_front();
                 }
                 Entry::Ready { .. } => {
-                    let Some(Entry::Ready {
-                        logs, error_before, ..
-                    }) = q.pop_front()
-                    else {
+                    let Some(Entry::Ready { logs, .. }) = q.pop_front() else {
                         return None;
                     };
+                    self.answered += 1;
                     // Stale CopyEnd markers (a COPY that failed before the client finished).
                     while matches!(q.front(), Some(Entry::CopyEnd)) && !self.copy_ignores_sync {
                         q.pop_front();
                     }
                     let mut all = std::mem::take(&mut self.carry);
                     all.extend(logs);
-                    return Some((all, error_before));
+                    return Some(all);
                 }
             }
         }
+    }
+
+    /// How the server's answer to the entry now being answered reaches the client.
+    fn answer_mode(q: &VecDeque<Entry>) -> Option<Answer> {
+        q.iter().find_map(|e| match e {
+            Entry::Ready { answer, .. } => Some(answer.clone()),
+            _ => None,
+        })
     }
 
     /// `CopyInResponse`: a `Sync` entry first in line was read by the server in COPY-in mode.
@@ -841,6 +1139,44 @@ impl Matcher {
     }
 }
 
+/// The upstream half's state in a reviewed session.
+struct Reviewed {
+    shared: UpstreamReview,
+    /// How the answer now arriving reaches the client; `None` until its first message.
+    mode: Option<Answer>,
+    /// Confirmations (`1`, `2`, `3`) since the last report.
+    confirmed: usize,
+}
+
+impl Reviewed {
+    /// After a `ReadyForQuery`: tells the client half what the server has now answered.
+    fn answered(&mut self, m: &mut Matcher) {
+        let _ = self.shared.done.send(Done::Answered {
+            entries: std::mem::take(&mut m.answered),
+            status: m.status,
+            confirmed: std::mem::take(&mut self.confirmed),
+        });
+        self.mode = None;
+    }
+
+    /// A `ParameterStatus` that changes a pinned setting: the FATAL that ends the session.
+    fn violation(&self, body: &[u8]) -> Option<BytesMut> {
+        let (name, value) = message::parameter_status(body)?;
+        let (_, want) = self.shared.pinned.iter().find(|(k, _)| *k == name)?;
+        (*want != value).then(|| {
+            message::error_frame(
+                Severity::Fatal,
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                &format!(
+                    "Warden: the server setting {name} changed to {value:?}; Warden keeps it \
+                     at {want:?} on a connection under statement review, so the session is \
+                     closed (reconnect to go on)"
+                ),
+            )
+        })
+    }
+}
+
 /// Writes synthetic entries at the head of the queue; call only at a frame boundary.
 async fn write_synthetics(shared: &Shared, client: &mut BoxWrite, status: u8) -> io::Result<bool> {
     let mut out = BytesMut::new();
@@ -876,6 +1212,7 @@ pub(crate) async fn upstream_to_client(
     shared: Arc<Shared>,
     audit: AuditSink,
     status: u8,
+    review: Option<UpstreamReview>,
 ) -> Result<UpstreamEnd, RelayError> {
     let mut m = Matcher {
         copy_ignores_sync: false,
@@ -883,8 +1220,15 @@ pub(crate) async fn upstream_to_client(
         untagged: Vec::new(),
         tags: Vec::new(),
         status,
+        answered: 0,
     };
-    let result = upstream_to_client_inner(&mut m, upstream, client, buf, &shared, &audit).await;
+    let review = review.map(|shared| Reviewed {
+        shared,
+        mode: None,
+        confirmed: 0,
+    });
+    let result =
+        upstream_to_client_inner(&mut m, upstream, client, buf, &shared, &audit, review).await;
     let leftovers = m.leftovers();
     if !leftovers.is_empty() {
         audit.push(leftovers).await;
@@ -899,10 +1243,16 @@ async fn upstream_to_client_inner(
     mut buf: BytesMut,
     shared: &Shared,
     audit: &AuditSink,
+    mut review: Option<Reviewed>,
 ) -> Result<UpstreamEnd, RelayError> {
     // Server messages are trusted for size (DataRow can be large); only the inspected,
     // small ones are ever buffered whole.
     let mut scanner = Scanner::new(i32::MAX as usize);
+    let look = if review.is_some() {
+        look_upstream_reviewed
+    } else {
+        look_upstream
+    };
     let mut records = Vec::new();
     let mut ending: Option<BytesMut> = None;
     let grace = tokio::time::sleep(Duration::from_secs(3600));
@@ -924,7 +1274,51 @@ async fn upstream_to_client_inner(
         let mut written = 0;
         let need;
         loop {
-            match scanner.next(&buf[pos..], look_upstream)? {
+            let start = pos;
+            let item = scanner.next(&buf[pos..], look)?;
+            if let Some(rv) = review.as_mut()
+                && rv.mode.is_none()
+                && !matches!(item, Item::NeedMore { .. })
+            {
+                rv.mode = shared
+                    .queue
+                    .lock()
+                    .ok()
+                    .and_then(|q| Matcher::answer_mode(&q));
+            }
+            let mode = review.as_ref().and_then(|rv| rv.mode.as_ref());
+            if let Some(Answer::Hidden { notice_on_error }) = mode {
+                // The proxy's own statement: none of its answer reaches the client.
+                let (n, tag, status) = match item {
+                    Item::Pass(n) | Item::Head { pass: n, .. } => (n, 0, b'I'),
+                    Item::Frame { tag, body, len } => {
+                        (len, tag, body.first().copied().unwrap_or(b'I'))
+                    }
+                    Item::NeedMore { total } => {
+                        need = total;
+                        break;
+                    }
+                };
+                if start > written {
+                    client.write_all(&buf[written..start]).await?;
+                }
+                written = start + n;
+                pos += n;
+                if tag == b'E'
+                    && let Some(notice) = notice_on_error
+                {
+                    client.write_all(notice).await?;
+                }
+                if tag == b'Z' {
+                    m.status = status;
+                    let _ = shared.queue.lock().ok().and_then(|mut q| m.pop(&mut q));
+                    if let Some(rv) = review.as_mut() {
+                        rv.answered(m);
+                    }
+                }
+                continue;
+            }
+            match item {
                 Item::Pass(n) | Item::Head { pass: n, .. } => pos += n,
                 Item::Frame { tag, body, len } => {
                     match tag {
@@ -932,6 +1326,16 @@ async fn upstream_to_client_inner(
                         b'I' => m.tags.push("EMPTY".into()),
                         b's' => m.tags.push("SUSPENDED".into()),
                         b'E' => {
+                            if let Some(Answer::Replace(replacement)) = mode {
+                                // Warden's refusal in place of the server's error.
+                                client.write_all(&buf[written..start]).await?;
+                                if let Some(r) = replacement {
+                                    client.write_all(r).await?;
+                                }
+                                pos += len;
+                                written = pos;
+                                continue;
+                            }
                             let f = message::error_fields(body);
                             m.tags
                                 .push(format!("ERROR {}", message::field(&f, b'C').unwrap_or("")));
@@ -940,20 +1344,36 @@ async fn upstream_to_client_inner(
                             if let Ok(q) = shared.queue.lock() {
                                 m.copy_in(&q);
                             }
+                            if let Some(rv) = review.as_ref() {
+                                let _ = rv.shared.done.send(Done::CopyIn);
+                            }
+                        }
+                        b'1' | b'2' | b'3' => {
+                            if let Some(rv) = review.as_mut() {
+                                rv.confirmed += 1;
+                            }
+                        }
+                        b'S' => {
+                            if let Some(rv) = review.as_ref()
+                                && let Some(fatal) = rv.violation(body)
+                            {
+                                client.write_all(&buf[written..start]).await?;
+                                client.write_all(&fatal).await?;
+                                client.flush().await?;
+                                let _ = client.shutdown().await;
+                                return Ok(UpstreamEnd::Ended { notified: true });
+                            }
                         }
                         _ => {
                             // 'Z' ReadyForQuery
                             m.status = body.first().copied().unwrap_or(b'I');
                             let popped = shared.queue.lock().ok().and_then(|mut q| m.pop(&mut q));
-                            if let Some((logs, error_before)) = popped {
-                                if let Some(err) = error_before {
-                                    client.write_all(&buf[written..pos]).await?;
-                                    client.write_all(&err).await?;
-                                    written = pos;
-                                }
-                                m.finish(logs, &mut records);
-                            } else {
-                                m.tags.clear();
+                            match popped {
+                                Some(logs) => m.finish(logs, &mut records),
+                                None => m.tags.clear(),
+                            }
+                            if let Some(rv) = review.as_mut() {
+                                rv.answered(m);
                             }
                             pos += len;
                             // Answers the proxy owes after this one.

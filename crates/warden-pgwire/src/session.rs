@@ -316,6 +316,22 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         params,
     } = admitted;
     let grant = Arc::new(grant);
+    let params = if grant.review_statements {
+        match reviewed_params(params) {
+            Ok(p) => p,
+            Err(refusal) => {
+                if let Some(reply) = refusal.reply {
+                    let _ = upstream::send(&mut client, &reply).await;
+                }
+                let _ = client.shutdown().await;
+                info!("session refused: {}", refusal.log);
+                ctx.backend.session_ended(&grant).await;
+                return;
+            }
+        }
+    } else {
+        params
+    };
     let opened = open_upstream(&ctx, &grant, &params).await;
     let (up, key_guard) = match opened {
         Ok(v) => v,
@@ -327,6 +343,22 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
             ctx.backend.session_ended(&grant).await;
             return;
         }
+    };
+    let pinned = if grant.review_statements {
+        match check_pins(&up.parameters) {
+            Ok(p) => Some(p),
+            Err(refusal) => {
+                if let Some(reply) = refusal.reply {
+                    let _ = upstream::send(&mut client, &reply).await;
+                }
+                let _ = client.shutdown().await;
+                warn!("session refused: {}", refusal.log);
+                ctx.backend.session_ended(&grant).await;
+                return;
+            }
+        }
+    } else {
+        None
     };
     let (proxy_pid, proxy_secret, cancel_target, _guard) = key_guard;
     let mut hello = BytesMut::new();
@@ -345,6 +377,12 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     let shared = Arc::new(Shared::default());
     let info = SessionInfo::from_grant(&grant);
     let max = ctx.config.max_message;
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let review = pinned.map(|pinned| relay::UpstreamReview {
+        done: done_tx,
+        pinned,
+    });
+    let status = up.status;
     // The client half runs as its own task so that a packet from one side only wakes the
     // half that handles it.
     let c2u = {
@@ -366,6 +404,8 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
                     max,
                     backend,
                     grant,
+                    done_rx,
+                    status,
                 )
                 .await
             } else {
@@ -402,6 +442,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         shared.clone(),
         ctx.audit.clone(),
         up.status,
+        review,
     );
     let mut upstream_half = tokio::spawn(u2c);
     let _upstream_guard = AbortOnDrop(upstream_half.abort_handle());
@@ -446,6 +487,108 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     }
     info!("session ended");
     ctx.backend.session_ended(&grant).await;
+}
+
+/// Startup parameters a client may set on a connection under statement review: none of them
+/// changes how the server reads SQL, who the session is, where names resolve, or whether it
+/// may write. Everything else (`options` above all) is refused.
+const REVIEWED_STARTUP_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+];
+
+/// Settings the proxy pins on the server for a reviewed session, and checks in every
+/// `ParameterStatus` after: the lexer's (the classifier parses as PostgreSQL does with these)
+/// and the second wall (everything not approved runs read-only).
+const PINNED: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
+    ("default_transaction_read_only", "on"),
+];
+
+/// Client encodings that keep every ASCII byte an ASCII character (so quotes and backslashes
+/// are what they look like); the server is asked for UTF8 whatever the client said.
+fn ascii_safe_encoding(v: &str) -> bool {
+    let v: String = v
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(v.as_str(), "utf8" | "unicode" | "sqlascii")
+}
+
+/// The startup parameters of a reviewed session as they go upstream, or the refusal.
+fn reviewed_params(params: Vec<(String, String)>) -> Result<Vec<(String, String)>, Refusal> {
+    let mut out = Vec::with_capacity(params.len() + PINNED.len());
+    for (k, v) in params {
+        let key = k.to_ascii_lowercase();
+        if !REVIEWED_STARTUP_PARAMS.contains(&key.as_str()) {
+            return Err(Refusal::fatal(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "Warden: the startup parameter {k:?} is not allowed on a connection under \
+                     statement review (it could change how the server reads SQL or what the \
+                     session may do); remove it (PGOPTIONS, options=…) and reconnect"
+                ),
+            ));
+        }
+        if key == "client_encoding" {
+            if !ascii_safe_encoding(&v) {
+                return Err(Refusal::fatal(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    format!(
+                        "Warden: client_encoding {v:?} is not allowed on a connection under \
+                         statement review; use UTF8 (PGCLIENTENCODING=UTF8)"
+                    ),
+                ));
+            }
+            continue;
+        }
+        out.push((k, v));
+    }
+    out.extend(PINNED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Ok(out)
+}
+
+/// Checks the server's startup `ParameterStatus` messages against the pins, and returns what
+/// the session must keep: the pins, plus who the session is.
+fn check_pins(parameters: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
+    let mut reported = Vec::new();
+    let mut rest = parameters;
+    while let Ok(Some((tag, body, len))) = frame::whole(rest, usize::MAX >> 1) {
+        if tag == b'S'
+            && let Some(kv) = message::parameter_status(body)
+        {
+            reported.push(kv);
+        }
+        rest = &rest[len..];
+    }
+    let mut pinned = Vec::new();
+    for (name, want) in PINNED {
+        match reported.iter().find(|(k, _)| k == name) {
+            Some((_, v)) if v == want => pinned.push((name.to_string(), v.clone())),
+            other => {
+                return Err(Refusal::fatal(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "Warden: the server reports {name} = {:?} (Warden needs {want:?} for a \
+                         connection under statement review; PostgreSQL 14 or later reports it)",
+                        other.map(|(_, v)| v.as_str()).unwrap_or("nothing")
+                    ),
+                ));
+            }
+        }
+    }
+    for name in ["session_authorization", "is_superuser"] {
+        if let Some((k, v)) = reported.iter().find(|(k, _)| k == name) {
+            pinned.push((k.clone(), v.clone()));
+        }
+    }
+    Ok(pinned)
 }
 
 type KeyParts = (i32, i32, CancelTarget, crate::cancel::CancelGuard);

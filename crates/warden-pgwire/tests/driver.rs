@@ -412,15 +412,18 @@ async fn every_run_of_a_prepared_statement_is_recorded() {
 /// front of the reviewer: approving one run never approves the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_run_of_a_prepared_statement_is_reviewed_with_its_parameters() {
-    let backend = TestBackend::reviewing(vec![(
-        "held_update",
-        Script::Held(
-            Duration::from_millis(100),
-            warden_pgwire::HeldOutcome::Approved {
-                review_id: uuid::Uuid::nil(),
-            },
+    let backend = TestBackend::reviewing(vec![
+        ("CREATE TABLE", Script::AllowWrite),
+        (
+            "held_update",
+            Script::Held(
+                Duration::from_millis(100),
+                warden_pgwire::HeldOutcome::Approved {
+                    review_id: uuid::Uuid::nil(),
+                },
+            ),
         ),
-    )]);
+    ]);
     let proxy = Proxy::start(backend).await;
     let c = proxy.connect().await;
     let t = table("rev");

@@ -12,6 +12,7 @@ mod connections;
 mod evidence;
 mod exec;
 mod identity;
+pub mod native;
 pub mod notify;
 mod reviews;
 mod rules;

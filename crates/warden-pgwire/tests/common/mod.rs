@@ -16,8 +16,8 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 use warden_core::secret::Secret;
 use warden_pgwire::{
-    AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, StatementDecision,
-    StatementLog, Upstream, UpstreamTls,
+    AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
+    StatementDecision, StatementLog, Upstream, UpstreamTls,
 };
 
 pub const USER: &str = "alice@example.com";
@@ -29,7 +29,11 @@ pub const PG_PORT: u16 = 5432;
 /// What the review backend answers, in order, for each statement it is asked about.
 #[derive(Debug, Clone)]
 pub enum Script {
+    /// Allowed as a read: the server runs it read-only (the classifier's answer, which the
+    /// server's read-only transaction backs; also "classifier off" when used for writes).
     Allow,
+    /// Allowed to write (as the gateway allows an approved statement).
+    AllowWrite,
     Deny(String),
     /// Held, then decided after the delay.
     Held(Duration, HeldOutcome),
@@ -122,8 +126,13 @@ impl ProxyBackend for TestBackend {
         })
     }
 
-    async fn authorize(&self, _grant: &SessionGrant, statement: &str) -> StatementDecision {
-        self.asked.lock().unwrap().push(statement.to_string());
+    async fn authorize(
+        &self,
+        _grant: &SessionGrant,
+        statement: &Statement<'_>,
+    ) -> StatementDecision {
+        let statement = statement.to_string();
+        self.asked.lock().unwrap().push(statement.clone());
         let script = self
             .rules
             .lock()
@@ -133,7 +142,14 @@ impl ProxyBackend for TestBackend {
             .map(|(_, s)| s.clone())
             .unwrap_or(Script::Allow);
         match script {
-            Script::Allow => StatementDecision::Allow { review_id: None },
+            Script::Allow => StatementDecision::Allow {
+                review_id: None,
+                read_write: false,
+            },
+            Script::AllowWrite => StatementDecision::Allow {
+                review_id: None,
+                read_write: true,
+            },
             Script::Deny(message) => StatementDecision::Deny { message },
             Script::Held(after, outcome) => {
                 let id = Uuid::new_v4();

@@ -1,0 +1,131 @@
+//! The access decision for native (PostgreSQL wire) sessions: made at login, made again for
+//! every statement that is not a read, and re-made every second for every live session, always
+//! from the store's current state (user, groups, token, rules, windows) through the same
+//! `warden_core::decision::evaluate_command` as `exec`.
+//!
+//! Nothing here speaks the wire protocol or touches a socket: the proxy adapter (`proxy.rs`)
+//! asks, this module answers.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
+use warden_core::{ConnectionType, Rule, User};
+use warden_store::ConnectionRecord;
+
+use super::{App, AppResult};
+
+/// How a native session may use its connection, now.
+#[derive(Debug, Clone)]
+pub enum NativeAccess {
+    /// Statements run freely (audited): no command rule holds, or a JIT window is open.
+    Free {
+        window: Option<(Uuid, OffsetDateTime)>,
+    },
+    /// A command rule holds statements that are not reads.
+    Reviewed,
+    /// No access; the message says why.
+    Denied(String),
+}
+
+/// What a decision was made with.
+pub struct NativeDecision {
+    pub user: User,
+    pub connection: ConnectionRecord,
+    pub rules: Vec<Rule>,
+    pub decision: Decision,
+}
+
+impl App {
+    /// The current decision for `user` on the PostgreSQL connection `connection`;
+    /// `Ok(Err(message))` when there is no such connection.
+    pub async fn native_decision(
+        &self,
+        user: &User,
+        connection: &str,
+    ) -> AppResult<Result<NativeDecision, String>> {
+        let Some(rec) = self
+            .store
+            .get_connection(connection)
+            .await?
+            .filter(|r| r.connection.kind == ConnectionType::Postgres)
+        else {
+            return Ok(Err(format!(
+                "no PostgreSQL connection named {connection:?} (the database name is the \
+                 Warden connection name)"
+            )));
+        };
+        let rules = self.store.rules_for_connection(connection).await?;
+        let windows = self.store.approved_windows(&user.email, connection).await?;
+        let now = self.now();
+        let decision = evaluate_command(
+            &AccessContext {
+                user,
+                connection: &rec.connection,
+                rules: &rules,
+                windows: &windows,
+                admin_auto_approve: self.config.admin_auto_approve,
+            },
+            now,
+        );
+        Ok(Ok(NativeDecision {
+            user: user.clone(),
+            connection: rec,
+            rules,
+            decision,
+        }))
+    }
+
+    /// Re-decides a live session from scratch: the token it logged in with must still be
+    /// valid and the user's, and the rules must still give it the access it started with.
+    /// `Some(reason)` means the session must end now.
+    pub async fn recheck_native(
+        &self,
+        token_sha256: &str,
+        email: &str,
+        connection: &str,
+        started: &NativeAccess,
+    ) -> AppResult<Option<String>> {
+        let user = match self.store.user_by_token(token_sha256, self.now()).await? {
+            Some((_, u)) if u.email.eq_ignore_ascii_case(email) => u,
+            _ => {
+                return Ok(Some(
+                    "the API token this session logged in with was revoked or expired, or its \
+                     user was removed"
+                        .into(),
+                ));
+            }
+        };
+        let now = match self.native_decision(&user, connection).await? {
+            Ok(d) => access_of(&d.decision),
+            Err(msg) => return Ok(Some(msg)),
+        };
+        Ok(match (started, now) {
+            (_, NativeAccess::Denied(m)) => Some(m),
+            // Reviewed sessions are re-decided per statement; they never become freer.
+            (NativeAccess::Reviewed, _) => None,
+            (NativeAccess::Free { window: Some(_) }, NativeAccess::Free { window: Some(_) }) => {
+                None
+            }
+            (NativeAccess::Free { window: None }, NativeAccess::Free { .. }) => None,
+            (NativeAccess::Free { window: Some(_) }, NativeAccess::Free { window: None }) => None,
+            (NativeAccess::Free { .. }, NativeAccess::Reviewed) => Some(
+                "a command rule now applies to this connection: reconnect to work under \
+                 statement review"
+                    .into(),
+            ),
+            (NativeAccess::Denied(_), _) => Some("access was denied".into()),
+        })
+    }
+}
+
+/// The session mode a decision gives.
+pub fn access_of(d: &Decision) -> NativeAccess {
+    match d {
+        Decision::Deny(d) => NativeAccess::Denied(d.message()),
+        Decision::Allow(AllowReason::Window { review_id, until }) => NativeAccess::Free {
+            window: Some((*review_id, *until)),
+        },
+        Decision::Allow(_) | Decision::AutoApprove { .. } => NativeAccess::Free { window: None },
+        Decision::NeedsReview { .. } => NativeAccess::Reviewed,
+    }
+}
