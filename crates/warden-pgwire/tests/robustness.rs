@@ -6,67 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-fn startup(user: &str, db: &str) -> Vec<u8> {
-    let mut body = vec![0, 3, 0, 0];
-    for (k, v) in [("user", user), ("database", db)] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    m.extend(body);
-    m
-}
-
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// Reads until the server closes; returns everything received.
-async fn read_all(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    out
-}
-
-/// Logs in over a raw socket and returns it positioned after the first ReadyForQuery.
-async fn raw_session(proxy: &Proxy) -> TcpStream {
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(&startup(USER, CONNECTION)).await.unwrap();
-    let mut b = [0u8; 9];
-    s.read_exact(&mut b).await.unwrap();
-    assert_eq!(
-        &b[..],
-        &[b'R', 0, 0, 0, 8, 0, 0, 0, 3],
-        "cleartext password request"
-    );
-    s.write_all(&message(b'p', format!("{TOKEN}\0").as_bytes()))
-        .await
-        .unwrap();
-    // Read messages until 'Z'.
-    loop {
-        let mut h = [0u8; 5];
-        s.read_exact(&mut h).await.unwrap();
-        let len = i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).await.unwrap();
-        if h[0] == b'Z' {
-            return s;
-        }
-    }
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_input_end_only_that_session() {

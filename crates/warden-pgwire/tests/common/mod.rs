@@ -312,3 +312,140 @@ pub fn table(prefix: &str) -> String {
         Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
     )
 }
+
+/// A StartupMessage for protocol 3.0 with `user`, `database` and `extra` parameters.
+pub fn startup_with(user: &str, db: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    for (k, v) in [("user", user), ("database", db)].iter().chain(extra) {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    m.extend(body);
+    m
+}
+
+pub fn startup(user: &str, db: &str) -> Vec<u8> {
+    startup_with(user, db, &[])
+}
+
+/// One typed frontend message.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads until the server closes; returns everything received.
+pub async fn read_all(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Reads messages up to and including the next `ReadyForQuery` (or until the server closes).
+pub async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    loop {
+        let mut h = [0u8; 5];
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut h)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return got;
+        }
+        let len = i32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4;
+        let mut body = vec![0u8; len];
+        if s.read_exact(&mut body).await.is_err() {
+            return got;
+        }
+        let done = h[0] == b'Z';
+        got.push((h[0], body));
+        if done {
+            return got;
+        }
+    }
+}
+
+/// Logs in over a raw socket with `extra` startup parameters; returns the socket and what
+/// the proxy answered up to the first `ReadyForQuery` (or its refusal).
+pub async fn raw_login(
+    proxy: &Proxy,
+    extra: &[(&str, &str)],
+) -> (tokio::net::TcpStream, Vec<(u8, Vec<u8>)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&startup_with(USER, CONNECTION, extra))
+        .await
+        .unwrap();
+    let mut b = [0u8; 9];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(
+        &b[..],
+        &[b'R', 0, 0, 0, 8, 0, 0, 0, 3],
+        "cleartext password request"
+    );
+    s.write_all(&message(b'p', format!("{TOKEN}\0").as_bytes()))
+        .await
+        .unwrap();
+    let got = read_until_ready(&mut s).await;
+    (s, got)
+}
+
+/// Logs in over a raw socket and returns it positioned after the first ReadyForQuery.
+pub async fn raw_session(proxy: &Proxy) -> tokio::net::TcpStream {
+    let (s, got) = raw_login(proxy, &[]).await;
+    assert_eq!(got.last().map(|m| m.0), Some(b'Z'), "{got:?}");
+    s
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The fields of an ErrorResponse/NoticeResponse body as text, for assertions.
+pub fn error_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).replace('\0', " | ")
+}
+
+/// Frontend messages of the extended protocol.
+pub mod ext {
+    use super::message;
+
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        let mut b = name.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        message(b'P', &b)
+    }
+
+    pub fn bind(portal: &str, statement: &str) -> Vec<u8> {
+        let mut b = portal.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(statement.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        message(b'B', &b)
+    }
+
+    pub fn execute(portal: &str) -> Vec<u8> {
+        let mut b = portal.as_bytes().to_vec();
+        b.extend_from_slice(&[0, 0, 0, 0, 0]);
+        message(b'E', &b)
+    }
+
+    pub fn sync() -> Vec<u8> {
+        message(b'S', &[])
+    }
+
+    pub fn query(sql: &str) -> Vec<u8> {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        message(b'Q', &b)
+    }
+}
