@@ -460,3 +460,173 @@ async fn jit_windows_gate_sessions_and_close_them() {
     assert_eq!(in_window.len(), 1);
     gw.stop().await;
 }
+
+/// A driver session through the proxy; the handle resolves with how the connection ended.
+async fn driver(
+    port: u16,
+    user: &str,
+    token: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={port} user={user} password={token} dbname=pg sslmode=disable"
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("login through the proxy");
+    (client, tokio::spawn(conn))
+}
+
+fn db_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {}", db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Under a command rule, with the real classifier (PostgreSQL's own parser): spellings the
+/// old text search missed, user-defined functions and EXPLAIN ANALYZE are held; what no parse
+/// tree can show (a view over a writing function) still cannot write, because the server runs
+/// it in a read-only transaction; startup options are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_write_are_held_or_refused_by_the_server() {
+    let (gw, psql, dev, dba) = setup(Backend::Sqlite).await;
+    gw.admin("POST", "/api/rules", Some(json!({"name": "pg-cmd", "type": "command", "connections": ["pg"], "approval_groups": ["dba"]}))).await;
+    let n = uuid::Uuid::new_v4().simple().to_string();
+    let (t, f, v) = (
+        format!("wg_t_{n}"),
+        format!("wg_w_{n}"),
+        format!("wg_v_{n}"),
+    );
+    direct_psql(&format!(
+        "CREATE TABLE {t} (id int); \
+         CREATE FUNCTION {f}() RETURNS int LANGUAGE sql AS $$ INSERT INTO {t} VALUES (1) RETURNING 1 $$; \
+         CREATE VIEW {v} AS SELECT {f}() AS x"
+    ))
+    .await;
+    let (c, _conn) = driver(psql.port, "dev@example.com", &dev).await;
+    for held in [
+        "SELECT U&\"\\0070g_read_file\"('/etc/hostname')".to_string(),
+        format!("SELECT {f}()"),
+        format!("SELECT \"{f}\"()"),
+        format!("EXPLAIN ANALYZE SELECT {f}()"),
+        "SELECT set_config('default_transaction_read_only', 'off', false)".to_string(),
+        "BEGIN READ WRITE".to_string(),
+    ] {
+        let run = {
+            let c = &c;
+            let held = held.clone();
+            async move { c.batch_execute(&held).await }
+        };
+        let reject = async {
+            let id = pending_id(&gw, &dba).await;
+            let (_, r) = gw
+                .call("GET", &format!("/api/reviews/{id}"), Some(&dba), None)
+                .await;
+            assert_eq!(r["command"], held.as_str(), "{r}");
+            gw.call(
+                "PUT",
+                &format!("/api/reviews/{id}/reject"),
+                Some(&dba),
+                Some(json!({"reason": "no"})),
+            )
+            .await;
+        };
+        let (ran, ()) = tokio::join!(run, reject);
+        let e = db_text(&ran.expect_err(&held));
+        assert!(e.contains("rejected by dba"), "{held}: {e}");
+    }
+    // The classifier sees a read; the server refuses the write the view hides.
+    let e = c
+        .batch_execute(&format!("SELECT * FROM {v}"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("25006"), "{e}");
+    assert_eq!(
+        direct_psql(&format!("SELECT count(*) FROM {t}"))
+            .await
+            .trim(),
+        "0"
+    );
+    // Startup options could change how the server reads SQL: refused.
+    let mut cmd = psql.cmd("dev@example.com", &dev, "pg", "SELECT 1");
+    cmd.env("PGOPTIONS", "-c standard_conforming_strings=off");
+    let out = cmd.output().await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"options\" is not allowed"), "{stderr}");
+    direct_psql(&format!(
+        "DROP VIEW {v}; DROP FUNCTION {f}(); DROP TABLE {t}"
+    ))
+    .await;
+    gw.stop().await;
+}
+
+/// Decisions are not frozen at login: a rule bound to the connection closes a free session,
+/// a revoked token or a deleted user closes a reviewed one, within a second or two, audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_follow_the_current_rules_users_and_tokens() {
+    let (gw, psql, dev, _dba) = setup(Backend::Sqlite).await;
+    // Free session (no rule), then a command rule is bound.
+    let (c, conn) = driver(psql.port, "dev@example.com", &dev).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    gw.admin("POST", "/api/rules", Some(json!({"name": "pg-cmd", "type": "command", "connections": ["pg"], "approval_groups": ["dba"]}))).await;
+    let e = closed(conn).await;
+    assert!(e.contains("a command rule now applies"), "{e}");
+    // Reviewed session, then its token is revoked.
+    let (c, conn) = driver(psql.port, "dev@example.com", &dev).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    let (_, tokens) = gw.admin("GET", "/api/tokens", None).await;
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["user"] == "dev@example.com" || t["user_email"] == "dev@example.com")
+        .and_then(|t| t["id"].as_str())
+        .expect("dev's token")
+        .to_string();
+    let (s, b) = gw.admin("DELETE", &format!("/api/tokens/{id}"), None).await;
+    assert!(s < 300, "{b}");
+    let e = closed(conn).await;
+    assert!(e.contains("revoked or expired"), "{e}");
+    // Deleting the user ends its sessions too.
+    let ops = gw.user("ops@example.com", &["dev"]).await;
+    let (c, conn) = driver(psql.port, "ops@example.com", &ops).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    let (s, b) = gw.admin("DELETE", "/api/users/ops@example.com", None).await;
+    assert!(s < 300, "{b}");
+    let e = closed(conn).await;
+    assert!(
+        e.contains("revoked or expired") || e.contains("removed"),
+        "{e}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+    let ended = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["event"]["kind"] == "access_denied"
+                && e["event"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("live session"))
+        })
+        .count();
+    assert_eq!(ended, 3, "each end is audited");
+    gw.stop().await;
+}
+
+/// Waits (up to 5 s) until the proxy closes the session; returns its FATAL's text.
+async fn closed(conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) -> String {
+    match tokio::time::timeout(Duration::from_secs(5), conn).await {
+        Ok(Ok(Err(e))) => db_text(&e),
+        Ok(Ok(Ok(()))) => "closed without an error".into(),
+        Ok(Err(e)) => panic!("connection task: {e}"),
+        Err(_) => panic!("the session was not closed within 5 s"),
+    }
+}
