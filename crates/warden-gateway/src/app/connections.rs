@@ -1,5 +1,13 @@
 //! Connections: create/overwrite/list/delete, secrets sealed before they reach the store, and
 //! the `--reviewers` shorthand rule created in the same transaction.
+//!
+//! # What it must never do
+//! Accept a target that reaches the gateway itself: a `sqlite` connection naming a file inside
+//! the data dir (the store, the secret key, the checkpoints) or the store file wherever it lives
+//! is refused here, and again by [`App::refuse_private_target`] right before every execution (the
+//! second wall: a symlink or a connection stored before this check cannot get past it).
+
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -77,7 +85,102 @@ fn check_url(kind: ConnectionType, url: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// `path` absolute with symlinks resolved as far as it exists (for a missing file: its directory
+/// resolved and its name appended), so two names of one file compare equal.
+fn resolve(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => resolve(dir).join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// True when both names exist and are the same file (a hard link is another name for it).
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &Path, _: &Path) -> bool {
+    false
+}
+
+/// The file of a `sqlite:` store URL (`sqlite://PATH?…`), `None` for an in-memory store.
+fn store_file(database_url: &str) -> Option<PathBuf> {
+    let rest = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
+}
+
 impl App {
+    /// The files of the gateway no connection may name, besides everything in the data dir: the
+    /// store file (and its journal, WAL and shared-memory files) wherever it lives, the
+    /// checkpoint file and keys.
+    fn private_files(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let mut files = Vec::new();
+        if let Some(store) = store_file(c.database_url.expose()) {
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let mut name = store.clone().into_os_string();
+                name.push(suffix);
+                files.push(PathBuf::from(name));
+            }
+            files.push(store);
+        }
+        files.push(c.checkpoint_file.clone());
+        files.extend(c.checkpoint_key.iter().cloned());
+        files.extend(c.tls_key.iter().cloned());
+        files
+    }
+
+    /// Refuses a `sqlite:` URL whose file is the gateway's own: inside the data dir, or one of
+    /// [`Self::private_files`] (through a symlink or a hard link too). `Err` says why.
+    pub(crate) fn refuse_private_file(&self, url: &str) -> Result<(), String> {
+        let Some(path) = warden_exec::sqlite_file(url)? else {
+            return Ok(());
+        };
+        let target = resolve(&path);
+        let data_dir = resolve(&self.config.data_dir);
+        if target.starts_with(&data_dir) {
+            return Err(format!(
+                "{} is inside the gateway's data dir {}: the gateway's own store and keys can never be a connection target (use a database file outside it)",
+                path.display(),
+                data_dir.display()
+            ));
+        }
+        for file in self.private_files() {
+            if target == resolve(&file) || same_file(&target, &file) {
+                return Err(format!(
+                    "{} is the gateway's own file {}: it can never be a connection target",
+                    path.display(),
+                    file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The second wall, right before an execution: `Some(message)` when the target is the
+    /// gateway's own file (see [`Self::refuse_private_file`]).
+    pub(crate) fn refuse_private_target(&self, target: &Target) -> Option<String> {
+        if target.kind != ConnectionType::Sqlite {
+            return None;
+        }
+        let url = target.url.as_ref()?;
+        self.refuse_private_file(url.expose())
+            .err()
+            .map(|m| format!("warden: refused: {m}\n"))
+    }
+
     pub async fn create_connection(
         &self,
         actor: &User,
@@ -140,7 +243,13 @@ impl App {
                     format!("url: a {} connection needs --url", kind.as_str()),
                 ));
             }
-            (_, Some(u)) => check_url(kind, u)?,
+            (_, Some(u)) => {
+                check_url(kind, u)?;
+                if kind == ConnectionType::Sqlite {
+                    self.refuse_private_file(u)
+                        .map_err(|m| AppError::bad("invalid_url", format!("url: {m}")))?;
+                }
+            }
         }
         if kind != ConnectionType::Command && !req.command.is_empty() {
             return Err(AppError::bad(
