@@ -80,8 +80,7 @@ impl SecretBox {
                 .with_context(|| format!("reading key file {}", path.display()))?;
             return Ok(SecretBox::new(decode_key(&text)?));
         }
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        crate::datadir::create_private_dir(data_dir)?;
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         let encoded = base64::engine::general_purpose::STANDARD.encode(key);
@@ -136,23 +135,12 @@ impl SecretBox {
     }
 }
 
-#[cfg(unix)]
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating key file {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
+    let mut f = crate::datadir::create_private(path).context("creating the key file")?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing key file {}", path.display()))?;
     Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("creating key file {}", path.display()))
 }
 
 /// `postgres://user:pass@host/db` → `postgres://user:***@host/db` (for display and the API).

@@ -112,15 +112,6 @@ fn same_file(_: &Path, _: &Path) -> bool {
     false
 }
 
-/// The file of a `sqlite:` store URL (`sqlite://PATH?…`), `None` for an in-memory store.
-fn store_file(database_url: &str) -> Option<PathBuf> {
-    let rest = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && !path.contains(":memory:")).then(|| PathBuf::from(path))
-}
-
 impl App {
     /// The files of the gateway no connection may name, besides everything in the data dir: the
     /// store file (and its journal, WAL and shared-memory files) wherever it lives, the
@@ -128,7 +119,7 @@ impl App {
     fn private_files(&self) -> Vec<PathBuf> {
         let c = &self.config;
         let mut files = Vec::new();
-        if let Some(store) = store_file(c.database_url.expose()) {
+        if let Some(store) = crate::datadir::sqlite_store_file(c.database_url.expose()) {
             for suffix in ["-wal", "-shm", "-journal"] {
                 let mut name = store.clone().into_os_string();
                 name.push(suffix);
