@@ -112,6 +112,13 @@ fn same_file(_: &Path, _: &Path) -> bool {
     false
 }
 
+/// A connection as shown: its stored `url_redacted` redacted again, so a row saved before query
+/// string passwords were redacted never shows one (redaction is idempotent).
+fn shown(mut c: Connection) -> Connection {
+    c.url_redacted = c.url_redacted.as_deref().map(redact_url);
+    c
+}
+
 impl App {
     /// The files of the gateway no connection may name, besides everything in the data dir: the
     /// store file (and its journal, WAL and shared-memory files) wherever it lives, the
@@ -361,13 +368,14 @@ impl App {
         Ok(all
             .into_iter()
             .filter(|c| actor.admin || c.allows(actor))
+            .map(shown)
             .collect())
     }
 
     pub async fn get_connection(&self, actor: &User, name: &str) -> AppResult<Connection> {
         let rec = self.store.get_connection(name).await?;
         match rec {
-            Some(r) if actor.admin || r.connection.allows(actor) => Ok(r.connection),
+            Some(r) if actor.admin || r.connection.allows(actor) => Ok(shown(r.connection)),
             _ => Err(AppError::NotFound(format!(
                 "no connection {name:?} (see warden admin get connections)"
             ))),
