@@ -737,3 +737,166 @@ async fn signed_checkpoints_verify_from_the_cli() {
     assert!(out.contains("checkpoint FAILED"), "{out}");
     gw.stop().await;
 }
+
+/// Issue 15: `--overwrite` changes only the flags given, clearing needs an explicit flag, the CLI
+/// prints before → after, and a group with no members is accepted with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_changes_only_what_is_given_and_says_what_changed() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let admin = gw.admin_token.clone();
+    let t = Some(admin.as_str());
+    gw.user("dev@example.com", &["dev"]).await;
+    gw.user("dba@example.com", &["dba"]).await;
+    let get = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.admin("GET", &format!("/api/connections/{name}"), None)
+                .await
+                .1
+        }
+    };
+    cli.ok(
+        t,
+        &[
+            "admin",
+            "create",
+            "connection",
+            "prod",
+            "--type",
+            "command",
+            "--access-groups",
+            "dev",
+            "--reviewers",
+            "dba",
+            "--",
+            "sh",
+        ],
+    )
+    .await;
+    // The pattern the docs teach: re-run with --overwrite and one new flag.
+    let (code, out, err) = cli
+        .run(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--reviewers",
+                "dba,security",
+                "--",
+                "sh",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        get("prod").await["access_groups"],
+        serde_json::json!(["dev"]),
+        "kept"
+    );
+    assert_eq!(
+        get("prod").await["command"],
+        serde_json::json!(["sh"]),
+        "kept"
+    );
+    assert!(out.contains("reviewers: dba → dba,security"), "{out}");
+    assert!(
+        !out.contains("access_groups"),
+        "unchanged fields are not listed: {out}"
+    );
+    assert!(
+        err.contains("warning: reviewer group security has no members"),
+        "{err}"
+    );
+    let (_, rule) = gw.admin("GET", "/api/rules/prod", None).await;
+    assert_eq!(
+        rule["approval_groups"],
+        serde_json::json!(["dba", "security"])
+    );
+
+    // Clearing is explicit, and shown.
+    let out = cli
+        .ok(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--clear-access-groups",
+            ],
+        )
+        .await;
+    assert!(
+        out.contains("access_groups: dev → (none: every user)"),
+        "{out}"
+    );
+    assert_eq!(get("prod").await["access_groups"], serde_json::json!([]));
+    assert_eq!(
+        get("prod").await["command"],
+        serde_json::json!(["sh"]),
+        "argv kept"
+    );
+    let (s, _) = gw.admin("GET", "/api/rules/prod", None).await;
+    assert_eq!(s, 200, "the review rule is kept");
+    let out = cli
+        .ok(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--clear-reviewers",
+            ],
+        )
+        .await;
+    assert!(out.contains("reviewers: dba,security → (no rule)"), "{out}");
+    let (s, _) = gw.admin("GET", "/api/rules/prod", None).await;
+    assert_eq!(s, 404, "removed on request");
+    let (code, _, err) = cli
+        .run(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--access-groups",
+                "dev",
+                "--clear-access-groups",
+            ],
+        )
+        .await;
+    assert_ne!(code, 0, "contradictory flags are refused: {err}");
+    let out = cli
+        .ok(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+            ],
+        )
+        .await;
+    assert!(out.contains("(nothing changed)"), "{out}");
+    gw.stop().await;
+}
