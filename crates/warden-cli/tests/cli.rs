@@ -900,3 +900,47 @@ async fn overwrite_changes_only_what_is_given_and_says_what_changed() {
     assert!(out.contains("(nothing changed)"), "{out}");
     gw.stop().await;
 }
+
+/// Issue 15: `review show` and `review list` print hidden code points escaped, never raw, so a
+/// terminal escape or a bidi override cannot make an approver read another command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_show_and_list_escape_hidden_code_points() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let command = "echo safe \u{1b}[2K\rrm -rf / #\u{202e}\u{2066}\u{200b}";
+    let (s, r) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(serde_json::json!({"connection": "shell", "command": command})),
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    let id = r["review"]["id"].as_str().unwrap().to_string();
+    let show = cli.ok(Some(&dba), &["review", "show", &id]).await;
+    let list = cli.ok(Some(&dba), &["review", "list"]).await;
+    for out in [&show, &list] {
+        for raw in ['\u{1b}', '\r', '\u{202e}', '\u{2066}', '\u{200b}'] {
+            assert!(!out.contains(raw), "raw {raw:?} printed: {out:?}");
+        }
+    }
+    assert!(
+        show.contains("echo safe \\x1b[2K\\x0drm -rf / #\\u{202e}\\u{2066}\\u{200b}"),
+        "{show}"
+    );
+    assert!(list.contains("\\x1b[2K"), "{list}");
+    // A rejection reason made only of invisible characters is refused.
+    let (code, _, err) = cli
+        .run(
+            Some(&dba),
+            &["review", "reject", &id, "--reason", "\u{200b}\u{202e} "],
+        )
+        .await;
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("reason"), "{err}");
+    gw.stop().await;
+}
