@@ -1,8 +1,14 @@
 //! Output helpers: tables for humans, JSON arrays for `-o json`.
+//!
+//! # What it must never do
+//! Print server-supplied text raw to a terminal: every cell goes through
+//! `warden_core::text::visible` (escape sequences, bidi and invisible code points shown
+//! escaped), so an approver reads what runs. `-o json` is data and stays exact.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::Value;
+use warden_core::text::visible;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
@@ -19,7 +25,7 @@ pub fn print_json(v: &Value) {
 pub fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => visible(s).into_owned(),
         Some(Value::Array(a)) => a
             .iter()
             .map(|x| cell(Some(x)))
@@ -37,7 +43,8 @@ pub fn cell(v: Option<&Value>) -> String {
 }
 
 pub fn truncate(s: &str, max: usize) -> String {
-    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let shown = visible(s);
+    let one_line: String = shown.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() <= max {
         one_line
     } else {

@@ -737,3 +737,210 @@ async fn signed_checkpoints_verify_from_the_cli() {
     assert!(out.contains("checkpoint FAILED"), "{out}");
     gw.stop().await;
 }
+
+/// Issue 15: `--overwrite` changes only the flags given, clearing needs an explicit flag, the CLI
+/// prints before → after, and a group with no members is accepted with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_changes_only_what_is_given_and_says_what_changed() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let admin = gw.admin_token.clone();
+    let t = Some(admin.as_str());
+    gw.user("dev@example.com", &["dev"]).await;
+    gw.user("dba@example.com", &["dba"]).await;
+    let get = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.admin("GET", &format!("/api/connections/{name}"), None)
+                .await
+                .1
+        }
+    };
+    cli.ok(
+        t,
+        &[
+            "admin",
+            "create",
+            "connection",
+            "prod",
+            "--type",
+            "command",
+            "--access-groups",
+            "dev",
+            "--reviewers",
+            "dba",
+            "--",
+            "sh",
+        ],
+    )
+    .await;
+    // The pattern the docs teach: re-run with --overwrite and one new flag.
+    let (code, out, err) = cli
+        .run(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--reviewers",
+                "dba,security",
+                "--",
+                "sh",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        get("prod").await["access_groups"],
+        serde_json::json!(["dev"]),
+        "kept"
+    );
+    assert_eq!(
+        get("prod").await["command"],
+        serde_json::json!(["sh"]),
+        "kept"
+    );
+    assert!(out.contains("reviewers: dba → dba,security"), "{out}");
+    assert!(
+        !out.contains("access_groups"),
+        "unchanged fields are not listed: {out}"
+    );
+    assert!(
+        err.contains("warning: reviewer group security has no members"),
+        "{err}"
+    );
+    let (_, rule) = gw.admin("GET", "/api/rules/prod", None).await;
+    assert_eq!(
+        rule["approval_groups"],
+        serde_json::json!(["dba", "security"])
+    );
+
+    // Clearing is explicit, and shown.
+    let out = cli
+        .ok(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--clear-access-groups",
+            ],
+        )
+        .await;
+    assert!(
+        out.contains("access_groups: dev → (none: every user)"),
+        "{out}"
+    );
+    assert_eq!(get("prod").await["access_groups"], serde_json::json!([]));
+    assert_eq!(
+        get("prod").await["command"],
+        serde_json::json!(["sh"]),
+        "argv kept"
+    );
+    let (s, _) = gw.admin("GET", "/api/rules/prod", None).await;
+    assert_eq!(s, 200, "the review rule is kept");
+    let out = cli
+        .ok(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--clear-reviewers",
+            ],
+        )
+        .await;
+    assert!(out.contains("reviewers: dba,security → (no rule)"), "{out}");
+    let (s, _) = gw.admin("GET", "/api/rules/prod", None).await;
+    assert_eq!(s, 404, "removed on request");
+    let (code, _, err) = cli
+        .run(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+                "--access-groups",
+                "dev",
+                "--clear-access-groups",
+            ],
+        )
+        .await;
+    assert_ne!(code, 0, "contradictory flags are refused: {err}");
+    let out = cli
+        .ok(
+            t,
+            &[
+                "admin",
+                "create",
+                "connection",
+                "prod",
+                "--type",
+                "command",
+                "--overwrite",
+            ],
+        )
+        .await;
+    assert!(out.contains("(nothing changed)"), "{out}");
+    gw.stop().await;
+}
+
+/// Issue 15: `review show` and `review list` print hidden code points escaped, never raw, so a
+/// terminal escape or a bidi override cannot make an approver read another command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_show_and_list_escape_hidden_code_points() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let command = "echo safe \u{1b}[2K\rrm -rf / #\u{202e}\u{2066}\u{200b}";
+    let (s, r) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(serde_json::json!({"connection": "shell", "command": command})),
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    let id = r["review"]["id"].as_str().unwrap().to_string();
+    let show = cli.ok(Some(&dba), &["review", "show", &id]).await;
+    let list = cli.ok(Some(&dba), &["review", "list"]).await;
+    for out in [&show, &list] {
+        for raw in ['\u{1b}', '\r', '\u{202e}', '\u{2066}', '\u{200b}'] {
+            assert!(!out.contains(raw), "raw {raw:?} printed: {out:?}");
+        }
+    }
+    assert!(
+        show.contains("echo safe \\x1b[2K\\x0drm -rf / #\\u{202e}\\u{2066}\\u{200b}"),
+        "{show}"
+    );
+    assert!(list.contains("\\x1b[2K"), "{list}");
+    // A rejection reason made only of invisible characters is refused.
+    let (code, _, err) = cli
+        .run(
+            Some(&dba),
+            &["review", "reject", &id, "--reason", "\u{200b}\u{202e} "],
+        )
+        .await;
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("reason"), "{err}");
+    gw.stop().await;
+}

@@ -181,7 +181,7 @@ pub fn evaluate_jit(ctx: &AccessContext<'_>, duration_sec: i64, reason: Option<&
             rule.name
         ));
     }
-    if rule.require_reason && reason.is_none_or(|r| r.trim().is_empty()) {
+    if rule.require_reason && reason.is_none_or(crate::text::is_blank) {
         return invalid(format!(
             "rule {:?} requires a reason: add --reason \"why you need access\"",
             rule.name

@@ -9,6 +9,7 @@
 //! - [`review`]: the review state machine and quorum (`Review::approve`, `reject`, …).
 //! - [`audit`]: typed audit events and the SHA-256 hash chain.
 //! - [`fingerprint`]: normalising commands for analytics (literals replaced).
+//! - [`text`]: commands and reasons rendered for people, hidden code points escaped.
 //!
 //! # What this crate must never do
 //! No I/O, no async, no clock: every function that depends on time takes `now` as an argument.
@@ -24,6 +25,7 @@ pub mod model;
 pub mod review;
 pub mod rule;
 pub mod secret;
+pub mod text;
 
 pub use model::*;
 

@@ -99,10 +99,13 @@ pub struct NewReview {
     pub request_reason: Option<String>,
 }
 
+/// A reason worth recording: `None` when there is nothing a reader could see in it (only
+/// whitespace and invisible code points, see [`crate::text::is_blank`]), so a required reason
+/// made of invisible characters is refused like a missing one.
 fn nonempty(reason: Option<&str>) -> Option<String> {
     reason
         .map(str::trim)
-        .filter(|r| !r.is_empty())
+        .filter(|r| !crate::text::is_blank(r))
         .map(str::to_string)
 }
 

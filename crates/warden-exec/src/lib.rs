@@ -106,6 +106,12 @@ pub async fn execute(target: &Target, input: &str, opts: &ExecOptions) -> ExecOu
     }
 }
 
+/// The database file a `sqlite:` connection URL names, exactly as the SQLite executor reads it
+/// (`None` for `sqlite::memory:`), so the gateway checks the very path that will be opened.
+pub fn sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, String> {
+    sqlite::parse_url(url).map(|l| (!l.memory).then_some(l.path))
+}
+
 async fn dispatch(target: &Target, input: &str, opts: &ExecOptions) -> RunResult {
     let url = target.url.as_ref().map(|u| u.expose().as_str());
     match (target.kind, url) {

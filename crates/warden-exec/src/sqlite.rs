@@ -12,28 +12,45 @@
 //! error (earlier statements keep their effects; an open explicit transaction is rolled back when
 //! the connection closes).
 //!
-//! Executors never decide access: the gateway approved this script before calling us.
+//! # The connection's file and nothing else
+//! A script reaches its own database file only: before any statement runs, the connection is
+//! confined ([`confine`]) — an authorizer refuses `ATTACH`/`DETACH` of any file (so also
+//! `VACUUM INTO`, which attaches its target), `load_extension()` and the pragmas that point
+//! SQLite at other directories; the attached-database limit is 0 (raised to 1 only while a plain
+//! `VACUUM` builds its private temporary copy, whose file name is empty — every named file is
+//! still refused); extension loading stays off; `SQLITE_DBCONFIG_DEFENSIVE` forbids writing the
+//! schema by hand, and `TRUSTED_SCHEMA` is off. A connection that cannot be confined is not used.
+//! Which file a connection may name at all (never the gateway's own store) is the gateway's
+//! check; this module enforces that nothing else is reached from it.
+//!
+//! # What it must never do
+//! Decide access (the gateway approved this script before calling us), create a database file,
+//! or run a statement on a connection that is not confined.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
-use rusqlite::{Batch, Connection, InterruptHandle, OpenFlags};
+use rusqlite::{Batch, Connection, InterruptHandle, OpenFlags, ffi};
 
 use crate::output::{CappedText, fmt_duration};
 use crate::table::{ResultSet, error_position};
 use crate::{ExecOptions, RunResult};
 
-struct Location {
-    path: PathBuf,
+pub(crate) struct Location {
+    pub(crate) path: PathBuf,
     read_only: bool,
-    memory: bool,
+    pub(crate) memory: bool,
 }
 
 /// Accepts `sqlite:///abs/path.db`, `sqlite:/abs/path.db`, `sqlite://relative.db`, an optional
 /// `?mode=ro|rw`, and `sqlite::memory:`.
-fn parse_url(raw: &str) -> Result<Location, String> {
+pub(crate) fn parse_url(raw: &str) -> Result<Location, String> {
     let rest = raw
         .strip_prefix("sqlite://")
         .or_else(|| raw.strip_prefix("sqlite:"))
@@ -127,6 +144,102 @@ pub(crate) async fn run(url: &str, input: &str, opts: &ExecOptions) -> RunResult
     }
 }
 
+/// What the authorizer of one connection shares with the script runner.
+#[derive(Default)]
+struct Guard {
+    /// Why the authorizer refused the statement being prepared (shown instead of SQLite's bare
+    /// "not authorized").
+    refusal: Mutex<Option<String>>,
+    /// The running statement is a `VACUUM` (its internal ATTACH names the `INTO` target).
+    vacuum: AtomicBool,
+}
+
+impl Guard {
+    fn refuse(&self, why: String) -> Authorization {
+        if let Ok(mut r) = self.refusal.lock() {
+            *r = Some(why);
+        }
+        Authorization::Deny
+    }
+
+    fn take_refusal(&self) -> Option<String> {
+        self.refusal.lock().ok().and_then(|mut r| r.take())
+    }
+}
+
+const ONLY_OWN_FILE: &str = "a SQLite connection reaches only its own database file";
+
+/// The authorizer's verdict on one action: `Some(reason)` refuses it.
+fn refusal(action: &AuthAction<'_>, vacuum: bool) -> Option<String> {
+    match action {
+        // An empty name is the private temporary database a plain VACUUM builds (or `ATTACH ''`):
+        // no file anyone else can see. Every named file — including VACUUM INTO's target — is out.
+        AuthAction::Attach { filename: "" } => None,
+        AuthAction::Attach { .. } if vacuum => {
+            Some(format!("VACUUM INTO is not allowed: {ONLY_OWN_FILE}"))
+        }
+        AuthAction::Attach { .. } => Some(format!("ATTACH is not allowed: {ONLY_OWN_FILE}")),
+        AuthAction::Detach { .. } => Some(format!("DETACH is not allowed: {ONLY_OWN_FILE}")),
+        // ATTACH of an expression: SQLite gives the authorizer no file name at all.
+        AuthAction::Unknown { code, .. } if *code == ffi::SQLITE_ATTACH => {
+            Some(format!("ATTACH is not allowed: {ONLY_OWN_FILE}"))
+        }
+        AuthAction::Unknown { code, .. } if *code == ffi::SQLITE_DETACH => {
+            Some(format!("DETACH is not allowed: {ONLY_OWN_FILE}"))
+        }
+        AuthAction::Function { function_name }
+            if function_name.eq_ignore_ascii_case("load_extension") =>
+        {
+            Some("load_extension is not allowed: warden never loads SQLite extensions".into())
+        }
+        AuthAction::Pragma { pragma_name, .. }
+            if ["temp_store_directory", "data_store_directory"]
+                .iter()
+                .any(|p| pragma_name.eq_ignore_ascii_case(p)) =>
+        {
+            Some(format!(
+                "PRAGMA {pragma_name} is not allowed: {ONLY_OWN_FILE}"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Confines `conn` to its own database file (see the module doc). An error means the connection
+/// must not be used.
+fn confine(conn: &Connection, guard: Arc<Guard>) -> Result<(), String> {
+    for (name, config, on) in [
+        ("DEFENSIVE", DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true),
+        (
+            "TRUSTED_SCHEMA",
+            DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA,
+            false,
+        ),
+        (
+            "ENABLE_FTS3_TOKENIZER",
+            DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER,
+            false,
+        ),
+    ] {
+        match conn.set_db_config(config, on) {
+            Ok(now) if now == on => {}
+            Ok(_) => return Err(format!("SQLITE_DBCONFIG_{name} did not take effect")),
+            Err(e) => return Err(format!("setting SQLITE_DBCONFIG_{name}: {e}")),
+        }
+    }
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0);
+    if conn.limit(Limit::SQLITE_LIMIT_ATTACHED) != 0 {
+        return Err("the attached-database limit could not be set to 0".into());
+    }
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        match refusal(&ctx.action, guard.vacuum.load(Ordering::Relaxed)) {
+            Some(why) => guard.refuse(why),
+            None => Authorization::Allow,
+        }
+    }));
+    Ok(())
+}
+
 fn run_blocking(
     loc: &Location,
     input: &str,
@@ -161,14 +274,26 @@ fn run_blocking(
             };
         }
     };
+    let guard = Arc::new(Guard::default());
+    if let Err(e) = confine(&conn, guard.clone()) {
+        out.push_str(&format!(
+            "warden: cannot confine the SQLite connection to its file (nothing was run): {e}\n"
+        ));
+        return RunResult {
+            out,
+            exit_code: 2,
+            rows_json: None,
+            trailer: None,
+        };
+    }
     let _ = handle_tx.send(conn.get_interrupt_handle());
     let _ = conn.busy_timeout(busy);
 
     let mut last_table: Option<ResultSet> = None;
-    let exit_code = match script(&conn, input, &mut out, &mut last_table) {
+    let exit_code = match script(&conn, &guard, input, &mut out, &mut last_table) {
         Ok(()) => 0,
         Err(e) => {
-            out.push_str(&format_error(&e, input));
+            out.push_str(&format_error(&e, input, guard.take_refusal()));
             1
         }
     };
@@ -183,17 +308,35 @@ fn run_blocking(
 
 fn script(
     conn: &Connection,
+    guard: &Guard,
     input: &str,
     out: &mut CappedText,
     last_table: &mut Option<ResultSet>,
 ) -> rusqlite::Result<()> {
     let mut batch = Batch::new(conn, input);
-    while let Some(mut stmt) = batch.next()? {
+    loop {
+        guard.take_refusal();
+        let Some(mut stmt) = batch.next()? else {
+            break;
+        };
         let ncols = stmt.column_count();
         if ncols == 0 {
             let sql = stmt.expanded_sql().unwrap_or_default();
             let before = conn.total_changes();
-            stmt.raw_execute()?;
+            let vacuum = keywords(&sql).first().is_some_and(|w| w == "VACUUM");
+            let ran = if vacuum {
+                // VACUUM builds its copy in an attached temporary database: one slot, for that
+                // statement only. The authorizer still refuses every named file (VACUUM INTO).
+                guard.vacuum.store(true, Ordering::Relaxed);
+                conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 1);
+                let ran = stmt.raw_execute();
+                conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0);
+                guard.vacuum.store(false, Ordering::Relaxed);
+                ran
+            } else {
+                stmt.raw_execute()
+            };
+            ran?;
             let changed = conn.total_changes() != before;
             out.push_str(&format!("{}\n", tag(&sql, changed.then(|| conn.changes()))));
             continue;
@@ -308,7 +451,12 @@ fn tag(sql: &str, changes: Option<u64>) -> String {
     }
 }
 
-fn format_error(e: &rusqlite::Error, input: &str) -> String {
+/// `refused`: the authorizer's reason, when it is why the statement failed.
+fn format_error(e: &rusqlite::Error, input: &str, refused: Option<String>) -> String {
+    if let Some(why) = refused {
+        let code = e.sqlite_error().map_or(23, |f| f.extended_code);
+        return format!("ERROR:  {why} ({})\n", code_name(code));
+    }
     match e {
         // A statement that does not parse: show where, like the PostgreSQL executor does.
         rusqlite::Error::SqlInputError {

@@ -163,3 +163,116 @@ async fn output_cap_truncates() {
         out.output
     );
 }
+
+// ---- The executor reaches its own file and nothing else (issue 15) ----
+
+/// A second database next to the connection's, holding a `users` table like the gateway's store.
+async fn other_db(dir: &tempfile::TempDir) -> (std::path::PathBuf, String) {
+    let path = dir.path().join("other.db");
+    std::fs::File::create(&path).expect("create other db");
+    let url = format!("sqlite://{}", path.display());
+    let out = lite(
+        &url,
+        "CREATE TABLE users (email TEXT, admin INTEGER); INSERT INTO users VALUES ('dev@x', 0);",
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{}", out.output);
+    (path, url)
+}
+
+async fn admins(url: &str) -> serde_json::Value {
+    let out = lite(url, "SELECT email, admin FROM users", &opts()).await;
+    assert_eq!(out.exit_code, 0, "{}", out.output);
+    out.rows_json.expect("rows")
+}
+
+#[tokio::test]
+async fn attach_of_another_file_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = db_file(&dir);
+    let (other, other_url) = other_db(&dir).await;
+    for script in [
+        format!(
+            "ATTACH '{}' AS x; UPDATE x.users SET admin = 1;",
+            other.display()
+        ),
+        // Not a literal: the authorizer sees no file name at all.
+        format!(
+            "ATTACH '{}' || '' AS x; UPDATE x.users SET admin = 1;",
+            other.display()
+        ),
+        format!(
+            "ATTACH 'file:{}?mode=rw' AS x; UPDATE x.users SET admin = 1;",
+            other.display()
+        ),
+    ] {
+        let out = lite(&url, &script, &opts()).await;
+        assert_eq!(out.exit_code, 1, "{script}: {}", out.output);
+        assert!(
+            out.output.contains("ATTACH is not allowed"),
+            "a clear reason: {}",
+            out.output
+        );
+    }
+    // The same from an in-memory database.
+    let out = lite(
+        "sqlite::memory:",
+        &format!("ATTACH '{}' AS x; SELECT * FROM x.users;", other.display()),
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.exit_code, 1, "{}", out.output);
+    assert_eq!(
+        admins(&other_url).await,
+        json!([{"email": "dev@x", "admin": "0"}]),
+        "the other file is untouched"
+    );
+}
+
+#[tokio::test]
+async fn vacuum_into_another_file_is_refused_plain_vacuum_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = db_file(&dir);
+    let copy = dir.path().join("copy.db");
+    let out = lite(
+        &url,
+        &format!("CREATE TABLE t (a); VACUUM INTO '{}';", copy.display()),
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.exit_code, 1, "{}", out.output);
+    assert!(
+        out.output.contains("VACUUM INTO is not allowed"),
+        "{}",
+        out.output
+    );
+    assert!(!copy.exists(), "no copy was written");
+    let out = lite(&url, "VACUUM", &opts()).await;
+    assert_eq!(out.exit_code, 0, "plain VACUUM still works: {}", out.output);
+}
+
+#[tokio::test]
+async fn load_extension_and_file_pragmas_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = db_file(&dir);
+    let out = lite(&url, "SELECT load_extension('/usr/lib/x.so')", &opts()).await;
+    assert_eq!(out.exit_code, 1, "{}", out.output);
+    assert!(
+        out.output.contains("load_extension is not allowed"),
+        "{}",
+        out.output
+    );
+    let out = lite(&url, "PRAGMA temp_store_directory = '/tmp'", &opts()).await;
+    assert_eq!(out.exit_code, 1, "{}", out.output);
+    // Defensive mode: the schema cannot be rewritten by hand.
+    let out = lite(
+        &url,
+        "CREATE TABLE t (a); PRAGMA writable_schema = ON; UPDATE sqlite_schema SET sql = 'x';",
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.exit_code, 1, "{}", out.output);
+    let out = lite(&url, "SELECT * FROM t", &opts()).await;
+    assert_eq!(out.exit_code, 0, "the schema is intact: {}", out.output);
+}

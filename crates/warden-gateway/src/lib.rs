@@ -8,12 +8,14 @@
 //! - [`proxy`]: the PostgreSQL proxy backend (authentication, statement decisions, audit) for
 //!   the `warden-pgwire` listener. The proxy never decides access itself: it asks [`app`].
 //! - [`secrets`]: connection secrets sealed at rest; [`auth`]: passwords and tokens.
-//! - [`server`]: start/stop of listeners and background tasks.
+//! - [`server`]: start/stop of listeners and background tasks; [`datadir`]: the private data
+//!   dir (0700, files 0600), checked at every start.
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod datadir;
 pub mod integrations;
 pub mod openapi;
 pub mod proxy;

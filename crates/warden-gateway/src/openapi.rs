@@ -56,7 +56,7 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "post",
         "/api/connections",
-        "Create/overwrite a connection. Body {name, type, url?, command[], env[\"K=V\"], access_groups, reviewers, slack_channel?, teams_webhook?, overwrite}.",
+        "Create/overwrite a connection. Body {name, type, url?, command[], env[\"K=V\"], access_groups?, reviewers?, slack_channel?, teams_webhook?, overwrite}. On overwrite, a field left out keeps its stored value; access_groups [] clears them, reviewers [] removes the rule named after the connection. The answer is the connection plus warnings[] (e.g. a group with no members).",
         true,
     ),
     ("get", "/api/connections/{name}", "One connection.", false),

@@ -80,8 +80,7 @@ impl SecretBox {
                 .with_context(|| format!("reading key file {}", path.display()))?;
             return Ok(SecretBox::new(decode_key(&text)?));
         }
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        crate::datadir::create_private_dir(data_dir)?;
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
         let encoded = base64::engine::general_purpose::STANDARD.encode(key);
@@ -136,31 +135,49 @@ impl SecretBox {
     }
 }
 
-#[cfg(unix)]
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating key file {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
+    let mut f = crate::datadir::create_private(path).context("creating the key file")?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing key file {}", path.display()))?;
     Ok(())
 }
 
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("creating key file {}", path.display()))
+/// True for a URL query parameter whose value is a secret: `password`, `sslpassword`, `pass`,
+/// `passwd`, `pwd`, or any key containing "password", "secret" or "token" (case-insensitive).
+fn secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    matches!(k.as_str(), "pass" | "passwd" | "pwd")
+        || ["password", "secret", "token"]
+            .iter()
+            .any(|w| k.contains(w))
 }
 
-/// `postgres://user:pass@host/db` → `postgres://user:***@host/db` (for display and the API).
+/// `postgres://user:pass@host/db?password=x` → `postgres://user:***@host/db?password=***` (for
+/// display, the API and the audit log): the userinfo password and every secret query value
+/// ([`secret_param`]) become `***`; everything else is kept as written.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
+            }
+            if let Some(query) = u.query().map(str::to_string) {
+                let redacted: Vec<String> = query
+                    .split('&')
+                    .map(|pair| {
+                        let key = pair.split('=').next().unwrap_or_default();
+                        let decoded: String = url::form_urlencoded::parse(key.as_bytes())
+                            .map(|(k, _)| k.into_owned())
+                            .collect();
+                        if secret_param(&decoded) {
+                            format!("{key}=***")
+                        } else {
+                            pair.to_string()
+                        }
+                    })
+                    .collect();
+                u.set_query(Some(&redacted.join("&")));
             }
             u.to_string()
         }
@@ -206,5 +223,41 @@ mod tests {
             redact_url("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
+    }
+
+    #[test]
+    fn query_string_secrets_are_redacted() {
+        for (url, shown) in [
+            (
+                "postgres://u@h/db?password=hunter2",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://u:p@h/db?sslmode=require&sslpassword=k&application_name=x",
+                "postgres://u:***@h/db?sslmode=require&sslpassword=***&application_name=x",
+            ),
+            (
+                "mysql://h/db?pass=a&PWD=b&api_token=c&client_secret=d&Password=e&user=f",
+                "mysql://h/db?pass=***&PWD=***&api_token=***&client_secret=***&Password=***&user=f",
+            ),
+            // Percent-encoded keys are matched decoded.
+            (
+                "postgres://h/db?pass%77ord=x",
+                "postgres://h/db?pass%77ord=***",
+            ),
+            (
+                "postgres://h/db?sslmode=disable",
+                "postgres://h/db?sslmode=disable",
+            ),
+            (
+                "sqlite:///var/app.db?mode=ro",
+                "sqlite:///var/app.db?mode=ro",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        // Idempotent: re-redacting a shown URL changes nothing.
+        let once = redact_url("postgres://u:p@h/db?password=x");
+        assert_eq!(redact_url(&once), once);
     }
 }

@@ -50,8 +50,7 @@ pub async fn start(config: Config) -> Result<Running> {
 
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Running> {
     let _ = metrics_handle();
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    crate::datadir::prepare(&config)?;
     let store = Store::connect(config.database_url.expose())
         .await
         .context("opening the store (check WARDEN_DATABASE_URL / WARDEN_DATA_DIR)")?;

@@ -51,6 +51,25 @@ pub async fn fresh_pg_database(prefix: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// A temp dir only its owner can enter (0700), fit to be a gateway's data dir.
+pub fn private_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_private(dir.path());
+    dir
+}
+
+#[cfg(unix)]
+fn make_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 700 the test data dir");
+    }
+}
+
+#[cfg(not(unix))]
+fn make_private(_dir: &std::path::Path) {}
+
 /// A controllable clock for tests (starts at the real time).
 pub struct FakeClock(std::sync::Mutex<OffsetDateTime>);
 
@@ -102,7 +121,7 @@ impl TestGateway {
     }
 
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestGateway {
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let dir = Arc::new(private_tempdir());
         let url = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(fresh_pg_database("warden_gw").await),
@@ -112,12 +131,15 @@ impl TestGateway {
         Self::start(config, dir, None).await
     }
 
-    /// Starts a gateway on an existing config/data dir (restart tests reuse the dir).
+    /// Starts a gateway on an existing config/data dir (restart tests reuse the dir). The data
+    /// dir is made private (0700) first, as the gateway requires: `tempfile` creates dirs with
+    /// the umask's mode.
     pub async fn start(
         config: Config,
         dir: Arc<tempfile::TempDir>,
         clock: Option<Arc<dyn Clock>>,
     ) -> TestGateway {
+        make_private(&config.data_dir);
         let running = match clock {
             Some(c) => server::start_with_clock(config.clone(), c).await,
             None => server::start(config.clone()).await,

@@ -23,6 +23,7 @@ on_both_stores!(
     rules_are_validated_and_nothing_is_written_on_error,
     bad_input_gets_clear_errors,
     admin_changes_are_audited_and_chain_verifies,
+    passwords_in_url_query_strings_are_redacted,
 );
 
 async fn authentication_and_admin_only_endpoints(b: Backend) {
@@ -560,5 +561,36 @@ async fn admin_changes_are_audited_and_chain_verifies(b: Backend) {
     let (s, report) = gw.admin("GET", "/api/audit/verify", None).await;
     assert_eq!(s, 200, "{report}");
     assert_eq!(report["ok"], true);
+    gw.stop().await;
+}
+
+/// Issue 15: a password in the URL's query string is secret like one in its userinfo.
+async fn passwords_in_url_query_strings_are_redacted(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    let url = "postgres://app@127.0.0.1:5432/test?sslmode=prefer&password=hunter2-q&sslpassword=k3y-pass&application_name=warden";
+    let (s, body) = gw
+        .admin(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "pgq", "type": "postgres", "url": url})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(
+        body["url_redacted"],
+        "postgres://app@127.0.0.1:5432/test?sslmode=prefer&password=***&sslpassword=***&application_name=warden"
+    );
+    let (_, list) = gw.admin("GET", "/api/connections", None).await;
+    let (_, one) = gw.admin("GET", "/api/connections/pgq", None).await;
+    let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+    for text in [
+        body.to_string(),
+        list.to_string(),
+        one.to_string(),
+        audit.to_string(),
+    ] {
+        assert!(!text.contains("hunter2-q"), "password leaked: {text}");
+        assert!(!text.contains("k3y-pass"), "sslpassword leaked: {text}");
+    }
     gw.stop().await;
 }

@@ -110,7 +110,9 @@ async fn sqlite_target_on_the_postgres_store() {
     let gw = TestGateway::spawn(Backend::Postgres).await;
     let dev = gw.user("dev@example.com", &["dev"]).await;
     let dba = gw.user("dba@example.com", &["dba"]).await;
-    let db = gw.dir.path().join("target.db");
+    // Target files live outside the data dir: the gateway refuses any file inside it.
+    let targets = tempfile::tempdir().unwrap();
+    let db = targets.path().join("target.db");
     std::fs::File::create(&db).unwrap();
     let url = format!("sqlite://{}", db.display());
     let (s, b) = gw
@@ -131,5 +133,112 @@ async fn sqlite_target_on_the_postgres_store() {
     .await;
     assert_eq!(res["exit_code"], 0, "{res}");
     assert_eq!(res["rows_json"], json!([{"total": "42"}]));
+    gw.stop().await;
+}
+
+// ---- The gateway's own store is out of reach of a sqlite connection (issue 15) ----
+
+fn sqlite_conn(name: &str, path: &std::path::Path) -> Value {
+    json!({"name": name, "type": "sqlite", "url": format!("sqlite://{}", path.display())})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_to_the_gateway_store_is_refused() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let store = gw.dir.path().join("warden.db");
+    assert!(store.is_file(), "the store is in the data dir");
+    let outside = tempfile::tempdir().unwrap();
+    let link = outside.path().join("link.db");
+    std::os::unix::fs::symlink(&store, &link).unwrap();
+    let hard = gw.dir.path().join("hard.db");
+    let hard_outside = outside.path().join("hard.db");
+    let hard_made = std::fs::hard_link(&store, &hard_outside).is_ok();
+    let mut candidates = vec![
+        store.clone(),
+        gw.dir.path().join("secret.key"),
+        gw.dir.path().join("new.db"),
+        gw.dir.path().join("sub/../warden.db"),
+        link.clone(),
+        hard,
+    ];
+    if hard_made {
+        candidates.push(hard_outside);
+    }
+    for path in candidates {
+        let (s, b) = gw
+            .admin("POST", "/api/connections", Some(sqlite_conn("own", &path)))
+            .await;
+        assert_eq!(s, 400, "{}: {b}", path.display());
+        assert_eq!(b["code"], "invalid_url", "{b}");
+        let msg = b["error"].as_str().unwrap();
+        assert!(
+            msg.contains("can never be a connection target"),
+            "{}: {msg}",
+            path.display()
+        );
+    }
+    let (_, list) = gw.admin("GET", "/api/connections", None).await;
+    assert_eq!(list, json!([]), "nothing was created");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_cannot_reach_the_store_and_a_swapped_symlink_is_refused_at_exec() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let store = gw.dir.path().join("warden.db");
+    let outside = tempfile::tempdir().unwrap();
+    let real = outside.path().join("real.db");
+    std::fs::File::create(&real).unwrap();
+    let link = outside.path().join("app.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // No rule: the engineer runs scripts at once, the attack of issue 15.
+    let (s, b) = gw
+        .admin("POST", "/api/connections", Some(sqlite_conn("lite", &link)))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let exec = |cmd: String| {
+        let gw = &gw;
+        let dev = dev.clone();
+        async move {
+            let (s, r) = gw
+                .call(
+                    "POST",
+                    "/api/exec",
+                    Some(&dev),
+                    Some(json!({"connection": "lite", "command": cmd})),
+                )
+                .await;
+            assert_eq!(s, 200, "{r}");
+            r["session"].clone()
+        }
+    };
+    let session = exec(format!(
+        "ATTACH '{}' AS s; UPDATE s.users SET admin = 1 WHERE email = 'dev@example.com';",
+        store.display()
+    ))
+    .await;
+    assert_eq!(session["exit_code"], 1, "{session}");
+    assert!(
+        session["output"]
+            .as_str()
+            .unwrap()
+            .contains("ATTACH is not allowed"),
+        "{session}"
+    );
+    // The link now points at the store: refused before the executor opens anything.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&store, &link).unwrap();
+    let session = exec("UPDATE users SET admin = 1 WHERE email = 'dev@example.com';".into()).await;
+    assert_eq!(session["exit_code"], 2, "{session}");
+    assert!(
+        session["output"]
+            .as_str()
+            .unwrap()
+            .contains("warden: refused:"),
+        "{session}"
+    );
+    let (_, me) = gw.call("GET", "/api/me", Some(&dev), None).await;
+    assert_eq!(me["admin"], false, "dev is still no admin: {me}");
     gw.stop().await;
 }

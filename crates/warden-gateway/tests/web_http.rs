@@ -670,7 +670,8 @@ async fn rule_form_shows_errors_next_to_fields_and_the_rule_takes_effect() {
 async fn connection_form_keeps_secrets_write_only() {
     let gw = TestGateway::spawn(Backend::Sqlite).await;
     let admin = Web::logged_in(&gw, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let db = gw.dir.path().join("target.db");
+    let targets = tempfile::tempdir().unwrap();
+    let db = targets.path().join("target.db");
     let url = format!("sqlite://{}", db.display());
     let r = admin
         .submit(
@@ -747,7 +748,8 @@ async fn terminal_runs_holds_and_shows_results() {
     user(&gw, "dev@example.com", &["dev"], "dev-password-1").await;
     gw.command_connection("free", &["sh"], &[]).await;
     gw.command_connection("guarded", &["sh"], &["dba"]).await;
-    let db = gw.dir.path().join("t.db");
+    let targets = tempfile::tempdir().unwrap();
+    let db = targets.path().join("t.db");
     std::fs::File::create(&db).unwrap();
     let (s, b) = gw
         .admin(

@@ -1,7 +1,9 @@
 //! Block Kit builders: the review message posted to a connection's channel (and re-rendered
 //! in place on every decision), the reject-reason modal, and the requester's DM.
 //!
-//! Everything user-supplied is escaped for Slack's mrkdwn (`&`, `<`, `>`), so a command or a
+//! Everything user-supplied is made visible first (`warden_core::text::visible`: control,
+//! bidi and invisible code points escaped, so the approver reads what runs), then escaped for
+//! Slack's mrkdwn (`&`, `<`, `>`), so a command or a
 //! reason can never ping `@channel` or forge a link. Texts are cut on character boundaries to
 //! stay inside Slack's limits (3000 characters per section).
 //!
@@ -10,6 +12,7 @@
 
 use serde_json::{Value, json};
 use warden_core::duration::format_duration;
+use warden_core::text::visible;
 use warden_core::{Review, ReviewStatus, RuleType};
 
 use crate::slack::REJECT_MODAL;
@@ -24,9 +27,10 @@ const BUTTON_MAX: usize = 75;
 /// Header text (Slack allows 150).
 const HEADER_MAX: usize = 150;
 
-/// Escapes text for mrkdwn: `&`, `<` and `>` become entities.
+/// Escapes text for mrkdwn: hidden code points made visible, `&`, `<` and `>` become entities.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    visible(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
@@ -47,7 +51,7 @@ pub fn clip(s: &str, max: usize) -> String {
 pub fn code_block(command: &str, max: usize) -> (String, bool) {
     // Triple backticks inside the command would close the block early: break them with a
     // zero-width space (display only; the approved bytes are stored, not this text).
-    let command = command.replace("```", "`\u{200b}`\u{200b}`");
+    let command = visible(command).replace("```", "`\u{200b}`\u{200b}`");
     let budget = max.saturating_sub(8); // "```\n" + "\n```"
     let mut body = String::new();
     let mut used = 0usize;
@@ -104,7 +108,7 @@ pub fn outcome_line(r: &Review) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let reason = r.reason.as_deref().unwrap_or("");
+    let reason = visible(r.reason.as_deref().unwrap_or("")).into_owned();
     let by = r.decided_by.as_deref().unwrap_or("?");
     let progress = r.progress();
     let count = progress.split(':').next().unwrap_or_default().to_string();
@@ -315,5 +319,20 @@ mod tests {
         );
         let (b, cut) = code_block(&"é".repeat(4000), 3000);
         assert!(cut && b.chars().count() <= 3000);
+    }
+
+    /// Issue 15: an approver in Slack/Teams reads what runs.
+    #[test]
+    fn hidden_code_points_are_shown_escaped() {
+        let cmd = "SELECT 1; -- \u{202e}\u{2066}\x1b[2K\rDROP TABLE users;\u{200b}";
+        let (b, _) = code_block(cmd, 3000);
+        assert!(
+            b.contains("\\u{202e}\\u{2066}\\x1b[2K\\x0dDROP TABLE users;\\u{200b}"),
+            "{b}"
+        );
+        // Only Warden's own fence breakers remain invisible.
+        let (b, _) = code_block("\u{200b}", 3000);
+        assert!(!b.contains('\u{200b}'), "{b}");
+        assert_eq!(escape("ok\u{202e} <x>"), "ok\\u{202e} &lt;x&gt;");
     }
 }

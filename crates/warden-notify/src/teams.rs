@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 use warden_core::duration::format_duration;
+use warden_core::text::visible;
 use warden_core::{Review, RuleType};
 
 use crate::blocks::{clip, outcome_line};
@@ -53,7 +54,7 @@ fn facts(r: &Review, connection_type: Option<&str>) -> Vec<Value> {
         f.push(fact("Duration", format_duration(d)));
     }
     if let Some(reason) = r.request_reason.as_deref().filter(|s| !s.is_empty()) {
-        f.push(fact("Reason", reason.to_string()));
+        f.push(fact("Reason", visible(reason).into_owned()));
     }
     f
 }
@@ -70,7 +71,7 @@ pub fn review_card(r: &Review, connection_type: Option<&str>, review_url: &str) 
         json!({"type": "FactSet", "facts": facts(r, connection_type)}),
     ];
     if let Some(cmd) = &r.command {
-        let shown = clip(cmd, COMMAND_MAX);
+        let shown = clip(&visible(cmd), COMMAND_MAX);
         body.push(
             json!({"type": "TextBlock", "text": shown, "fontType": "Monospace", "wrap": true}),
         );

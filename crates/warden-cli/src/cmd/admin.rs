@@ -128,14 +128,24 @@ pub struct ConnectionArgs {
     kind: String,
     #[arg(long)]
     url: Option<String>,
-    #[arg(long, value_delimiter = ',')]
-    access_groups: Vec<String>,
+    /// Only members of these groups may use the connection. With --overwrite, left out = kept.
+    #[arg(long, value_delimiter = ',', conflicts_with = "clear_access_groups")]
+    access_groups: Option<Vec<String>>,
+    /// With --overwrite: remove every access group (opens the connection to every user).
+    #[arg(long)]
+    clear_access_groups: bool,
     /// Shorthand: a command rule named after the connection, one approver from each group.
-    #[arg(long, value_delimiter = ',')]
-    reviewers: Vec<String>,
+    /// With --overwrite, left out = the rule is kept.
+    #[arg(long, value_delimiter = ',', conflicts_with = "clear_reviewers")]
+    reviewers: Option<Vec<String>>,
+    /// With --overwrite: remove the review rule named after the connection (commands then run
+    /// without review unless another rule holds them).
+    #[arg(long)]
+    clear_reviewers: bool,
     /// KEY=VALUE env var for command connections (repeatable; values are secret).
     #[arg(long = "env")]
     env: Vec<String>,
+    /// Change an existing connection: only the fields given change.
     #[arg(long)]
     overwrite: bool,
     /// Notification plugin (slack or teams).
@@ -281,6 +291,109 @@ fn print_rules(format: Format, items: &Value) {
     );
 }
 
+/// A connection's fields as the CLI compares them before → after an overwrite, with its
+/// `--reviewers` (the approval groups of the rule named after it).
+fn connection_view(c: &Value, rule: Option<&Value>) -> Vec<(&'static str, String)> {
+    let list = |k: &str| output::cell(c.get(k));
+    let groups = match c.get("access_groups").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() => list("access_groups"),
+        _ => "(none: every user)".to_string(),
+    };
+    let reviewers = match rule.and_then(|r| r.get("approval_groups")) {
+        Some(g) => output::cell(Some(g)),
+        None => "(no rule)".to_string(),
+    };
+    vec![
+        ("type", list("type")),
+        ("url", list("url_redacted")),
+        ("command", list("command")),
+        ("env", list("env_keys")),
+        ("access_groups", groups),
+        ("reviewers", reviewers),
+        ("slack_channel", list("slack_channel")),
+        ("teams_webhook", list("teams_webhook")),
+    ]
+}
+
+/// `admin create connection`: sends only the fields given, then prints what changed.
+async fn save_connection(client: &Client, a: ConnectionArgs) -> Result<()> {
+    let mut body = json!({"name": a.name, "type": a.kind, "overwrite": a.overwrite});
+    let Some(m) = body.as_object_mut() else {
+        bail!("internal error: request body is not an object");
+    };
+    if let Some(u) = &a.url {
+        m.insert("url".into(), json!(u));
+    }
+    if !a.command.is_empty() {
+        m.insert("command".into(), json!(a.command));
+    }
+    if !a.env.is_empty() {
+        m.insert("env".into(), json!(a.env));
+    }
+    if a.clear_access_groups {
+        m.insert("access_groups".into(), json!([]));
+    } else if let Some(g) = &a.access_groups {
+        m.insert("access_groups".into(), json!(g));
+    }
+    if a.clear_reviewers {
+        m.insert("reviewers".into(), json!([]));
+    } else if let Some(g) = &a.reviewers {
+        m.insert("reviewers".into(), json!(g));
+    }
+    if let Some(c) = &a.slack_channel {
+        m.insert("slack_channel".into(), json!(c));
+    }
+    if let Some(w) = &a.teams_webhook {
+        m.insert("teams_webhook".into(), json!(w));
+    }
+    let conn_path = format!("/api/connections/{}", urlencode(&a.name));
+    let rule_path = format!("/api/rules/{}", urlencode(&a.name));
+    let before = if a.overwrite {
+        let c: Option<Value> = client.call(Method::GET, &conn_path, None).await.ok();
+        let r: Option<Value> = client.call(Method::GET, &rule_path, None).await.ok();
+        c.map(|c| connection_view(&c, r.as_ref()))
+    } else {
+        None
+    };
+    let v: Value = client
+        .call(Method::POST, "/api/connections", Some(&body))
+        .await?;
+    for w in v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        eprintln!("warning: {}", output::cell(Some(w)));
+    }
+    if a.out.format == Format::Json {
+        output::print_json(&v);
+        return Ok(());
+    }
+    let Some(before) = before else {
+        println!("created connection {}", a.name);
+        return Ok(());
+    };
+    let rule: Option<Value> = client.call(Method::GET, &rule_path, None).await.ok();
+    let after = connection_view(&v, rule.as_ref());
+    println!("saved connection {}", a.name);
+    let mut changed = false;
+    for ((field, old), (_, new)) in before.iter().zip(&after) {
+        if old != new {
+            changed = true;
+            println!("  {field}: {} → {}", shown(old), shown(new));
+        }
+    }
+    if !changed {
+        println!("  (nothing changed)");
+    }
+    Ok(())
+}
+
+fn shown(v: &str) -> &str {
+    if v.is_empty() { "(none)" } else { v }
+}
+
 fn one(format: Format, v: &Value, what: &str) {
     if format == Format::Json {
         output::print_json(v);
@@ -338,23 +451,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             {
                 bail!("--plugin {p}: use slack or teams");
             }
-            let body = json!({
-                "name": a.name, "type": a.kind, "url": a.url, "command": a.command, "env": a.env,
-                "access_groups": a.access_groups, "reviewers": a.reviewers, "slack_channel": a.slack_channel,
-                "teams_webhook": a.teams_webhook, "overwrite": a.overwrite,
-            });
-            let v: Value = client
-                .call(Method::POST, "/api/connections", Some(&body))
-                .await?;
-            one(
-                a.out.format,
-                &v,
-                if a.overwrite {
-                    "saved connection"
-                } else {
-                    "created connection"
-                },
-            );
+            save_connection(client, a).await?;
         }
         Command::Create(Create::Rule(a)) => {
             let v: Value = client

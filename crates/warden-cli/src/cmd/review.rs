@@ -1,4 +1,9 @@
 //! `warden review …`: what approvers and requesters do with reviews.
+//!
+//! # What it must never do
+//! Show a command, reason or output raw: text from the gateway is printed through
+//! `warden_core::text::visible` (via `output::cell` or [`shown`]), so the approver reads the
+//! bytes that will run, never what terminal escapes or bidi overrides make of them.
 
 use std::process::ExitCode;
 
@@ -167,7 +172,7 @@ fn print_review(client_base: &str, r: &Value, timeline: Option<&Value>, format: 
             tag,
             a.get("reason")
                 .and_then(Value::as_str)
-                .map(|r| format!(" — {r}"))
+                .map(|r| format!(" — {}", shown(r)))
                 .unwrap_or_default()
         );
     }
@@ -182,15 +187,16 @@ fn print_review(client_base: &str, r: &Value, timeline: Option<&Value>, format: 
         );
     }
     if let Some(reason) = r.get("request_reason").and_then(Value::as_str) {
-        println!("  justification: {reason}");
+        println!("  justification: {}", shown(reason));
     }
     if let Some(by) = r.get("decided_by").and_then(Value::as_str) {
         println!(
-            "  decided by:  {by} at {}{}",
+            "  decided by:  {} at {}{}",
+            shown(by),
             g("decided_at"),
             r.get("reason")
                 .and_then(Value::as_str)
-                .map(|x| format!(" — {x}"))
+                .map(|x| format!(" — {}", shown(x)))
                 .unwrap_or_default()
         );
     }
@@ -201,12 +207,12 @@ fn print_review(client_base: &str, r: &Value, timeline: Option<&Value>, format: 
     );
     println!(
         "  url:         {}",
-        r.get("url").and_then(Value::as_str).unwrap_or(client_base)
+        shown(r.get("url").and_then(Value::as_str).unwrap_or(client_base))
     );
     if let Some(c) = r.get("command").and_then(Value::as_str) {
         println!("  command (sha256 {}):", g("command_sha256"));
-        for line in c.lines() {
-            println!("    {line}");
+        for line in c.strip_suffix('\n').unwrap_or(c).split('\n') {
+            println!("    {}", shown(line));
         }
     }
     if let Some(s) = r.get("result").filter(|s| !s.is_null()) {
@@ -223,10 +229,11 @@ fn print_review(client_base: &str, r: &Value, timeline: Option<&Value>, format: 
         for line in s
             .get("output")
             .and_then(Value::as_str)
+            .map(|o| o.strip_suffix('\n').unwrap_or(o))
             .unwrap_or("")
-            .lines()
+            .split('\n')
         {
-            println!("    {line}");
+            println!("    {}", shown(line));
         }
     }
     if let Some(t) = timeline.and_then(Value::as_array) {
@@ -354,6 +361,11 @@ fn decided(r: &Value, verb: &str, format: Format) {
             output::cell(r.get("progress"))
         );
     }
+}
+
+/// Server-supplied text as it may reach a terminal (see the module doc).
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    warden_core::text::visible(s)
 }
 
 pub fn urlencode(s: &str) -> String {

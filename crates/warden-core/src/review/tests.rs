@@ -197,6 +197,31 @@ fn refusals_leave_the_review_unchanged() {
             .unwrap_err(),
         TransitionError::ReasonRequired
     );
+    // A reason made only of invisible characters is no reason (issue 15).
+    for invisible in [
+        "\u{200b}\u{202e}",
+        " \u{feff}\u{2066} ",
+        "\u{e0041}\u{3164}",
+    ] {
+        assert_eq!(
+            r.clone()
+                .reject(p("a@x", &["dba"]).a(), Some(invisible), later(1))
+                .unwrap_err(),
+            TransitionError::ReasonRequired,
+            "{invisible:?}"
+        );
+        let blank_force = ApproveInput {
+            force: true,
+            reason: Some(invisible.into()),
+            duration_sec: None,
+        };
+        assert_eq!(
+            r.clone()
+                .approve(p("o@x", &["oncall"]).a(), blank_force, later(1))
+                .unwrap_err(),
+            TransitionError::ReasonRequired
+        );
+    }
     assert!(matches!(
         r.clone()
             .reject(p("e@x", &["dev"]).a(), Some("no"), later(1))

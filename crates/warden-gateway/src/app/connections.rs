@@ -1,5 +1,18 @@
 //! Connections: create/overwrite/list/delete, secrets sealed before they reach the store, and
 //! the `--reviewers` shorthand rule created in the same transaction.
+//!
+//! # What it must never do
+//! Widen access by omission: an overwrite changes only the fields given. A field left out
+//! (`None`, or an empty URL/env/command) keeps its stored value; access groups are cleared only
+//! by an explicit empty list, the `--reviewers` rule is removed only by an explicit empty
+//! `reviewers` list. Groups with no members are accepted with a warning saying so.
+//!
+//! Accept a target that reaches the gateway itself: a `sqlite` connection naming a file inside
+//! the data dir (the store, the secret key, the checkpoints) or the store file wherever it lives
+//! is refused here, and again by [`App::refuse_private_target`] right before every execution (the
+//! second wall: a symlink or a connection stored before this check cannot get past it).
+
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -28,16 +41,28 @@ pub struct CreateConnection {
     /// `KEY=VALUE` pairs; values are secrets.
     #[serde(default)]
     pub env: Vec<Secret<String>>,
+    /// `None`: keep (on overwrite) / none (on create). `Some([])`: clear explicitly.
     #[serde(default)]
-    pub access_groups: Vec<String>,
+    pub access_groups: Option<Vec<String>>,
+    /// `None`: leave the rules alone. `Some([])`: on overwrite, remove the shorthand rule named
+    /// after the connection (explicitly).
     #[serde(default)]
-    pub reviewers: Vec<String>,
+    pub reviewers: Option<Vec<String>>,
+    /// `None`: keep; `Some("")`: clear.
     #[serde(default)]
     pub slack_channel: Option<String>,
     #[serde(default)]
     pub teams_webhook: Option<String>,
     #[serde(default)]
     pub overwrite: bool,
+}
+
+/// A saved connection and what the admin should know about it (groups with no members).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SavedConnection {
+    #[serde(flatten)]
+    pub connection: Connection,
+    pub warnings: Vec<String>,
 }
 
 fn connection_json(c: &Connection) -> serde_json::Value {
@@ -77,12 +102,105 @@ fn check_url(kind: ConnectionType, url: &str) -> AppResult<()> {
     Ok(())
 }
 
+/// `path` absolute with symlinks resolved as far as it exists (for a missing file: its directory
+/// resolved and its name appended), so two names of one file compare equal.
+fn resolve(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => resolve(dir).join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// True when both names exist and are the same file (a hard link is another name for it).
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &Path, _: &Path) -> bool {
+    false
+}
+
+/// A connection as shown: its stored `url_redacted` redacted again, so a row saved before query
+/// string passwords were redacted never shows one (redaction is idempotent).
+fn shown(mut c: Connection) -> Connection {
+    c.url_redacted = c.url_redacted.as_deref().map(redact_url);
+    c
+}
+
 impl App {
+    /// The files of the gateway no connection may name, besides everything in the data dir: the
+    /// store file (and its journal, WAL and shared-memory files) wherever it lives, the
+    /// checkpoint file and keys.
+    fn private_files(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let mut files = Vec::new();
+        if let Some(store) = crate::datadir::sqlite_store_file(c.database_url.expose()) {
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let mut name = store.clone().into_os_string();
+                name.push(suffix);
+                files.push(PathBuf::from(name));
+            }
+            files.push(store);
+        }
+        files.push(c.checkpoint_file.clone());
+        files.extend(c.checkpoint_key.iter().cloned());
+        files.extend(c.tls_key.iter().cloned());
+        files
+    }
+
+    /// Refuses a `sqlite:` URL whose file is the gateway's own: inside the data dir, or one of
+    /// [`Self::private_files`] (through a symlink or a hard link too). `Err` says why.
+    pub(crate) fn refuse_private_file(&self, url: &str) -> Result<(), String> {
+        let Some(path) = warden_exec::sqlite_file(url)? else {
+            return Ok(());
+        };
+        let target = resolve(&path);
+        let data_dir = resolve(&self.config.data_dir);
+        if target.starts_with(&data_dir) {
+            return Err(format!(
+                "{} is inside the gateway's data dir {}: the gateway's own store and keys can never be a connection target (use a database file outside it)",
+                path.display(),
+                data_dir.display()
+            ));
+        }
+        for file in self.private_files() {
+            if target == resolve(&file) || same_file(&target, &file) {
+                return Err(format!(
+                    "{} is the gateway's own file {}: it can never be a connection target",
+                    path.display(),
+                    file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The second wall, right before an execution: `Some(message)` when the target is the
+    /// gateway's own file (see [`Self::refuse_private_file`]).
+    pub(crate) fn refuse_private_target(&self, target: &Target) -> Option<String> {
+        if target.kind != ConnectionType::Sqlite {
+            return None;
+        }
+        let url = target.url.as_ref()?;
+        self.refuse_private_file(url.expose())
+            .err()
+            .map(|m| format!("warden: refused: {m}\n"))
+    }
+
     pub async fn create_connection(
         &self,
         actor: &User,
         req: CreateConnection,
-    ) -> AppResult<Connection> {
+    ) -> AppResult<SavedConnection> {
         self.require_admin(actor)?;
         let name = req.name.trim().to_string();
         if !valid_name(&name) {
@@ -107,6 +225,16 @@ impl App {
                 format!("connection {name} already exists (use --overwrite to replace it)"),
             ));
         }
+        let old = existing
+            .as_ref()
+            .map(|r| &r.connection)
+            .filter(|c| c.kind == kind);
+        // An argv left out keeps the stored one (same type only).
+        let command = if req.command.is_empty() {
+            old.map(|c| c.command.clone()).unwrap_or_default()
+        } else {
+            req.command.clone()
+        };
         let old_secrets = match &existing {
             Some(rec) => self
                 .secrets
@@ -127,7 +255,7 @@ impl App {
                     "url: command connections take an argv after --, not a URL",
                 ));
             }
-            (ConnectionType::Command, None) if req.command.is_empty() => {
+            (ConnectionType::Command, None) if command.is_empty() => {
                 return Err(AppError::bad(
                     "missing_command",
                     "command: give the program to run after --, e.g. -- psql -h db.internal app",
@@ -140,9 +268,15 @@ impl App {
                     format!("url: a {} connection needs --url", kind.as_str()),
                 ));
             }
-            (_, Some(u)) => check_url(kind, u)?,
+            (_, Some(u)) => {
+                check_url(kind, u)?;
+                if kind == ConnectionType::Sqlite {
+                    self.refuse_private_file(u)
+                        .map_err(|m| AppError::bad("invalid_url", format!("url: {m}")))?;
+                }
+            }
         }
-        if kind != ConnectionType::Command && !req.command.is_empty() {
+        if kind != ConnectionType::Command && !command.is_empty() {
             return Err(AppError::bad(
                 "invalid_command",
                 "command: only command connections take an argv",
@@ -168,8 +302,33 @@ impl App {
         if req.env.is_empty() {
             env = old_secrets.env.clone();
         }
-        let access_groups = validate_groups("access_groups", &req.access_groups)?;
-        let reviewers = validate_groups("reviewers", &req.reviewers)?;
+        let access_groups = match &req.access_groups {
+            Some(g) => validate_groups("access_groups", g)?,
+            None => existing
+                .as_ref()
+                .map(|r| r.connection.access_groups.clone())
+                .unwrap_or_default(),
+        };
+        let reviewers = match &req.reviewers {
+            Some(g) => Some(validate_groups("reviewers", g)?),
+            None => None,
+        };
+        let keep = |given: &Option<String>, stored: Option<&String>| match given {
+            Some(v) => Some(v.clone()).filter(|s| !s.is_empty()),
+            None => stored.cloned(),
+        };
+        let slack_channel = keep(
+            &req.slack_channel,
+            existing
+                .as_ref()
+                .and_then(|r| r.connection.slack_channel.as_ref()),
+        );
+        let teams_webhook = keep(
+            &req.teams_webhook,
+            existing
+                .as_ref()
+                .and_then(|r| r.connection.teams_webhook.as_ref()),
+        );
         for (field, v) in [
             ("slack_channel", &req.slack_channel),
             ("teams_webhook", &req.teams_webhook),
@@ -188,11 +347,11 @@ impl App {
             name: name.clone(),
             kind,
             url_redacted: url.as_deref().map(redact_url),
-            command: req.command.clone(),
+            command,
             env_keys: env.iter().map(|(k, _)| k.clone()).collect(),
             access_groups,
-            slack_channel: req.slack_channel.clone().filter(|s| !s.is_empty()),
-            teams_webhook: req.teams_webhook.clone().filter(|s| !s.is_empty()),
+            slack_channel,
+            teams_webhook,
             created_at: before.as_ref().map(|c| c.created_at).unwrap_or(now),
             updated_at: now,
         };
@@ -207,6 +366,7 @@ impl App {
             before: before.as_ref().map(connection_json),
             after: Some(connection_json(&connection)),
         }];
+        let reviewers = reviewers.unwrap_or_default();
         let rule = if reviewers.is_empty() {
             None
         } else {
@@ -240,6 +400,9 @@ impl App {
             });
             Some(rule)
         };
+        let warnings = self
+            .empty_group_warnings(&name, &connection.access_groups, &reviewers, &req)
+            .await?;
         let rec = ConnectionRecord {
             connection: connection.clone(),
             secret,
@@ -252,7 +415,49 @@ impl App {
                 AuditCtx::new(&actor.email, now, events),
             )
             .await?;
-        Ok(connection)
+        // Removing the review rule widens access: only on an explicit empty list, and after the
+        // connection is saved (a failure here leaves the rule, i.e. the narrower state).
+        if before.is_some() && req.reviewers.as_ref().is_some_and(Vec::is_empty) {
+            let shorthand = self
+                .store
+                .get_rule(&name)
+                .await?
+                .filter(|r| r.kind == warden_core::RuleType::Command && r.binds(&name));
+            if shorthand.is_some() {
+                self.delete_rule(actor, &name).await?;
+            }
+        }
+        Ok(SavedConnection {
+            connection,
+            warnings,
+        })
+    }
+
+    /// Warnings for the groups just given that have no members: no one could approve (reviewers)
+    /// or use (access groups) the connection through them until someone joins.
+    async fn empty_group_warnings(
+        &self,
+        name: &str,
+        access_groups: &[String],
+        reviewers: &[String],
+        req: &CreateConnection,
+    ) -> AppResult<Vec<String>> {
+        let users = self.store.list_users().await?;
+        let empty = |g: &String| !users.iter().any(|u| u.groups.contains(g));
+        let mut warnings = Vec::new();
+        if req.access_groups.is_some() {
+            for g in access_groups.iter().filter(|g| empty(g)) {
+                warnings.push(format!(
+                    "access group {g} has no members: only admins can use {name} through it until someone is added (warden admin create user EMAIL --groups {g} --overwrite)"
+                ));
+            }
+        }
+        for g in reviewers.iter().filter(|g| empty(g)) {
+            warnings.push(format!(
+                "reviewer group {g} has no members: no one can approve requests on {name} until someone is added (warden admin create user EMAIL --groups {g} --overwrite)"
+            ));
+        }
+        Ok(warnings)
     }
 
     /// Connections the user may use (admins: all).
@@ -261,13 +466,14 @@ impl App {
         Ok(all
             .into_iter()
             .filter(|c| actor.admin || c.allows(actor))
+            .map(shown)
             .collect())
     }
 
     pub async fn get_connection(&self, actor: &User, name: &str) -> AppResult<Connection> {
         let rec = self.store.get_connection(name).await?;
         match rec {
-            Some(r) if actor.admin || r.connection.allows(actor) => Ok(r.connection),
+            Some(r) if actor.admin || r.connection.allows(actor) => Ok(shown(r.connection)),
             _ => Err(AppError::NotFound(format!(
                 "no connection {name:?} (see warden admin get connections)"
             ))),

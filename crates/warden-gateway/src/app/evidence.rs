@@ -151,11 +151,7 @@ impl App {
         let cp = sign_checkpoint(&key, seq, &hash, self.now());
         let line = serde_json::to_string(&cp).map_err(anyhow::Error::from)?;
         let path = &self.config.checkpoint_file;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening checkpoint file {}", path.display()))?;
+        let mut f = crate::datadir::append_private(path).context("opening the checkpoint file")?;
         writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
         f.sync_all().ok();
         Ok(Some(cp))

@@ -1,5 +1,9 @@
 //! Running commands: `exec` evaluates the rules and either runs at once, or stores a PENDING
 //! review; `execute_review` runs an approved review's stored command exactly once.
+//!
+//! # What it must never do
+//! Run anything but the stored, approved bytes, run a review twice, or hand the executor a
+//! target that is the gateway's own file (checked again right before every run).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,13 +301,26 @@ impl App {
             output_cap: self.config.output_cap,
             timeout: Duration::from_secs(self.config.exec_timeout_sec),
         };
+        let outcome = match self.refuse_private_target(&target) {
+            Some(refused) => {
+                tracing::warn!(connection = %rec.connection.name, "refused to run on the gateway's own files");
+                ExecOutcome {
+                    exit_code: 2,
+                    output: refused,
+                    truncated: false,
+                    duration_ms: 0,
+                    rows_json: None,
+                }
+            }
+            None => warden_exec::execute(&target, command, &opts).await,
+        };
         let ExecOutcome {
             exit_code,
             output,
             truncated,
             duration_ms,
             rows_json,
-        } = warden_exec::execute(&target, command, &opts).await;
+        } = outcome;
         metrics::counter!("warden_executions_total", "connection_type" => rec.connection.kind.as_str(), "ok" => if exit_code == 0 { "true" } else { "false" }).increment(1);
         session.ended_at = Some(self.now());
         session.exit_code = Some(exit_code);

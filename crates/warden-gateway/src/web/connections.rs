@@ -5,7 +5,10 @@
 //! # What it must never do
 //! Show a secret: URLs are shown redacted and never put back into the form, env values are never
 //! shown at all (only their names). Leaving the URL or env empty on edit keeps the stored ones
-//! (`App::create_connection` with `overwrite` does that). Non-admins get the 403 page.
+//! (`App::create_connection` with `overwrite` does that). The edit form shows every other field
+//! filled in, so it sends them all: what the admin sees is what is saved (an emptied access
+//! groups field clears them, on purpose); an empty reviewers field leaves the rules alone.
+//! Non-admins get the 403 page.
 
 use askama::Template;
 use axum::Router;
@@ -241,10 +244,10 @@ fn request_of(form: &Form, name: &str, overwrite: bool) -> CreateConnection {
         url: form.opt("url").map(Secret::new),
         command: lines("command"),
         env: lines("env").into_iter().map(Secret::new).collect(),
-        access_groups: split_list(form.str("access_groups")),
-        reviewers: split_list(form.str("reviewers")),
-        slack_channel: form.opt("slack_channel"),
-        teams_webhook: form.opt("teams_webhook"),
+        access_groups: Some(split_list(form.str("access_groups"))),
+        reviewers: Some(split_list(form.str("reviewers"))).filter(|r| !r.is_empty()),
+        slack_channel: Some(form.str("slack_channel").trim().to_string()),
+        teams_webhook: Some(form.str("teams_webhook").trim().to_string()),
         overwrite,
     }
 }
@@ -354,7 +357,11 @@ mod tests {
         assert_eq!(r.command, vec!["sh", "-c"]);
         assert_eq!(r.env.len(), 2);
         assert!(r.url.is_none());
-        assert_eq!(r.access_groups, vec!["dev", "ops"]);
+        assert_eq!(
+            r.access_groups,
+            Some(vec!["dev".to_string(), "ops".to_string()])
+        );
+        assert_eq!(r.reviewers, Some(vec!["dba".to_string()]));
         assert!(r.overwrite);
     }
 }
