@@ -191,15 +191,7 @@ impl Backend {
         let decided = match app.native_decision(&user, conn).await.map_err(internal)? {
             Ok(d) => d,
             Err(msg) => {
-                self.audit(
-                    AuditEvent::AccessDenied {
-                        connection: conn.into(),
-                        reason: msg.clone(),
-                    },
-                    &user.email,
-                )
-                .await;
-                return Err(AuthFailure::Denied(msg));
+                return Err(self.denied(conn, &user.email, msg).await);
             }
         };
         let now = app.now();
@@ -207,15 +199,7 @@ impl Backend {
         let access = access_of(&decided.decision);
         let (review_statements, window) = match &access {
             NativeAccess::Denied(msg) => {
-                self.audit(
-                    AuditEvent::AccessDenied {
-                        connection: conn.into(),
-                        reason: msg.clone(),
-                    },
-                    &user.email,
-                )
-                .await;
-                return Err(AuthFailure::Denied(msg.clone()));
+                return Err(self.denied(conn, &user.email, msg.clone()).await);
             }
             NativeAccess::Free { window } => (false, *window),
             NativeAccess::Reviewed => (true, None),
@@ -287,6 +271,19 @@ impl Backend {
             ends_at: window.map(|w| to_system(w.1)),
             terminate,
         })
+    }
+
+    /// A refused login, audited.
+    async fn denied(&self, connection: &str, user: &str, reason: String) -> AuthFailure {
+        self.audit(
+            AuditEvent::AccessDenied {
+                connection: connection.into(),
+                reason: reason.clone(),
+            },
+            user,
+        )
+        .await;
+        AuthFailure::Denied(reason)
     }
 
     async fn audit(&self, ev: AuditEvent, actor: &str) {

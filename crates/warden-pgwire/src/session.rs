@@ -319,15 +319,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     let params = if grant.review_statements {
         match reviewed_params(params) {
             Ok(p) => p,
-            Err(refusal) => {
-                if let Some(reply) = refusal.reply {
-                    let _ = upstream::send(&mut client, &reply).await;
-                }
-                let _ = client.shutdown().await;
-                info!("session refused: {}", refusal.log);
-                ctx.backend.session_ended(&grant).await;
-                return;
-            }
+            Err(refusal) => return refuse_session(&ctx, client, &grant, refusal).await,
         }
     } else {
         params
@@ -335,27 +327,12 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     let opened = open_upstream(&ctx, &grant, &params).await;
     let (up, key_guard) = match opened {
         Ok(v) => v,
-        Err(refusal) => {
-            if let Some(reply) = refusal.reply {
-                let _ = upstream::send(&mut client, &reply).await;
-            }
-            let _ = client.shutdown().await;
-            ctx.backend.session_ended(&grant).await;
-            return;
-        }
+        Err(refusal) => return refuse_session(&ctx, client, &grant, refusal).await,
     };
     let pinned = if grant.review_statements {
         match check_pins(&up.parameters) {
             Ok(p) => Some(p),
-            Err(refusal) => {
-                if let Some(reply) = refusal.reply {
-                    let _ = upstream::send(&mut client, &reply).await;
-                }
-                let _ = client.shutdown().await;
-                warn!("session refused: {}", refusal.log);
-                ctx.backend.session_ended(&grant).await;
-                return;
-            }
+            Err(refusal) => return refuse_session(&ctx, client, &grant, refusal).await,
         }
     } else {
         None
@@ -589,6 +566,22 @@ fn check_pins(parameters: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
         }
     }
     Ok(pinned)
+}
+
+/// Ends a granted session before its relay started: the refusal to the client, the end to
+/// the backend.
+async fn refuse_session<B: ProxyBackend>(
+    ctx: &Ctx<B>,
+    mut client: Stream,
+    grant: &SessionGrant,
+    refusal: Refusal,
+) {
+    if let Some(reply) = refusal.reply {
+        let _ = upstream::send(&mut client, &reply).await;
+    }
+    let _ = client.shutdown().await;
+    info!("session refused: {}", refusal.log);
+    ctx.backend.session_ended(grant).await;
 }
 
 type KeyParts = (i32, i32, CancelTarget, crate::cancel::CancelGuard);
