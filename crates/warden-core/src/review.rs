@@ -109,6 +109,9 @@ fn nonempty(reason: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The reason recorded when a requester withdraws their own request.
+pub const WITHDRAWN: &str = "withdrawn by requester";
+
 impl Review {
     /// A new PENDING review under `rule`, expiring after the rule's timeout (or `default_timeout_sec`).
     pub fn new(
@@ -294,21 +297,45 @@ impl Review {
         Ok(self)
     }
 
-    /// The requester withdraws a pending request (status REJECTED, reason "withdrawn by requester").
+    /// The requester withdraws a pending request (status REJECTED, reason [`WITHDRAWN`]).
     pub fn withdraw(
-        mut self,
+        self,
         actor: Actor<'_>,
         now: OffsetDateTime,
     ) -> Result<Review, TransitionError> {
-        self.ensure_pending(now)?;
         if actor.email != self.requester {
+            self.ensure_pending(now)?;
             return Err(TransitionError::NotRequester);
         }
+        self.withdrawn(WITHDRAWN.into(), now)
+    }
+
+    /// The request is withdrawn on the requester's behalf because what would have run it is
+    /// gone (e.g. the client of a held statement disconnected): REJECTED, decided by the
+    /// requester, reason "withdrawn: {why}".
+    pub fn abandon(self, why: &str, now: OffsetDateTime) -> Result<Review, TransitionError> {
+        self.withdrawn(format!("withdrawn: {why}"), now)
+    }
+
+    fn withdrawn(mut self, reason: String, now: OffsetDateTime) -> Result<Review, TransitionError> {
+        self.ensure_pending(now)?;
         self.status = ReviewStatus::Rejected;
-        self.decided_by = Some(actor.email.to_string());
-        self.reason = Some("withdrawn by requester".into());
+        self.decided_by = Some(self.requester.clone());
+        self.reason = Some(reason);
         self.decided_at = Some(now);
         Ok(self)
+    }
+
+    /// True for a request withdrawn by (or on behalf of) its requester, as opposed to rejected
+    /// by an approver.
+    pub fn is_withdrawn(&self) -> bool {
+        self.status == ReviewStatus::Rejected
+            && self.approvals.is_empty()
+            && self.decided_by.as_deref() == Some(self.requester.as_str())
+            && self
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("withdrawn"))
     }
 
     /// PENDING past its timeout → EXPIRED. The command never runs.

@@ -36,12 +36,27 @@ use crate::app::{App, AppError};
 /// The gateway's answers to the proxy.
 pub struct Backend {
     app: Arc<App>,
-    /// Held statements of live sessions waiting to be recorded as executed (kept in memory so
-    /// recording a statement costs no store read; a lost entry is settled by the sweeper's
-    /// stale-claim pass).
-    held: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    /// Held statements (review id → session id) not yet recorded as run. Kept in memory so
+    /// recording a statement costs no store read; the session's watcher renews their claims,
+    /// its end settles those that never reported back, and the sweeper's stale-claim pass
+    /// settles those of a gateway that died.
+    held: Held,
     /// The watcher of each live session (aborted when the session ends).
     watchers: std::sync::Mutex<std::collections::HashMap<Uuid, tokio::task::AbortHandle>>,
+}
+
+type Held = Arc<std::sync::Mutex<std::collections::HashMap<Uuid, Uuid>>>;
+
+/// The held statements of one session.
+fn held_by(held: &Held, session_id: Uuid) -> Vec<Uuid> {
+    held.lock()
+        .map(|h| {
+            h.iter()
+                .filter(|(_, s)| **s == session_id)
+                .map(|(r, _)| *r)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What a live session is re-checked against.
@@ -61,6 +76,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 async fn watch_session(
     app: Arc<App>,
     live: Live,
+    held: Held,
     end: tokio::sync::watch::Sender<Option<String>>,
     mut revoked: Option<tokio::sync::watch::Receiver<Option<String>>>,
 ) {
@@ -81,6 +97,9 @@ async fn watch_session(
         tokio::select! {
             reason = revoke => break reason,
             _ = tick.tick() => {}
+        }
+        if let Err(e) = app.renew_held(&held_by(&held, live.session_id)).await {
+            tracing::warn!(error = %e, "could not renew the claims of held statements");
         }
         match app
             .recheck_native(
@@ -254,6 +273,7 @@ impl Backend {
                 access,
                 session_id: session.id,
             },
+            self.held.clone(),
             end_tx,
             revoked,
         ));
@@ -388,7 +408,7 @@ impl Backend {
             .await?;
         app.publish_change(stored.id, stored.status);
         if let Ok(mut h) = self.held.lock() {
-            h.insert(stored.id);
+            h.insert(stored.id, grant.session_id);
         }
         let waiter = self.app.clone();
         let id = stored.id;
@@ -471,8 +491,12 @@ impl ProxyBackend for Backend {
         let finished: Vec<StatementLog> = batch
             .iter()
             .filter(|l| {
-                l.review_id
-                    .is_some_and(|id| self.held.lock().map(|mut h| h.remove(&id)).unwrap_or(false))
+                l.review_id.is_some_and(|id| {
+                    self.held
+                        .lock()
+                        .map(|mut h| h.remove(&id).is_some())
+                        .unwrap_or(false)
+                })
             })
             .cloned()
             .collect();
@@ -508,6 +532,16 @@ impl ProxyBackend for Backend {
             w.abort();
         }
         let app = &self.app;
+        // Every record of the session has arrived: a held statement still listed never
+        // reported back (its client left while it waited or ran).
+        for id in held_by(&self.held, grant.session_id) {
+            if let Ok(mut h) = self.held.lock() {
+                h.remove(&id);
+            }
+            if let Err(e) = app.settle_abandoned(id).await {
+                tracing::error!(error = %e, review = %id, "could not settle an abandoned held statement");
+            }
+        }
         let Ok(Some(mut s)) = app.store.get_session(grant.session_id).await else {
             return;
         };
@@ -589,7 +623,7 @@ pub fn spawn(
     };
     let backend = Arc::new(Backend {
         app,
-        held: std::sync::Mutex::new(Default::default()),
+        held: Arc::default(),
         watchers: std::sync::Mutex::new(Default::default()),
     });
     Ok(tokio::spawn(async move {

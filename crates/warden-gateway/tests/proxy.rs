@@ -630,3 +630,133 @@ async fn closed(conn: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>
         Err(_) => panic!("the session was not closed within 5 s"),
     }
 }
+
+/// Held statements end in what happened: one approved after a wait longer than the stale-claim
+/// limit runs and is recorded as run (the sweeper does not call it "interrupted"); one whose
+/// client hangs up while it waits is withdrawn, with the reason, and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_statements_end_in_what_happened() {
+    let clock = warden_gateway::testing::FakeClock::new();
+    let dir = std::sync::Arc::new(warden_gateway::testing::private_tempdir());
+    let mut config = TestGateway::config(dir.path().to_path_buf(), None);
+    config.review_timeout_sec = 7200;
+    config.exec_timeout_sec = 10; // a claim is stale 70 s after it was last renewed
+    let gw = TestGateway::start(config, dir, Some(clock.clone())).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    gw.admin("POST", "/api/connections", Some(json!({"name": "pg", "type": "postgres", "url": "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"}))).await;
+    gw.admin("POST", "/api/rules", Some(json!({"name": "pg-cmd", "type": "command", "connections": ["pg"], "approval_groups": ["dba"]}))).await;
+    let port = gw.running.pg_addr.unwrap().port();
+    let t = format!("wg_h_{}", uuid::Uuid::new_v4().simple());
+    direct_psql(&format!("CREATE TABLE {t} (id int)")).await;
+
+    // Approved ten minutes (of the gateway's clock) after it was held; runs for two seconds
+    // while the sweeper passes every 200 ms.
+    let (c, _conn) = driver(port, "dev@example.com", &dev).await;
+    let write = format!("WITH s AS (SELECT pg_sleep(2)) INSERT INTO {t} SELECT 1 FROM s");
+    let approve = async {
+        let id = pending_id(&gw, &dba).await;
+        clock.advance(600);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (s, b) = gw
+            .call(
+                "PUT",
+                &format!("/api/reviews/{id}/approve"),
+                Some(&dba),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        id
+    };
+    let (ran, id) = tokio::join!(c.batch_execute(&write), approve);
+    ran.expect("the approved statement runs");
+    let mut executed = Vec::new();
+    for _ in 0..50 {
+        let (_, timeline) = gw
+            .call(
+                "GET",
+                &format!("/api/reviews/{id}/timeline"),
+                Some(&dba),
+                None,
+            )
+            .await;
+        executed = timeline
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["kind"] == "review_executed")
+            .map(|e| e["event"]["exit_code"].clone())
+            .collect();
+        if !executed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let a few more sweeps pass: nothing may re-settle it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, timeline) = gw
+        .call(
+            "GET",
+            &format!("/api/reviews/{id}/timeline"),
+            Some(&dba),
+            None,
+        )
+        .await;
+    let executed_after: Vec<_> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["kind"] == "review_executed")
+        .map(|e| e["event"]["exit_code"].clone())
+        .collect();
+    assert_eq!(executed, [json!(0)], "recorded once, as run: {timeline}");
+    assert_eq!(executed_after, executed, "{timeline}");
+    assert_eq!(
+        direct_psql(&format!("SELECT count(*) FROM {t}"))
+            .await
+            .trim(),
+        "1"
+    );
+
+    // The client hangs up while its statement waits: the review is withdrawn, saying why.
+    let (c2, conn2) = driver(port, "dev@example.com", &dev).await;
+    let insert = format!("INSERT INTO {t} VALUES (2)");
+    let waiting = tokio::spawn(async move { c2.batch_execute(&insert).await });
+    let id = pending_id(&gw, &dba).await;
+    waiting.abort();
+    conn2.abort();
+    let mut r = Value::Null;
+    for _ in 0..50 {
+        (_, r) = gw
+            .call("GET", &format!("/api/reviews/{id}"), Some(&dba), None)
+            .await;
+        if r["status"] != "PENDING" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(r["status"], "REJECTED", "{r}");
+    assert_eq!(
+        r["reason"], "withdrawn: the client disconnected before the statement was decided",
+        "{r}"
+    );
+    // Approving it now is refused: nothing would run it.
+    let (s, _) = gw
+        .call(
+            "PUT",
+            &format!("/api/reviews/{id}/approve"),
+            Some(&dba),
+            None,
+        )
+        .await;
+    assert_eq!(s, 409);
+    assert_eq!(
+        direct_psql(&format!("SELECT count(*) FROM {t}"))
+            .await
+            .trim(),
+        "1"
+    );
+    direct_psql(&format!("DROP TABLE {t}")).await;
+    gw.stop().await;
+}

@@ -124,9 +124,10 @@ pub fn outcome_line(r: &Review) -> String {
             format!("⚠️ *Force-approved* by {}: {}", who(&r.approvals), reason)
         }
         ReviewStatus::Approved => format!("✅ *Approved* by {count} — {}", who(&r.approvals)),
-        ReviewStatus::Rejected if reason == "withdrawn by requester" => {
-            format!("↩️ *Withdrawn* by {by}")
-        }
+        ReviewStatus::Rejected if r.is_withdrawn() => match reason.strip_prefix("withdrawn: ") {
+            Some(why) => format!("↩️ *Withdrawn*: {why}"),
+            None => format!("↩️ *Withdrawn* by {by}"),
+        },
         ReviewStatus::Rejected => format!("❌ *Rejected* by {by}: {reason}"),
         ReviewStatus::Expired => {
             "⌛ *Expired*: nobody decided in time; the requester must resubmit".into()

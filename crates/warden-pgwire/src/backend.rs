@@ -40,7 +40,8 @@ pub trait ProxyBackend: Send + Sync + 'static {
     /// relay's hot path; batches arrive in the order the statements completed per session.
     fn record(&self, batch: Vec<StatementLog>) -> impl Future<Output = ()> + Send;
 
-    /// Called once when a session that was granted ends, whatever the reason.
+    /// Called once when a session that was granted ends, whatever the reason — after every
+    /// record of a relayed session has been handed to [`ProxyBackend::record`].
     fn session_ended(&self, grant: &SessionGrant) -> impl Future<Output = ()> + Send;
 }
 

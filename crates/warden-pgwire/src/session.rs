@@ -462,6 +462,9 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     if !leftover.is_empty() {
         ctx.audit.push(leftover).await;
     }
+    // The backend hears of the end only after every record of the session: what it finds
+    // unrecorded then did not report back.
+    ctx.audit.flush().await;
     info!("session ended");
     ctx.backend.session_ended(&grant).await;
 }

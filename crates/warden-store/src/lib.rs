@@ -1289,6 +1289,25 @@ impl Store {
             .await?;
         Ok(n == 1)
     }
+    /// Renews the execution claims of reviews a live proxy session still holds. A claim is a
+    /// lease: the sweeper takes a claim older than the execution timeout for a crashed
+    /// execution, so a held statement that waits (or runs) long must keep renewing it.
+    pub async fn renew_claims(&self, review_ids: &[Uuid], now: OffsetDateTime) -> Result<()> {
+        if review_ids.is_empty() {
+            return Ok(());
+        }
+        let mut h = self.db.read("renewing execution claims").await?;
+        for id in review_ids {
+            h.execute(
+                q("UPDATE reviews SET exec_claimed_at_ms = $2 WHERE id = $1 \
+                   AND status IN ('PENDING', 'APPROVED') AND exec_claimed_at_ms IS NOT NULL")
+                .bind(*id)
+                .bind(now),
+            )
+            .await?;
+        }
+        Ok(())
+    }
     /// APPROVED command reviews nobody has claimed (crash between approval and execution).
     pub async fn unclaimed_approved(&self) -> Result<Vec<Review>> {
         self.reviews_where(

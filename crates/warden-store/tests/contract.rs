@@ -1337,6 +1337,29 @@ async fn expiry_windows_and_claims(h: &Harness) {
             .unwrap()),
         set(&[&cmd])
     );
+    // A renewed claim is a fresh lease; unclaimed or finished reviews are left alone.
+    s.renew_claims(&[cmd.id, fresh.id], claimed_at + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(s
+            .stale_claims(claimed_at + Duration::minutes(59))
+            .await
+            .unwrap()),
+        set(&[]),
+        "a renewed claim is not stale"
+    );
+    assert_eq!(
+        ids(s
+            .stale_claims(claimed_at + Duration::hours(1) + Duration::milliseconds(1))
+            .await
+            .unwrap()),
+        set(&[&cmd])
+    );
+    assert!(
+        !s.claim_execution(fresh.id, now).await.unwrap(),
+        "renewing never claims"
+    );
     // The claim does not bump the version: the executor's EXECUTED transition goes through.
     let mut done = cmd.clone();
     done.status = ReviewStatus::Executed;

@@ -299,6 +299,30 @@ fn withdraw_expire_and_terminal_conflicts() {
     let w = review(&ru).withdraw(dev.a(), later(1)).unwrap();
     assert_eq!(w.status, ReviewStatus::Rejected);
     assert_eq!(w.reason.as_deref(), Some("withdrawn by requester"));
+    assert!(w.is_withdrawn());
+    // Withdrawn on the requester's behalf (its client left): the reason says why.
+    let gone = review(&ru).abandon("the client left", later(1)).unwrap();
+    assert_eq!(gone.status, ReviewStatus::Rejected);
+    assert_eq!(gone.decided_by.as_deref(), Some("dev@x"));
+    assert_eq!(gone.reason.as_deref(), Some("withdrawn: the client left"));
+    assert!(gone.is_withdrawn());
+    assert!(
+        gone.clone()
+            .abandon("again", later(2))
+            .unwrap_err()
+            .is_conflict()
+    );
+    let rejected = review(&ru)
+        .reject(
+            p("a@x", &["dba"]).a(),
+            Some("withdrawn looks like this"),
+            later(1),
+        )
+        .unwrap();
+    assert!(
+        !rejected.is_withdrawn(),
+        "an approver's rejection is not a withdrawal"
+    );
     let e = review(&ru).expire(later(600)).unwrap();
     assert_eq!(e.status, ReviewStatus::Expired);
     // decisions after the timeout are refused even if the sweeper has not run yet

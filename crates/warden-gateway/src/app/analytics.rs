@@ -71,10 +71,7 @@ impl Stats {
                 }
             }
             ReviewStatus::Rejected => {
-                if r.approvals.is_empty()
-                    && r.decided_by.as_deref() == Some(r.requester.as_str())
-                    && r.reason.as_deref() == Some("withdrawn by requester")
-                {
+                if r.is_withdrawn() {
                     self.withdrawn += 1;
                 } else {
                     self.rejected += 1;

@@ -8,11 +8,12 @@
 
 use time::OffsetDateTime;
 use uuid::Uuid;
+use warden_core::audit::AuditEvent;
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
-use warden_core::{ConnectionType, Rule, User};
+use warden_core::{ConnectionType, ReviewStatus, Rule, User};
 use warden_store::ConnectionRecord;
 
-use super::{App, AppResult};
+use super::{App, AppError, AppResult};
 
 /// How a native session may use its connection, now.
 #[derive(Debug, Clone)]
@@ -115,6 +116,53 @@ impl App {
             ),
             (NativeAccess::Denied(_), _) => Some("access was denied".into()),
         })
+    }
+}
+
+/// Why a held statement that never ran is settled the way it is.
+const GONE_PENDING: &str = "the client disconnected before the statement was decided";
+const GONE_APPROVED: &str = "the client disconnected before the approved statement's result was \
+     recorded; it may not have run — check the target before resubmitting";
+
+impl App {
+    /// Keeps the execution claims of statements a live session holds from going stale.
+    pub async fn renew_held(&self, review_ids: &[Uuid]) -> AppResult<()> {
+        Ok(self.store.renew_claims(review_ids, self.now()).await?)
+    }
+
+    /// Settles a held statement whose session ended before its run was recorded, so that no
+    /// review is left PENDING or APPROVED with nothing that will ever run it: a pending one is
+    /// withdrawn, an approved one is closed as executed with an unknown outcome.
+    pub async fn settle_abandoned(&self, review_id: Uuid) -> AppResult<()> {
+        // A decision may race the withdrawal; settle whatever it became (a few rounds at most).
+        for _ in 0..4 {
+            let Some(review) = self.store.get_review(review_id).await? else {
+                return Ok(());
+            };
+            match review.status {
+                ReviewStatus::Pending => {
+                    if self.abandon(review_id, GONE_PENDING).await? {
+                        return Ok(());
+                    }
+                }
+                ReviewStatus::Approved => {
+                    let s = self.failed_session(&review, GONE_APPROVED).await?;
+                    let ev = AuditEvent::ReviewExecuted {
+                        review_id,
+                        session_id: s.id,
+                        exit_code: 2,
+                        output_sha256: s.output_sha256.clone().unwrap_or_default(),
+                        duration_ms: 0,
+                    };
+                    return self.mark_review_executed(review_id, ev).await.map(|_| ());
+                }
+                _ => return Ok(()),
+            }
+        }
+        Err(AppError::conflict(
+            "busy",
+            format!("review {review_id} kept changing while its abandoned statement was settled"),
+        ))
     }
 }
 

@@ -250,13 +250,38 @@ impl App {
                     vec![AuditEvent::ReviewRejected {
                         review_id: after.id,
                         by: user.email.clone(),
-                        reason: "withdrawn by requester".into(),
+                        reason: warden_core::review::WITHDRAWN.into(),
                         withdrawn: true,
                     }]
                 },
             )
             .await?;
         self.view(stored).await
+    }
+
+    /// Withdraws a pending request on its requester's behalf because what would have run it is
+    /// gone (`why` is shown wherever the outcome is). `Ok(false)` if it was no longer pending.
+    pub(crate) async fn abandon(&self, id: Uuid, why: &str) -> AppResult<bool> {
+        let res = self
+            .decide(
+                id,
+                "system",
+                |r| r.abandon(why, self.now()),
+                |_, after| {
+                    vec![AuditEvent::ReviewRejected {
+                        review_id: after.id,
+                        by: after.requester.clone(),
+                        reason: after.reason.clone().unwrap_or_default(),
+                        withdrawn: true,
+                    }]
+                },
+            )
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(AppError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn revoke(
