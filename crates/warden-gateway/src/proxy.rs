@@ -451,7 +451,8 @@ impl Backend {
         let ev = AuditEvent::ReviewExecuted {
             review_id: id,
             session_id: log.session_id,
-            exit_code: i32::from(tag.starts_with("ERROR")),
+            // Failed, or skipped by the server after an earlier message of its batch failed.
+            exit_code: i32::from(tag.starts_with("ERROR") || tag.starts_with("SKIPPED")),
             output_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(tag.as_bytes())),
             duration_ms: 0,
         };

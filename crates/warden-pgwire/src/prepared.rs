@@ -3,8 +3,9 @@
 //!
 //! A driver prepares a statement once (`Parse`) and runs it many times (`Bind` + `Execute`),
 //! so recording or reviewing `Parse` alone would miss every run after the first. The relay
-//! feeds this tracker the client's `Parse`, `Bind`, `Close` and `Execute` messages and gets
-//! back, per `Execute`, the text it runs.
+//! feeds this tracker the `Parse`, `Bind` and `Close` messages the server confirmed
+//! ([`Op`]s) and gets back, per `Execute`, the text it runs. Portals end with their
+//! transaction ([`Tracker::forget_portals`] when the server reports it idle).
 //!
 //! Under statement review the tracker also **renames** every named statement on its way to the
 //! server (`s1` → `_warden_<nonce>_<n>`, a fresh name per `Parse`). Otherwise a `Parse` the
@@ -43,8 +44,11 @@ pub(crate) enum Op {
         kind: u8,
         name: Box<[u8]>,
     },
-    /// The proxy's own `Parse` of the unnamed statement (a refusal) may have dropped it.
+    /// The proxy's own `Parse` of the unnamed statement (a refusal) may have dropped it; a
+    /// simple query drops it (and the unnamed portal) too.
     ForgetUnnamed,
+    /// A `Bind` whose names could not be read: no portal is known any more.
+    ForgetPortals,
 }
 
 /// What one `Execute` runs: the statement text and, apart, its parameters as shown to a
@@ -96,14 +100,24 @@ impl Tracker {
     }
 
     /// A `Parse`: returns the statement name to send to the server.
+    #[cfg(test)]
     pub fn parse(&mut self, name: &[u8], text: &str) -> Box<[u8]> {
         let server = self.server_name_for_parse(name);
         self.prepared(name, &server, text.into());
         server
     }
 
-    /// The server-side name a `Parse` of `name` gets (a fresh one under renaming).
+    /// The server-side name a `Parse` of `name` gets under renaming: the name it already has
+    /// while it is live (so the server refuses a second `Parse` of a live name, as it would
+    /// without the proxy; if the proxy's belief was stale the server accepts it, and only its
+    /// confirmation changes what the name means), else a fresh one.
     pub fn server_name_for_parse(&mut self, name: &[u8]) -> Box<[u8]> {
+        if self.rename.is_some()
+            && !name.is_empty()
+            && let Some((server, _)) = self.statements.get(name)
+        {
+            return server.clone();
+        }
         match &mut self.rename {
             Some((nonce, n)) if !name.is_empty() => {
                 *n += 1;
@@ -136,6 +150,7 @@ impl Tracker {
                 self.statements.remove(&b""[..]);
                 self.unnamed_portal = None;
             }
+            Op::ForgetPortals => self.forget_portals(),
         }
     }
 
@@ -243,6 +258,11 @@ impl Tracker {
             }
         }
     }
+}
+
+/// True when `sql` is an SQL `DEALLOCATE` the tracker follows.
+pub(crate) fn may_deallocate(sql: &str) -> bool {
+    parse_deallocate(sql).is_some()
 }
 
 /// What an SQL `DEALLOCATE` drops.
@@ -400,12 +420,18 @@ mod tests {
     }
 
     #[test]
-    fn renaming_gives_every_parse_a_fresh_server_name() {
+    fn renaming_gives_every_new_statement_a_fresh_server_name() {
         let mut t = Tracker::renaming();
         let a = t.parse(b"s", "DELETE FROM a");
-        let b = t.parse(b"s", "SELECT 1");
-        assert_ne!(a, b);
         assert!(a.starts_with(b"_warden_"));
+        // A live name keeps its server name, so the server refuses a second Parse of it.
+        assert_eq!(t.server_name_for_parse(b"s"), a);
+        t.close(b'S', b"s");
+        let b = t.parse(b"s", "SELECT 1");
+        assert_ne!(
+            a, b,
+            "a name prepared again after Close gets a fresh server name"
+        );
         assert_eq!(&*t.parse(b"", "SELECT 2"), b"");
         t.bind(b"", b"s", "");
         assert_eq!(&*t.execute(b"").to_string(), "SELECT 1");

@@ -46,7 +46,7 @@ use crate::backend::Statement;
 use crate::backend::{HeldOutcome, ProxyBackend, SessionGrant, StatementDecision, StatementLog};
 use crate::frame::{self, FrameError, Item, Look, Scanner};
 use crate::message::{self, Severity, sqlstate};
-use crate::prepared::{Op, Run, Tracker};
+use crate::prepared::{self, Op, Run, Tracker};
 use crate::stream::{BoxRead, BoxWrite};
 
 /// Bytes requested per read: large enough that big results move in few system calls.
@@ -80,6 +80,222 @@ pub(crate) enum Answer {
     /// The proxy's own statement: nothing reaches the client, except that an error becomes
     /// this notice when set.
     Hidden { notice_on_error: Option<BytesMut> },
+}
+
+/// What the server answers next, one per forwarded message that it answers, pushed by the
+/// client half (in order, before the bytes go out) into [`Shared::expect`]. The upstream half
+/// walks them as the answers arrive, so it knows which message each answer belongs to: an
+/// `ErrorResponse` fails exactly one message and the server skips the rest up to `Sync`; a
+/// `Parse`/`Bind`/`Close` counts only once confirmed; an `Execute` is recorded only when the
+/// server ran it, with the text of the statement as the server had it.
+#[derive(Debug)]
+pub(crate) enum Expect {
+    /// `Parse`, `Bind`, `Close`: answered by `ParseComplete`, `BindComplete`, `CloseComplete`.
+    Change(Op),
+    /// `Describe`: answered by `RowDescription` or `NoData`.
+    Describe,
+    /// `Execute`: answered by `CommandComplete`, `EmptyQueryResponse` or `PortalSuspended`
+    /// (after its rows or its copy data), or by an error.
+    Execute(Exec),
+    /// A `Query` or `FunctionCall`, the client's or the proxy's own: answered up to its
+    /// `ReadyForQuery` (its record stays on its [`Entry`]). Holds the text of a query that may
+    /// be an SQL `DEALLOCATE` (followed once the server ran it, in audited sessions).
+    Simple(Option<Box<str>>),
+    /// The proxy's own failing `Parse` (a refusal): answered by an error.
+    Refusal,
+    /// `Sync`: answered by `ReadyForQuery` (ignored by the server during COPY-in).
+    Sync,
+    /// `CopyDone` / `CopyFail`.
+    CopyEnd,
+}
+
+/// The record of one `Execute`.
+#[derive(Debug)]
+pub(crate) enum Exec {
+    /// Audited session: what it ran is read from the server-confirmed state when answered.
+    Portal { portal: Box<[u8]>, at: SystemTime },
+    /// Reviewed session: decided (and resolved) before it was sent.
+    Decided(StatementLog),
+}
+
+/// The tag of an `Execute` the server skipped because an earlier message of its batch failed.
+pub(crate) const SKIPPED: &str = "SKIPPED (an earlier message of the batch failed; not run)";
+
+/// The walk through [`Expect`]s: the client half appends, the upstream half consumes (both
+/// under [`Shared::follow`]'s lock, held for one message at a time).
+#[derive(Default)]
+pub(crate) struct Follow {
+    ahead: VecDeque<Expect>,
+    /// Audited sessions: prepared statements and portals as the server confirmed them.
+    tracker: Option<Tracker>,
+    /// The server is in COPY-in: `Sync`s it receives now are ignored.
+    copy_in: bool,
+    /// The simple query being answered failed.
+    simple_failed: bool,
+    /// A message of the extended batch being answered failed.
+    failed: bool,
+}
+
+/// The proxy lost step with the server: it cannot say what runs any more.
+const LOST: &str = "Warden lost track of the server's answers and cannot record what runs; \
+     the session is closed (reconnect to go on)";
+
+impl Follow {
+    fn new(audited: bool) -> Self {
+        Self {
+            tracker: audited.then(Tracker::default),
+            ..Self::default()
+        }
+    }
+
+    /// The expectation the next answer belongs to (stale copy markers dropped).
+    fn front(&mut self) -> Option<&Expect> {
+        loop {
+            match self.ahead.front()? {
+                Expect::CopyEnd => {
+                    self.copy_in = false;
+                    self.ahead.pop_front();
+                }
+                Expect::Sync if self.copy_in => {
+                    self.ahead.pop_front();
+                }
+                _ => return self.ahead.front(),
+            }
+        }
+    }
+
+    fn record(&self, exec: Exec, tag: Option<String>, info: &SessionInfo) -> StatementLog {
+        match exec {
+            Exec::Decided(mut log) => {
+                log.tag = tag;
+                log
+            }
+            Exec::Portal { portal, at } => {
+                let text = self
+                    .tracker
+                    .as_ref()
+                    .map(|t| t.execute(&portal).to_string())
+                    .unwrap_or_default();
+                info.log_at(text, None, tag, at)
+            }
+        }
+    }
+
+    /// One answer from the server. Completed `Execute`s go to `records`; `Ok(true)` when the
+    /// answer belongs to a simple query (its tags are the entry's); `Err` when the proxy lost
+    /// step.
+    fn on(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        info: &SessionInfo,
+        records: &mut Vec<StatementLog>,
+    ) -> Result<bool, &'static str> {
+        let simple = matches!(self.front(), Some(Expect::Simple(_)) | None);
+        match tag {
+            b'1' | b'2' | b'3' => match self.ahead.pop_front() {
+                Some(Expect::Change(op)) => {
+                    if let Some(t) = self.tracker.as_mut() {
+                        t.apply(&op);
+                    }
+                }
+                _ => return Err(LOST),
+            },
+            b'T' | b'n' if !simple => match self.ahead.pop_front() {
+                Some(Expect::Describe) => {}
+                _ => return Err(LOST),
+            },
+            b'C' | b'I' | b's' if !simple => match self.ahead.pop_front() {
+                Some(Expect::Execute(exec)) => {
+                    let t = match tag {
+                        b'C' => message::command_tag(body),
+                        b'I' => "EMPTY".into(),
+                        _ => "SUSPENDED".into(),
+                    };
+                    records.push(self.record(exec, Some(t), info));
+                }
+                _ => return Err(LOST),
+            },
+            b'G' => self.copy_in = true,
+            b'E' if simple => self.simple_failed = true,
+            b'E' => {
+                // The first unanswered message failed; the server skips the rest to Sync.
+                self.failed = true;
+                if let Some(Expect::Execute(exec)) = self.ahead.pop_front() {
+                    let f = message::error_fields(body);
+                    let t = format!("ERROR {}", message::field(&f, b'C').unwrap_or(""));
+                    records.push(self.record(exec, Some(t), info));
+                }
+                self.skip_to_sync(info, records);
+            }
+            b'Z' => {
+                let status = body.first().copied().unwrap_or(b'I');
+                if simple {
+                    if let Some(Expect::Simple(text)) = self.ahead.pop_front()
+                        && let Some(t) = self.tracker.as_mut()
+                    {
+                        t.apply(&Op::ForgetUnnamed);
+                        if let Some(text) = text
+                            && !self.simple_failed
+                        {
+                            t.deallocate(&text);
+                        }
+                    }
+                    self.simple_failed = false;
+                } else {
+                    if self.failed {
+                        self.skip_to_sync(info, records);
+                    }
+                    self.failed = false;
+                    match self.front() {
+                        Some(Expect::Sync) => {
+                            self.ahead.pop_front();
+                        }
+                        _ => return Err(LOST),
+                    }
+                }
+                if status == b'I'
+                    && let Some(t) = self.tracker.as_mut()
+                {
+                    // Portals end with their transaction.
+                    t.forget_portals();
+                }
+            }
+            _ => {}
+        }
+        Ok(simple)
+    }
+
+    /// After an error: everything up to the `Sync` is skipped by the server (its `Execute`s
+    /// recorded as not run, its changes never made).
+    fn skip_to_sync(&mut self, info: &SessionInfo, records: &mut Vec<StatementLog>) {
+        while let Some(e) = self.ahead.front() {
+            match e {
+                Expect::Sync if !self.copy_in => return,
+                Expect::Simple(_) => return,
+                _ => {}
+            }
+            match self.ahead.pop_front() {
+                Some(Expect::Execute(exec)) => {
+                    records.push(self.record(exec, Some(SKIPPED.into()), info))
+                }
+                Some(Expect::CopyEnd) => self.copy_in = false,
+                _ => {}
+            }
+        }
+    }
+
+    /// Records of `Execute`s never answered (the session ended first).
+    fn leftovers(&mut self, info: &SessionInfo) -> Vec<StatementLog> {
+        let ahead = std::mem::take(&mut self.ahead);
+        ahead
+            .into_iter()
+            .filter_map(|e| match e {
+                Expect::Execute(exec) => Some(self.record(exec, None, info)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// A wake-up flag for one waiter: cheaper than `tokio::sync::Notify` (no waiter list, no lock),
@@ -126,6 +342,8 @@ pub(crate) enum Ending {
 #[derive(Default)]
 pub(crate) struct Shared {
     pub queue: Mutex<VecDeque<Entry>>,
+    /// What the server answers next, message by message ([`Expect`]).
+    pub follow: Mutex<Follow>,
     ending: Mutex<Option<Ending>>,
     /// Wakes the upstream half when a synthetic entry may be writable.
     pub wake: Signal,
@@ -135,6 +353,20 @@ impl Shared {
     fn push(&self, entries: impl IntoIterator<Item = Entry>) {
         if let Ok(mut q) = self.queue.lock() {
             q.extend(entries);
+        }
+    }
+
+    /// `audited`: the proxy follows prepared statements itself (no statement review).
+    pub fn new(audited: bool) -> Self {
+        Self {
+            follow: Mutex::new(Follow::new(audited)),
+            ..Self::default()
+        }
+    }
+
+    fn queue_expected(&self, expected: impl IntoIterator<Item = Expect>) {
+        if let Ok(mut f) = self.follow.lock() {
+            f.ahead.extend(expected);
         }
     }
 
@@ -158,7 +390,17 @@ impl Shared {
     }
 
     /// Audit records of entries never answered (session ended first).
-    pub fn drain_logs(&self) -> Vec<StatementLog> {
+    pub fn drain_logs(&self, info: &SessionInfo) -> Vec<StatementLog> {
+        let mut logs = self
+            .follow
+            .lock()
+            .map(|mut f| f.leftovers(info))
+            .unwrap_or_default();
+        logs.extend(self.drain_entry_logs());
+        logs
+    }
+
+    fn drain_entry_logs(&self) -> Vec<StatementLog> {
         let Ok(mut q) = self.queue.lock() else {
             return Vec::new();
         };
@@ -180,7 +422,17 @@ pub(crate) enum RelayError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Limit(String),
+    /// A message sequence the proxy cannot follow the server through.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
+
+/// Why a simple `Query` inside an unfinished extended batch ends the session: the server runs
+/// it or skips it depending on whether an earlier message of the batch failed, which the
+/// proxy would have to guess to record (or review) it.
+const QUERY_IN_BATCH: &str = "a simple Query arrived inside an unfinished extended-protocol batch \
+     (after Parse/Bind/Execute/Describe/Close, before Sync); the server may run or skip it, so \
+     Warden cannot record what it does — send Sync before a simple Query";
 
 /// Per-session facts the client half needs to write audit records.
 pub(crate) struct SessionInfo {
@@ -229,24 +481,26 @@ const BIND_HEAD: usize = 256;
 
 fn look_client(tag: u8) -> Look {
     match tag {
-        b'Q' | b'P' | b'S' | b'F' | b'c' | b'f' | b'X' | b'E' | b'C' => Look::Whole,
+        b'Q' | b'P' | b'S' | b'F' | b'c' | b'f' | b'X' | b'E' | b'C' | b'D' => Look::Whole,
         b'B' => Look::Head(BIND_HEAD),
         _ => Look::Pass,
     }
 }
 
+/// Completions, confirmations and errors (all small); a `RowDescription` only by its tag.
 fn look_upstream(tag: u8) -> Look {
     match tag {
-        b'C' | b'E' | b'G' | b'Z' | b'I' | b's' => Look::Whole,
+        b'C' | b'E' | b'G' | b'Z' | b'I' | b's' | b'1' | b'2' | b'3' | b'n' => Look::Whole,
+        b'T' => Look::Head(0),
         _ => Look::Pass,
     }
 }
 
-/// A reviewed session also reads confirmations and parameter changes (all tiny).
+/// A reviewed session also reads parameter changes (tiny).
 fn look_upstream_reviewed(tag: u8) -> Look {
     match tag {
-        b'C' | b'E' | b'G' | b'Z' | b'I' | b's' | b'1' | b'2' | b'3' | b'S' => Look::Whole,
-        _ => Look::Pass,
+        b'S' => Look::Whole,
+        _ => look_upstream(tag),
     }
 }
 
@@ -281,18 +535,18 @@ pub(crate) async fn client_to_upstream(
     mut buf: BytesMut,
     shared: Arc<Shared>,
     info: SessionInfo,
-    audit: AuditSink,
     max_message: usize,
 ) -> Result<ClientEnd, RelayError> {
     let mut scanner = Scanner::new(max_message);
-    let mut tracker = Tracker::default();
-    // Records of the `Execute`s since the last `Sync`, attached to it.
-    let mut pending_exec: Vec<StatementLog> = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
-    let result = async {
+    let mut expect: Vec<Expect> = Vec::new();
+    // Extended-protocol messages were forwarded since the last Sync.
+    let mut open_batch = false;
+    async {
         loop {
             let mut pos = 0;
             let mut terminated = false;
+            let mut unsupported = None;
             let mut need = 0;
             // One timestamp per read: the statements in it arrived together.
             let mut now = None;
@@ -303,17 +557,28 @@ pub(crate) async fn client_to_upstream(
                     Item::Head { head, pass, .. } => {
                         // A Bind: only its names are read, its parameters stream through.
                         pos += pass;
-                        match message::bind_names(head) {
-                            Some((portal, statement)) => tracker.bind(portal, statement, ""),
-                            None => tracker.forget_portals(),
-                        }
+                        open_batch = true;
+                        expect.push(Expect::Change(match message::bind_names(head) {
+                            Some((portal, statement)) => Op::Bind {
+                                portal: portal.into(),
+                                statement: statement.into(),
+                                params: String::new(),
+                            },
+                            None => Op::ForgetPortals,
+                        }));
                     }
                     Item::Frame { tag, body, len } => {
+                        if matches!(tag, b'Q' | b'F') && open_batch {
+                            unsupported = Some(QUERY_IN_BATCH);
+                            break;
+                        }
                         pos += len;
                         match tag {
                             b'Q' => {
                                 let text = message::query_text(body)?;
-                                tracker.deallocate(&text);
+                                let dealloc =
+                                    prepared::may_deallocate(&text).then(|| text.as_str().into());
+                                expect.push(Expect::Simple(dealloc));
                                 entries.push(Entry::Ready {
                                     sync: false,
                                     logs: vec![info.log_at(text, None, None, at())],
@@ -321,28 +586,59 @@ pub(crate) async fn client_to_upstream(
                                 });
                             }
                             b'P' => {
+                                open_batch = true;
                                 let (name, text) = message::parse_parts(body)?;
-                                tracker.parse(name, &text);
+                                expect.push(Expect::Change(Op::Parse {
+                                    name: name.into(),
+                                    server: name.into(),
+                                    text: text.into(),
+                                }));
                             }
                             b'E' => {
-                                let runs = tracker.execute(message::execute_portal(body)?);
-                                pending_exec.push(info.log_at(runs.to_string(), None, None, at()));
+                                open_batch = true;
+                                expect.push(Expect::Execute(Exec::Portal {
+                                    portal: message::execute_portal(body)?.into(),
+                                    at: at(),
+                                }));
                             }
                             b'C' => {
+                                open_batch = true;
                                 let (kind, name) = message::target(body)?;
-                                tracker.close(kind, name);
+                                expect.push(Expect::Change(Op::Close {
+                                    kind,
+                                    name: name.into(),
+                                }));
                             }
-                            b'S' => entries.push(Entry::Ready {
-                                sync: true,
-                                logs: std::mem::take(&mut pending_exec),
-                                answer: Answer::Pass,
-                            }),
-                            b'F' => entries.push(Entry::Ready {
-                                sync: false,
-                                logs: vec![info.log_at(function_call_text(body), None, None, at())],
-                                answer: Answer::Pass,
-                            }),
-                            b'c' | b'f' => entries.push(Entry::CopyEnd),
+                            b'D' => {
+                                open_batch = true;
+                                expect.push(Expect::Describe);
+                            }
+                            b'S' => {
+                                open_batch = false;
+                                expect.push(Expect::Sync);
+                                entries.push(Entry::Ready {
+                                    sync: true,
+                                    logs: Vec::new(),
+                                    answer: Answer::Pass,
+                                });
+                            }
+                            b'F' => {
+                                expect.push(Expect::Simple(None));
+                                entries.push(Entry::Ready {
+                                    sync: false,
+                                    logs: vec![info.log_at(
+                                        function_call_text(body),
+                                        None,
+                                        None,
+                                        at(),
+                                    )],
+                                    answer: Answer::Pass,
+                                });
+                            }
+                            b'c' | b'f' => {
+                                expect.push(Expect::CopyEnd);
+                                entries.push(Entry::CopyEnd);
+                            }
                             _ => {
                                 terminated = true; // 'X'
                                 break;
@@ -354,6 +650,9 @@ pub(crate) async fn client_to_upstream(
                         break;
                     }
                 }
+            }
+            if !expect.is_empty() {
+                shared.queue_expected(expect.drain(..));
             }
             if !entries.is_empty() {
                 shared.push(entries.drain(..));
@@ -367,6 +666,9 @@ pub(crate) async fn client_to_upstream(
                 let _ = upstream.shutdown().await;
                 return Ok(ClientEnd::Terminated);
             }
+            if let Some(why) = unsupported {
+                return Err(RelayError::Unsupported(why));
+            }
             reserve_for_read(&mut buf, need);
             if client.read_buf(&mut buf).await? == 0 {
                 close_upstream(&mut upstream).await;
@@ -374,11 +676,7 @@ pub(crate) async fn client_to_upstream(
             }
         }
     }
-    .await;
-    if !pending_exec.is_empty() {
-        audit.push(pending_exec).await;
-    }
-    result
+    .await
 }
 
 fn function_call_text(body: &[u8]) -> String {
@@ -450,7 +748,6 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
         unit: None,
         tracker: Tracker::renaming(),
         unconfirmed: VecDeque::new(),
-        pending_logs: Vec::new(),
         discard_until_sync: false,
         max_message,
         done,
@@ -458,7 +755,7 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
         copying: false,
         status,
     };
-    let result = async {
+    async {
         loop {
             while let Some((tag, _, len)) = frame::whole(&buf, max_message)? {
                 let frame = buf.split_to(len);
@@ -477,11 +774,7 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
             }
         }
     }
-    .await;
-    if !r.pending_logs.is_empty() {
-        r.audit.push(std::mem::take(&mut r.pending_logs)).await;
-    }
-    result
+    .await
 }
 
 /// How one statement fared in review.
@@ -524,8 +817,6 @@ struct Reviewer<B> {
     tracker: Tracker,
     /// Per queued entry not yet answered: the changes it asked of the server, in order.
     unconfirmed: VecDeque<Vec<Op>>,
-    /// Records of the allowed `Execute`s, attached to the next `Sync`.
-    pending_logs: Vec<StatementLog>,
     /// After a refused batch cut at `Flush`: drop messages until `Sync`.
     discard_until_sync: bool,
     max_message: usize,
@@ -569,6 +860,9 @@ impl<B: ProxyBackend> Reviewer<B> {
         }
         let body = &frame[5..];
         match tag {
+            b'Q' | b'F' if !self.staged.is_empty() || self.unit.is_some() => {
+                return Err(RelayError::Unsupported(QUERY_IN_BATCH));
+            }
             b'Q' => {
                 let text = message::query_text(body)?;
                 self.settle(upstream).await?;
@@ -589,7 +883,14 @@ impl<B: ProxyBackend> Reviewer<B> {
                             Some(sql) => message::query(&sql),
                             None => frame,
                         };
-                        self.send_unit(bytes, vec![log], Vec::new(), read_write);
+                        // A simple query drops the unnamed statement and portal.
+                        self.send_unit(
+                            bytes,
+                            vec![log],
+                            vec![Op::ForgetUnnamed],
+                            vec![Expect::Simple(None)],
+                            read_write,
+                        );
                     }
                     Verdict::Refused { tag, message } => {
                         self.audit
@@ -619,8 +920,8 @@ impl<B: ProxyBackend> Reviewer<B> {
             b'S' => {
                 // A bare Sync runs nothing: it closes a unit cut at Flush, or follows COPY.
                 let ops = self.unit.take().map(|u| u.ops).unwrap_or_default();
-                let logs = std::mem::take(&mut self.pending_logs);
-                self.push_entry(true, logs, Answer::Pass, ops);
+                self.shared.queue_expected([Expect::Sync]);
+                self.push_entry(true, Vec::new(), Answer::Pass, ops);
                 self.out.extend_from_slice(&frame);
             }
             b'F' => {
@@ -637,6 +938,7 @@ impl<B: ProxyBackend> Reviewer<B> {
             }
             b'c' | b'f' => {
                 self.copying = false;
+                self.shared.queue_expected([Expect::CopyEnd]);
                 self.shared.push([Entry::CopyEnd]);
                 self.out.extend_from_slice(&frame);
             }
@@ -664,6 +966,7 @@ impl<B: ProxyBackend> Reviewer<B> {
                 } => {
                     self.outstanding = self.outstanding.saturating_sub(entries);
                     self.status = status;
+                    let idle = status == b'I';
                     let mut left = confirmed;
                     for _ in 0..entries {
                         let Some(ops) = self.unconfirmed.pop_front() else {
@@ -680,6 +983,10 @@ impl<B: ProxyBackend> Reviewer<B> {
                                 self.tracker.apply(op);
                             }
                         }
+                    }
+                    if idle {
+                        // Portals end with their transaction.
+                        self.tracker.forget_portals();
                     }
                 }
                 Done::CopyIn => self.copying = true,
@@ -706,11 +1013,19 @@ impl<B: ProxyBackend> Reviewer<B> {
         };
         let mut ops = Vec::new();
         let mut runs = Vec::new();
+        let mut expect = Vec::new();
         let mut renamed = BytesMut::with_capacity(self.staged_len);
         let staged = std::mem::take(&mut self.staged);
         self.staged_len = 0;
         for f in &staged {
-            stage(&mut scratch, f, &mut renamed, &mut runs, &mut ops)?;
+            stage(
+                &mut scratch,
+                f,
+                &mut renamed,
+                &mut runs,
+                &mut ops,
+                &mut expect,
+            )?;
         }
         self.tracker.keep_counter(&scratch);
         let mut allowed = Vec::with_capacity(runs.len());
@@ -752,9 +1067,16 @@ impl<B: ProxyBackend> Reviewer<B> {
             return Ok(());
         }
         let read_write = allowed.iter().any(|(_, rw)| *rw);
-        for (run, (review_id, _)) in runs.iter().zip(&allowed) {
-            self.pending_logs
-                .push(self.info.log(run.to_string(), *review_id, None));
+        let mut logs = runs
+            .iter()
+            .zip(&allowed)
+            .map(|(run, (review_id, _))| self.info.log(run.to_string(), *review_id, None));
+        for e in expect.iter_mut() {
+            if let Expect::Execute(exec) = e
+                && let Some(log) = logs.next()
+            {
+                *exec = Exec::Decided(log);
+            }
         }
         if tag == b'H' {
             // The unit goes on after this Flush: its changes wait for its Sync. The server
@@ -772,23 +1094,25 @@ impl<B: ProxyBackend> Reviewer<B> {
                 unit.scratch = scratch;
                 unit.ops.extend(ops);
             }
+            self.shared.queue_expected(expect);
             renamed.extend_from_slice(&frame);
             self.out.extend_from_slice(&renamed);
             return Ok(());
         }
         renamed.extend_from_slice(&frame);
-        let logs = std::mem::take(&mut self.pending_logs);
+        expect.push(Expect::Sync);
         match self.unit.take() {
             Some(started) => {
                 let mut all_ops = started.ops;
                 all_ops.extend(ops);
-                self.push_entry(true, logs, Answer::Pass, all_ops);
+                self.shared.queue_expected(expect);
+                self.push_entry(true, Vec::new(), Answer::Pass, all_ops);
                 self.out.extend_from_slice(&renamed);
                 if started.reset_after {
                     self.hidden("SET SESSION default_transaction_read_only = on", None);
                 }
             }
-            None => self.send_unit(renamed, logs, ops, read_write),
+            None => self.send_unit(renamed, Vec::new(), ops, expect, read_write),
         }
         Ok(())
     }
@@ -830,10 +1154,12 @@ impl<B: ProxyBackend> Reviewer<B> {
         bytes: BytesMut,
         logs: Vec<StatementLog>,
         ops: Vec<Op>,
+        expect: Vec<Expect>,
         read_write: bool,
     ) {
         let sync = bytes.first() != Some(&b'Q');
         let reset_after = self.let_write(read_write);
+        self.shared.queue_expected(expect);
         self.push_entry(sync, logs, Answer::Pass, ops);
         self.out.extend_from_slice(&bytes);
         if reset_after {
@@ -842,12 +1168,15 @@ impl<B: ProxyBackend> Reviewer<B> {
     }
 
     /// The proxy's own statement, answered out of the client's sight.
+    /// Being a simple query, it drops the unnamed statement and portal (a unit that binds
+    /// the unnamed statement of an earlier batch then fails on the server: fail closed).
     fn hidden(&mut self, sql: &str, notice_on_error: Option<BytesMut>) {
+        self.shared.queue_expected([Expect::Simple(None)]);
         self.push_entry(
             false,
             Vec::new(),
             Answer::Hidden { notice_on_error },
-            Vec::new(),
+            vec![Op::ForgetUnnamed],
         );
         self.out.extend_from_slice(&message::query(sql));
     }
@@ -855,14 +1184,14 @@ impl<B: ProxyBackend> Reviewer<B> {
     /// Sends the server a statement that fails in place of the refused one, so the
     /// transaction fails as PostgreSQL would fail it; `error` replaces the server's.
     fn refuse(&mut self, error: Option<BytesMut>) {
-        let logs = std::mem::take(&mut self.pending_logs);
         match self.unit.take() {
             // Part of the unit is on the server: end it with a failing Parse and its Sync.
             Some(unit) => {
                 let mut ops = unit.ops;
                 ops.push(Op::ForgetUnnamed);
                 self.tracker.apply(&Op::ForgetUnnamed);
-                self.push_entry(true, logs, Answer::Replace(error), ops);
+                self.shared.queue_expected([Expect::Refusal, Expect::Sync]);
+                self.push_entry(true, Vec::new(), Answer::Replace(error), ops);
                 self.out
                     .extend_from_slice(&message::parse_unnamed_and_sync(REFUSED_SQL));
                 if unit.reset_after {
@@ -870,7 +1199,13 @@ impl<B: ProxyBackend> Reviewer<B> {
                 }
             }
             None => {
-                self.push_entry(false, logs, Answer::Replace(error), Vec::new());
+                self.shared.queue_expected([Expect::Simple(None)]);
+                self.push_entry(
+                    false,
+                    Vec::new(),
+                    Answer::Replace(error),
+                    vec![Op::ForgetUnnamed],
+                );
                 self.out.extend_from_slice(&message::query(REFUSED_SQL));
             }
         }
@@ -964,6 +1299,7 @@ fn stage(
     out: &mut BytesMut,
     runs: &mut Vec<Run>,
     ops: &mut Vec<Op>,
+    expect: &mut Vec<Expect>,
 ) -> Result<(), RelayError> {
     let tag = frame[0];
     let body = &frame[5..];
@@ -977,6 +1313,7 @@ fn stage(
                 text: text.into(),
             };
             t.apply(&op);
+            expect.push(Expect::Change(op.clone()));
             ops.push(op);
             out.extend_from_slice(&message::rebuild(b'P', 0, &server, &body[name.len() + 1..]));
         }
@@ -991,6 +1328,7 @@ fn stage(
                 params,
             };
             t.apply(&op);
+            expect.push(Expect::Change(op.clone()));
             ops.push(op);
             let mut rest = server.to_vec();
             rest.push(0);
@@ -999,6 +1337,11 @@ fn stage(
         }
         b'E' => {
             runs.push(t.execute(message::execute_portal(body)?));
+            // Its record is filled in once the run is decided.
+            expect.push(Expect::Execute(Exec::Portal {
+                portal: Box::default(),
+                at: SystemTime::now(),
+            }));
             out.extend_from_slice(frame);
         }
         // Describe / Close
@@ -1015,7 +1358,10 @@ fn stage(
                     name: name.into(),
                 };
                 t.apply(&op);
+                expect.push(Expect::Change(op.clone()));
                 ops.push(op);
+            } else {
+                expect.push(Expect::Describe);
             }
             out.extend_from_slice(&message::rebuild(tag, kind, &server, &[]));
         }
@@ -1205,12 +1551,14 @@ async fn write_synthetics(shared: &Shared, client: &mut BoxWrite, status: u8) ->
 /// Upstream → client, the single writer to the client. [`Shared::end`] tells it to close the
 /// session: with a FATAL frame (window over, revoked, shutdown, broken client input) or quietly
 /// once the client half has finished (the upstream then gets a moment to close).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn upstream_to_client(
     upstream: BoxRead,
     client: BoxWrite,
     buf: BytesMut,
     shared: Arc<Shared>,
     audit: AuditSink,
+    info: SessionInfo,
     status: u8,
     review: Option<UpstreamReview>,
 ) -> Result<UpstreamEnd, RelayError> {
@@ -1227,8 +1575,10 @@ pub(crate) async fn upstream_to_client(
         mode: None,
         confirmed: 0,
     });
-    let result =
-        upstream_to_client_inner(&mut m, upstream, client, buf, &shared, &audit, review).await;
+    let result = upstream_to_client_inner(
+        &mut m, upstream, client, buf, &shared, &audit, &info, review,
+    )
+    .await;
     let leftovers = m.leftovers();
     if !leftovers.is_empty() {
         audit.push(leftovers).await;
@@ -1236,6 +1586,7 @@ pub(crate) async fn upstream_to_client(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upstream_to_client_inner(
     m: &mut Matcher,
     mut upstream: BoxRead,
@@ -1243,6 +1594,7 @@ async fn upstream_to_client_inner(
     mut buf: BytesMut,
     shared: &Shared,
     audit: &AuditSink,
+    info: &SessionInfo,
     mut review: Option<Reviewed>,
 ) -> Result<UpstreamEnd, RelayError> {
     // Server messages are trusted for size (DataRow can be large); only the inspected,
@@ -1287,6 +1639,37 @@ async fn upstream_to_client_inner(
                     .and_then(|q| Matcher::answer_mode(&q));
             }
             let mode = review.as_ref().and_then(|rv| rv.mode.as_ref());
+            // Which message this answer belongs to (records of the Executes it completes).
+            let seen = match &item {
+                Item::Frame { tag, body, .. } => Some((*tag, *body)),
+                Item::Head { tag, .. } => Some((*tag, &[][..])),
+                _ => None,
+            };
+            let mut simple = true;
+            if let Some((tag, body)) = seen {
+                let followed = shared
+                    .follow
+                    .lock()
+                    .map_err(|_| LOST)
+                    .and_then(|mut f| f.on(tag, body, info, &mut records));
+                match followed {
+                    Ok(s) => simple = s,
+                    Err(why) => {
+                        tracing::error!("{why}");
+                        client.write_all(&buf[written..start]).await?;
+                        client
+                            .write_all(&message::error_frame(
+                                Severity::Fatal,
+                                sqlstate::PROTOCOL_VIOLATION,
+                                &format!("Warden: {why}"),
+                            ))
+                            .await?;
+                        client.flush().await?;
+                        let _ = client.shutdown().await;
+                        return Ok(UpstreamEnd::Ended { notified: true });
+                    }
+                }
+            }
             if let Some(Answer::Hidden { notice_on_error }) = mode {
                 // The proxy's own statement: none of its answer reaches the client.
                 let (n, tag, status) = match item {
@@ -1322,6 +1705,7 @@ async fn upstream_to_client_inner(
                 Item::Pass(n) | Item::Head { pass: n, .. } => pos += n,
                 Item::Frame { tag, body, len } => {
                     match tag {
+                        b'C' | b'I' | b's' if !simple => {}
                         b'C' => m.tags.push(message::command_tag(body)),
                         b'I' => m.tags.push("EMPTY".into()),
                         b's' => m.tags.push("SUSPENDED".into()),
@@ -1336,9 +1720,13 @@ async fn upstream_to_client_inner(
                                 written = pos;
                                 continue;
                             }
-                            let f = message::error_fields(body);
-                            m.tags
-                                .push(format!("ERROR {}", message::field(&f, b'C').unwrap_or("")));
+                            if simple {
+                                let f = message::error_fields(body);
+                                m.tags.push(format!(
+                                    "ERROR {}",
+                                    message::field(&f, b'C').unwrap_or("")
+                                ));
+                            }
                         }
                         b'G' => {
                             if let Ok(q) = shared.queue.lock() {

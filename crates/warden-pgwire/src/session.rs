@@ -351,7 +351,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
 
     let (client_r, client_w) = client.split();
     let (up_r, up_w) = up.stream.split();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(!grant.review_statements));
     let info = SessionInfo::from_grant(&grant);
     let max = ctx.config.max_message;
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -386,8 +386,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
                 )
                 .await
             } else {
-                relay::client_to_upstream(client_r, up_w, buf, shared.clone(), info, audit, max)
-                    .await
+                relay::client_to_upstream(client_r, up_w, buf, shared.clone(), info, max).await
             };
             let ending = match r {
                 Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) | Err(RelayError::Io(_)) => {
@@ -418,6 +417,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
         up.leftover,
         shared.clone(),
         ctx.audit.clone(),
+        SessionInfo::from_grant(&grant),
         up.status,
         review,
     );
@@ -458,7 +458,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
             let _ = upstream::cancel(&t.host, t.port, t.tls, t.pid, t.secret).await;
         });
     }
-    let leftover = shared.drain_logs();
+    let leftover = shared.drain_logs(&SessionInfo::from_grant(&grant));
     if !leftover.is_empty() {
         ctx.audit.push(leftover).await;
     }

@@ -327,3 +327,45 @@ async fn the_proxy_follows_the_server_after_an_error_not_the_client() {
     assert!(ids(&t).await.is_empty());
     proxy.stop().await;
 }
+
+/// A simple query inside an unfinished extended batch: the server runs it or skips it
+/// depending on whether an earlier message of the batch failed, so the proxy could only guess
+/// what to record. It ends the session instead, reviewed or not, and nothing of the batch runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_query_inside_an_extended_batch_ends_the_session() {
+    let t = fresh_table("qinbatch").await;
+    for backend in [TestBackend::allow_all(), TestBackend::reviewing(vec![])] {
+        let reviewed = backend.review;
+        let proxy = Proxy::start(backend).await;
+        let mut s = raw_session(&proxy).await;
+        let mut bytes = ext::parse("", "SELECT 1/0");
+        bytes.extend(ext::bind("", ""));
+        bytes.extend(ext::execute(""));
+        // Skipped by PostgreSQL (the batch failed); a proxy that guessed otherwise would
+        // record or review it as run.
+        bytes.extend(ext::query(&format!("INSERT INTO {t} VALUES (1)")));
+        bytes.extend(ext::sync());
+        s.write_all(&bytes).await.unwrap();
+        let got = read_all(&mut s).await;
+        assert!(
+            contains(
+                &got,
+                "simple Query arrived inside an unfinished extended-protocol batch"
+            ),
+            "reviewed={reviewed}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !proxy
+                .backend
+                .logs()
+                .iter()
+                .any(|l| l.statement.contains("INSERT")),
+            "reviewed={reviewed}: {:?}",
+            proxy.backend.logs()
+        );
+        proxy.stop().await;
+    }
+    assert_eq!(ids(&t).await, Vec::<i32>::new());
+}
