@@ -9,6 +9,12 @@
 # sslmode=disable (no TLS on any hop, so like is compared with like); TLS=1 instead puts TLS on
 # every hop of every target (sslmode=require, one self-signed P-256 certificate for both proxies).
 #
+# Under a command rule: `warden-review` (the proxy alone with REVIEW=1: every statement read by
+# the classifier — PostgreSQL's own parser — and run read-only on the server) and
+# `gateway-rule` (the gateway, a non-admin engineer on a connection bound to a command rule:
+# every read parsed, allowed and run read-only, every statement in the audit chain); compare
+# each with its no-rule twin (`warden`, `gateway`) in the same run.
+#
 # Usage: bench/run.sh   (env: DURATION=15 ROUNDS=3 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
 #                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=nproc/2 GATEWAY_RELAY_THREADS=(gateway default)
 #                        WORKLOADS="select-only tpcb-like rows-10k"
@@ -25,7 +31,7 @@ JOBS=${JOBS:-2}
 SCALE=${SCALE:-10}
 ROUNDS=${ROUNDS:-3}
 WORKLOADS=${WORKLOADS:-select-only tpcb-like rows-10k}
-TARGETS=${TARGETS:-direct pgbouncer forward warden gateway}
+TARGETS=${TARGETS:-direct pgbouncer forward warden warden-review gateway gateway-rule}
 [ "${TLS:-0}" = 1 ] && TARGETS=${TARGETS/forward/}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
@@ -37,6 +43,7 @@ RELAY_THREADS=${RELAY_THREADS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
 BOUNCER_PORT=${BOUNCER_PORT:-6432}
 WARDEN_PORT=${WARDEN_PORT:-6433}
 FORWARD_PORT=${FORWARD_PORT:-6435}
+REVIEW_PORT=${REVIEW_PORT:-6436}
 GATEWAY_PORT=${GATEWAY_PORT:-6434}
 GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:8098}
 TLS=${TLS:-0}
@@ -106,6 +113,8 @@ else
 fi
 env "${tls_env[@]}" RELAY_THREADS=$RELAY_THREADS "$proxy_bin" "127.0.0.1:$WARDEN_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden.log" & pids+=($!)
 proxy_pid=$!
+env "${tls_env[@]}" REVIEW=1 RELAY_THREADS=$RELAY_THREADS "$proxy_bin" "127.0.0.1:$REVIEW_PORT" "$PGHOST:$PGPORT" "$PGUSER" "$PGDATABASE" "$WARDEN_THREADS" 2>"$work/warden-review.log" & pids+=($!)
+review_pid=$!
 "$forward_bin" "127.0.0.1:$FORWARD_PORT" "$PGHOST:$PGPORT" 2>"$work/forward.log" & pids+=($!)
 # The whole gateway, as README's first command starts it (fresh data dir, SQLite store), with
 # a connection to the benchmark database and no rule on it.
@@ -115,13 +124,20 @@ gateway_env=()
 [ -n "${GATEWAY_RELAY_THREADS:-}" ] && gateway_env+=(WARDEN_PG_RELAY_THREADS="$GATEWAY_RELAY_THREADS")
 env "${gateway_env[@]}" WARDEN_DATA_DIR="$work/gateway" WARDEN_LISTEN="$GATEWAY_HTTP" WARDEN_PG_LISTEN="127.0.0.1:$GATEWAY_PORT" \
     WARDEN_ADMIN_PASSWORD=bench-password-1 RUST_LOG=warn "$warden_bin" gateway >"$work/gateway.log" 2>&1 & pids+=($!)
-for port in "$BOUNCER_PORT" "$WARDEN_PORT" "$FORWARD_PORT" "$GATEWAY_PORT"; do
+for port in "$BOUNCER_PORT" "$WARDEN_PORT" "$REVIEW_PORT" "$FORWARD_PORT" "$GATEWAY_PORT"; do
     for _ in $(seq 100); do pg_isready -h 127.0.0.1 -p "$port" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 echo bench-password-1 | "$warden_bin" login --gateway "http://$GATEWAY_HTTP" --email admin@warden.local --password-stdin >/dev/null
 "$warden_bin" admin create connection bench --type postgres \
     --url "postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE?sslmode=$SSLMODE" >/dev/null
 gateway_token=$("$warden_bin" admin create token --user admin@warden.local -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
+# The same database under a command rule, used by an engineer (not an admin: admins may be
+# auto-approved): reads run, anything else would wait for a dba.
+"$warden_bin" admin create connection bench-rule --type postgres \
+    --url "postgres://$PGUSER@$PGHOST:$PGPORT/$PGDATABASE?sslmode=$SSLMODE" >/dev/null
+"$warden_bin" admin create rule bench-rule-cmd --type command --connections bench-rule --approval-groups dba >/dev/null
+"$warden_bin" admin create user engineer@warden.local --groups dev >/dev/null
+engineer_token=$("$warden_bin" admin create token --user engineer@warden.local -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 
 echo "initialising pgbench tables (scale $SCALE, direct)…" >&2
 pgbench -i -q -s "$SCALE" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" "$PGDATABASE" >/dev/null 2>&1
@@ -132,6 +148,8 @@ declare -A target=(
     [pgbouncer]="127.0.0.1 $BOUNCER_PORT $PGUSER"
     [forward]="127.0.0.1 $FORWARD_PORT $PGUSER"
     [warden]="127.0.0.1 $WARDEN_PORT bench@warden.test"
+    [warden-review]="127.0.0.1 $REVIEW_PORT bench@warden.test"
+    [gateway-rule]="127.0.0.1 $GATEWAY_PORT engineer@warden.local"
     [gateway]="127.0.0.1 $GATEWAY_PORT admin@warden.local"
 )
 echo "SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid <= 10000;" >"$work/rows.sql"
@@ -142,6 +160,7 @@ run_one() { # workload mode target
     local workload=$1 mode=$2 name=$3 script_args=() db=$PGDATABASE password=bench-token
     read -r host port user <<<"${target[$name]}"
     [ "$name" = gateway ] && db=bench password=$gateway_token
+    [ "$name" = gateway-rule ] && db=bench-rule password=$engineer_token
     case $workload in
         select-only) script_args=(-S) ;;
         rows-10k) script_args=(-f "$work/rows.sql") ;;
@@ -169,8 +188,8 @@ for _ in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "| workload | mode | target | tps (median) | latency avg (ms, median) | vs direct |"
-echo "|---|---|---|---:|---:|---:|"
+echo "| workload | mode | target | tps (median) | latency avg (ms, median) | vs direct | under a rule vs no rule |"
+echo "|---|---|---|---:|---:|---:|---:|"
 gawk -F'\t' '
     function median(list,   a, n) { n = split(list, a, " "); asort(a); return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
     { key = $1 FS $2 FS $3; tps[key] = tps[key] " " $4; lat[key] = lat[key] " " $5; if (!(key in seen)) { seen[key] = ++n; keys[n] = key } }
@@ -178,12 +197,17 @@ gawk -F'\t' '
         for (i = 1; i <= n; i++) {
             key = keys[i]; split(key, k, FS)
             d = k[1] FS k[2] FS "direct"
-            printf "| %s | %s | %s | %.0f | %.3f | %.2f× |\n", k[1], k[2], k[3], median(tps[key]), median(lat[key]), median(tps[key]) / median(tps[d])
+            twin = ""
+            if (k[3] == "warden-review") twin = k[1] FS k[2] FS "warden"
+            if (k[3] == "gateway-rule") twin = k[1] FS k[2] FS "gateway"
+            vs = (twin != "" && (twin in tps)) ? sprintf("%.2f×", median(tps[key]) / median(tps[twin])) : ""
+            printf "| %s | %s | %s | %.0f | %.3f | %.2f× | %s |\n", k[1], k[2], k[3], median(tps[key]), median(lat[key]), median(tps[key]) / median(tps[d]), vs
         }
     }' "$results"
-kill -INT "$proxy_pid" 2>/dev/null || true
+kill -INT "$proxy_pid" "$review_pid" 2>/dev/null || true
 sleep 1
 tail -n 1 "$work/warden.log" >&2
+tail -n 1 "$work/warden-review.log" >&2
 if [[ " $TARGETS " == *" gateway "* ]]; then
     echo "gateway: $("$warden_bin" audit verify 2>&1 | tail -n 1)" >&2
 fi

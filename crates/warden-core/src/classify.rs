@@ -433,6 +433,48 @@ pub fn read(sql: &str) -> Reading {
     Reading::Read
 }
 
+/// Readings of texts already read (a pure function of the text, so a memo): a driver runs
+/// one prepared statement's text many times, and parsing costs far more than a lookup
+/// (`bench/classify.sh`). Bounded: emptied when full, so a client sending endless distinct
+/// texts costs memory up to the bound only.
+pub struct Readings {
+    memo: std::sync::Mutex<std::collections::HashMap<Box<str>, Reading>>,
+    max: usize,
+}
+
+impl Readings {
+    /// A memo holding up to `max` texts (each up to [`Readings::MAX_TEXT`] bytes).
+    pub fn new(max: usize) -> Self {
+        Self {
+            memo: std::sync::Mutex::new(std::collections::HashMap::new()),
+            max,
+        }
+    }
+
+    /// Longer texts are read every time (rarely repeated; kept out of memory).
+    pub const MAX_TEXT: usize = 4096;
+
+    /// [`read`], remembered.
+    pub fn read(&self, sql: &str) -> Reading {
+        if sql.len() > Self::MAX_TEXT {
+            return read(sql);
+        }
+        if let Ok(m) = self.memo.lock()
+            && let Some(r) = m.get(sql)
+        {
+            return r.clone();
+        }
+        let r = read(sql);
+        if let Ok(mut m) = self.memo.lock() {
+            if m.len() >= self.max {
+                m.clear();
+            }
+            m.insert(sql.into(), r.clone());
+        }
+        r
+    }
+}
+
 /// True when `sql` must be approved before it runs.
 pub fn needs_review(sql: &str) -> bool {
     !read(sql).is_read()

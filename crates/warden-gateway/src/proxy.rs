@@ -41,6 +41,8 @@ pub struct Backend {
     /// its end settles those that never reported back, and the sweeper's stale-claim pass
     /// settles those of a gateway that died.
     held: Held,
+    /// Readings of statement texts (prepared statements repeat theirs).
+    readings: warden_core::classify::Readings,
     /// The watcher of each live session (aborted when the session ends).
     watchers: std::sync::Mutex<std::collections::HashMap<Uuid, tokio::task::AbortHandle>>,
 }
@@ -323,7 +325,7 @@ impl Backend {
         statement: &Statement<'_>,
     ) -> Result<StatementDecision, AppError> {
         // The classifier reads the statement's own text (parameters are values, never SQL).
-        let reading = warden_core::classify::read(statement.text);
+        let reading = self.readings.read(statement.text);
         if reading.is_read() {
             // Runs read-only on the server whatever the classifier missed.
             return Ok(StatementDecision::Allow {
@@ -625,6 +627,7 @@ pub fn spawn(
     let backend = Arc::new(Backend {
         app,
         held: Arc::default(),
+        readings: warden_core::classify::Readings::new(16_384),
         watchers: std::sync::Mutex::new(Default::default()),
     });
     Ok(tokio::spawn(async move {

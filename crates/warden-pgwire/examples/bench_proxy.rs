@@ -31,6 +31,8 @@ struct BenchBackend {
     upstream_tls: UpstreamTls,
     statements: AtomicU64,
     batches: AtomicU64,
+    /// As the gateway reads statements (remembered per text).
+    readings: warden_core::classify::Readings,
     /// Keeps every session's revoke switch alive (dropping it would not end sessions anyway).
     _never_revoked: watch::Sender<Option<String>>,
 }
@@ -63,7 +65,7 @@ impl ProxyBackend for BenchBackend {
     ) -> StatementDecision {
         // REVIEW=1: every statement is read by the classifier, as under a command rule; reads
         // run (read-only on the server), anything else is refused.
-        if warden_core::classify::read(statement.text).is_read() {
+        if self.readings.read(statement.text).is_read() {
             StatementDecision::Allow {
                 review_id: None,
                 read_write: false,
@@ -103,6 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => UpstreamTls::Disable,
         },
         statements: AtomicU64::new(0),
+        readings: warden_core::classify::Readings::new(16_384),
         batches: AtomicU64::new(0),
         _never_revoked: watch::channel(None).0,
     });

@@ -1,4 +1,4 @@
-use super::{READ_FUNCTIONS, Reading, needs_review, read};
+use super::{READ_FUNCTIONS, Reading, Readings, needs_review, read};
 
 fn assert_read(sql: &str) {
     assert_eq!(read(sql), Reading::Read, "{sql}");
@@ -211,4 +211,24 @@ fn reasons_name_what_was_found() {
         panic!("held");
     };
     assert!(reason.contains("DeleteStmt"), "{reason}");
+}
+
+#[test]
+fn remembered_readings_are_the_readings() {
+    let memo = Readings::new(2);
+    for sql in [
+        "SELECT 1",
+        "DELETE FROM t",
+        "SELECT 1",
+        "SELECT 2",
+        "DELETE FROM t",
+        "SELECT pg_sleep(1)",
+    ] {
+        assert_eq!(memo.read(sql), read(sql), "{sql}");
+        assert_eq!(memo.read(sql), read(sql), "{sql} again");
+    }
+    assert!(memo.memo.lock().unwrap().len() <= 2, "bounded");
+    let long = format!("SELECT 1 /* {} */", "x".repeat(Readings::MAX_TEXT));
+    assert!(memo.read(&long).is_read());
+    assert!(!memo.memo.lock().unwrap().contains_key(long.as_str()));
 }
