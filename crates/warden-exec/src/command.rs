@@ -16,6 +16,10 @@
 //! found exits 127, one that cannot be run 126. Background processes the program leaves behind
 //! after a normal exit are not killed; their output is read for at most a second more.
 //!
+//! The program runs with least privilege ([`crate::sandbox`]): as an unprivileged user when the
+//! gateway can switch users, in a scratch working directory (its `HOME` and `TMPDIR`), under
+//! resource limits.
+//!
 //! Executors never decide access: the gateway approved this command before calling us.
 
 /// The only variables of the gateway's own environment a command inherits.
@@ -35,6 +39,7 @@ use tokio::time::{Instant, sleep_until};
 use warden_core::secret::Secret;
 
 use crate::output::{CappedText, fmt_duration};
+use crate::sandbox::Scratch;
 use crate::{ExecOptions, RunResult};
 
 /// Time between SIGTERM and SIGKILL on timeout.
@@ -89,6 +94,17 @@ pub(crate) async fn run(
         Err(e) => return RunResult::failed(2, &format!("warden: cannot create a pipe: {e}"), cap),
     };
 
+    let sandbox = opts.isolation.sandbox().cloned();
+    let scratch = match Scratch::new(opts.isolation.scratch_root(), sandbox.as_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            return RunResult::failed(
+                2,
+                &format!("warden: cannot create the command's scratch directory: {e}"),
+                cap,
+            );
+        }
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&argv[1..])
         .env_clear()
@@ -97,7 +113,26 @@ pub(crate) async fn run(
                 .iter()
                 .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
         )
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.expose().as_str())))
+        .env("HOME", &scratch.path)
+        .env("TMPDIR", &scratch.path)
+        .current_dir(&scratch.path);
+    if let Some(s) = &sandbox {
+        // The gateway's PATH may name directories the exec user cannot enter (e.g. under
+        // /root), which turns "not found" into "permission denied"; a connection's own `PATH`
+        // env var still wins.
+        cmd.env("PATH", crate::sandbox::SYSTEM_PATH)
+            .env("USER", &s.user)
+            .env("LOGNAME", &s.user)
+            .uid(s.uid)
+            .gid(s.gid);
+    }
+    let dropped = sandbox.is_some();
+    // SAFETY: the closure runs in the child between fork and exec; it only makes setrlimit
+    // system calls (no allocation, no locks), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || crate::sandbox::apply_limits(dropped));
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.expose().as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2))

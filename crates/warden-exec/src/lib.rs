@@ -22,6 +22,7 @@ mod command;
 mod mysql;
 mod output;
 mod postgres;
+pub mod sandbox;
 mod sqlite;
 mod table;
 
@@ -45,6 +46,8 @@ pub struct ExecOptions {
     pub output_cap: usize,
     /// The command is killed / the query cancelled after this long.
     pub timeout: Duration,
+    /// Who `command` targets run as, and where ([`sandbox`]).
+    pub isolation: std::sync::Arc<sandbox::Isolation>,
 }
 
 impl Default for ExecOptions {
@@ -52,6 +55,10 @@ impl Default for ExecOptions {
         Self {
             output_cap: 1024 * 1024,
             timeout: Duration::from_secs(300),
+            isolation: std::sync::Arc::new(sandbox::Isolation::SameUser {
+                why: "no isolation was prepared".into(),
+                scratch_root: std::env::temp_dir(),
+            }),
         }
     }
 }

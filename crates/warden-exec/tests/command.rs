@@ -58,6 +58,7 @@ async fn timeout_kills_the_whole_process_group() {
     let o = ExecOptions {
         output_cap: 1 << 20,
         timeout: Duration::from_secs(1),
+        ..ExecOptions::default()
     };
     let started = Instant::now();
     let out = cmd(&["sleep", "30"], &[], "", &o).await;
@@ -106,6 +107,7 @@ async fn term_ignoring_program_is_killed() {
     let o = ExecOptions {
         output_cap: 1 << 20,
         timeout: Duration::from_secs(1),
+        ..ExecOptions::default()
     };
     let started = Instant::now();
     let out = cmd(
@@ -133,6 +135,7 @@ async fn output_cap_truncates_and_keeps_draining() {
     let o = ExecOptions {
         output_cap: 1000,
         timeout: Duration::from_secs(60),
+        ..ExecOptions::default()
     };
     let out = cmd(
         &["sh", "-c", "yes | head -c 5000000; echo done >&2"],
@@ -156,6 +159,7 @@ async fn output_cap_truncates_and_keeps_draining() {
     let o = ExecOptions {
         output_cap: 10,
         timeout: Duration::from_secs(60),
+        ..ExecOptions::default()
     };
     let out = cmd(&["sh", "-c", "printf '日本語日本語'"], &[], "", &o).await;
     assert!(out.truncated);
@@ -179,7 +183,8 @@ async fn missing_program_and_empty_argv() {
     );
     let out = cmd(&["no-such-program-wx"], &[], "", &opts()).await;
     assert_eq!(out.exit_code, 127);
-    let out = cmd(&["/etc/hostname"], &[], "", &opts()).await;
+    // Readable, not executable.
+    let out = cmd(&["/etc/passwd"], &[], "", &opts()).await;
     assert_eq!(out.exit_code, 126, "{}", out.output);
     let out = cmd(&[], &[], "", &opts()).await;
     assert_eq!(out.exit_code, 2);
@@ -209,4 +214,77 @@ async fn background_children_do_not_hold_the_result_hostage() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// What a command can reach: run as the gateway would (isolation prepared as at start), it
+/// gets another user (when the gateway is root), a private scratch dir as its cwd and HOME,
+/// only its three standard descriptors, no core dumps, and neither a private directory of the
+/// gateway's nor the gateway's environment in /proc.
+#[tokio::test]
+async fn commands_cannot_reach_the_gateway() {
+    warden_exec::sandbox::harden_gateway().expect("Linux: the gateway can be made non-dumpable");
+    let isolation = std::sync::Arc::new(warden_exec::sandbox::prepare(None));
+    let root = rustix::process::geteuid().is_root();
+    let o = ExecOptions {
+        isolation: isolation.clone(),
+        ..ExecOptions::default()
+    };
+    // A directory of the gateway's, private as the data dir is (0700).
+    let private = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::write(private.path().join("warden.key"), "the key").unwrap();
+    let script = format!(
+        "id -u; pwd; echo \"home=$HOME\"; ls /proc/self/fd | tr '\\n' ' '; echo; ulimit -c; \
+         cat {}/warden.key 2>&1 || echo no-key; \
+         tr '\\0' '\\n' < /proc/$PPID/environ 2>&1 | grep -c WARDEN_TEST_GATEWAY_SECRET || echo no-environ",
+        private.path().display()
+    );
+    // SAFETY (test): set before any command of this test runs; no other thread reads it.
+    unsafe { std::env::set_var("WARDEN_TEST_GATEWAY_SECRET", "gateway-only") };
+    let out = cmd(&["sh", "-c", &script], &[], "", &o).await;
+    assert_eq!(out.exit_code, 0, "{}", out.output);
+    let lines: Vec<&str> = out.output.lines().collect();
+    let scratch = isolation.scratch_root().display().to_string();
+    assert!(
+        lines[1].starts_with(&scratch),
+        "cwd is a scratch dir: {}",
+        out.output
+    );
+    assert_eq!(lines[2], format!("home={}", lines[1]), "{}", out.output);
+    assert_eq!(
+        lines[3].trim(),
+        "0 1 2 3",
+        "only stdin/stdout/stderr (+ ls's own): {}",
+        out.output
+    );
+    assert_eq!(lines[4], "0", "no core dumps: {}", out.output);
+    // Even as the same user, the non-dumpable gateway's environment is root's.
+    assert!(
+        out.output.contains("no-environ") || out.output.contains("Permission denied"),
+        "the gateway's environment is out of reach: {}",
+        out.output
+    );
+    if root {
+        let sandbox = isolation
+            .sandbox()
+            .expect("as root, commands run as another user");
+        assert_eq!(lines[0], sandbox.uid.to_string(), "{}", out.output);
+        assert_ne!(lines[0], "0");
+        assert!(
+            !out.output.contains("the key") && out.output.contains("no-key"),
+            "a private dir of the gateway's is out of reach: {}",
+            out.output
+        );
+    } else {
+        assert!(
+            isolation.describe().contains("NOT isolated"),
+            "{}",
+            isolation.describe()
+        );
+    }
+    // The scratch dir is gone after the run.
+    assert!(!std::path::Path::new(lines[1]).exists());
 }

@@ -133,6 +133,7 @@ async fn timeout_kills_the_query() {
     let o = ExecOptions {
         output_cap: 1 << 20,
         timeout: Duration::from_secs(1),
+        ..ExecOptions::default()
     };
     let marker = unique("wx_my_to");
     let started = Instant::now();
@@ -177,6 +178,7 @@ async fn output_cap_truncates() {
     let o = ExecOptions {
         output_cap: 500,
         timeout: Duration::from_secs(60),
+        ..ExecOptions::default()
     };
     let out = my_with(
         MYSQL_URL,

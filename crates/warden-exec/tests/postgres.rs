@@ -196,6 +196,7 @@ async fn output_cap_truncates_big_results() {
     let o = ExecOptions {
         output_cap: 1000,
         timeout: Duration::from_secs(60),
+        ..ExecOptions::default()
     };
     let out = pg_with(
         PG_URL,
@@ -224,6 +225,7 @@ async fn timeout_cancels_the_query_server_side() {
     let o = ExecOptions {
         output_cap: 1 << 20,
         timeout: Duration::from_secs(1),
+        ..ExecOptions::default()
     };
     let started = Instant::now();
     let out = pg_with(&url, "select 1 as before; select pg_sleep(30);", &o).await;

@@ -119,6 +119,7 @@ async fn timeout_interrupts_a_runaway_query() {
     let o = ExecOptions {
         output_cap: 1 << 20,
         timeout: Duration::from_secs(1),
+        ..ExecOptions::default()
     };
     let started = Instant::now();
     let out = lite(
@@ -148,6 +149,7 @@ async fn output_cap_truncates() {
     let o = ExecOptions {
         output_cap: 300,
         timeout: Duration::from_secs(30),
+        ..ExecOptions::default()
     };
     let out = lite(
         &url,

@@ -202,7 +202,15 @@ async fn health(State(app): State<AppState>) -> Response {
     match app.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(json!({"status": "ok", "store": app.store.backend_name()})),
+            axum::Json(json!({
+                "status": "ok",
+                "store": app.store.backend_name(),
+                "exec_isolation": {
+                    "isolated": app.isolation.sandbox().is_some(),
+                    "user": app.isolation.sandbox().map(|s| s.user.clone()),
+                    "detail": app.isolation.describe(),
+                },
+            })),
         )
             .into_response(),
         Err(e) => {

@@ -31,6 +31,9 @@ pub struct Config {
     pub output_cap: usize,
     /// Executions are killed after this many seconds (`WARDEN_EXEC_TIMEOUT_SEC`, 300).
     pub exec_timeout_sec: u64,
+    /// The unprivileged OS user `command` connections run as (`WARDEN_EXEC_USER`; default
+    /// `warden-exec`, created when the gateway runs as root).
+    pub exec_user: Option<String>,
     /// How often the sweeper runs, in milliseconds (`WARDEN_SWEEP_MS`, 1000).
     pub sweep_ms: u64,
     /// TLS for the proxy listener (`WARDEN_TLS_CERT` / `WARDEN_TLS_KEY`, PEM paths).
@@ -120,6 +123,7 @@ impl Config {
             admin_auto_approve: parse_bool("WARDEN_ADMIN_AUTO_APPROVE", true)?,
             output_cap: parse_num("WARDEN_OUTPUT_CAP", 1024 * 1024)?,
             exec_timeout_sec: parse_num("WARDEN_EXEC_TIMEOUT_SEC", 300)?,
+            exec_user: env("WARDEN_EXEC_USER"),
             sweep_ms: parse_num("WARDEN_SWEEP_MS", 1000)?,
             tls_cert: env("WARDEN_TLS_CERT").map(PathBuf::from),
             tls_key: env("WARDEN_TLS_KEY").map(PathBuf::from),
@@ -165,6 +169,7 @@ impl Config {
             admin_auto_approve: true,
             output_cap: 1024 * 1024,
             exec_timeout_sec: 300,
+            exec_user: None,
             sweep_ms: 200,
             tls_cert: None,
             tls_key: None,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 use warden_gateway::server;
-use warden_gateway::testing::TestGateway;
+use warden_gateway::testing::{Backend, TestGateway};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -101,4 +101,47 @@ async fn a_start_on_a_data_dir_others_can_read_is_refused() {
         .expect("starts once fixed")
         .stop()
         .await;
+}
+
+/// A command connection's program cannot reach the gateway: as root the gateway runs it as the
+/// unprivileged exec user (and says so in /api/health); it cannot read the data dir (store,
+/// key) nor the gateway's environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_without_access_to_the_store_the_key_or_the_gateway() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let (s, health) = gw.call("GET", "/api/health", None, None).await;
+    assert_eq!(s, 200);
+    let root = rustix::process::geteuid().is_root();
+    assert_eq!(health["exec_isolation"]["isolated"], root, "{health}");
+    let dir = gw.dir.path().display().to_string();
+    let script = format!(
+        "id -u; ls {dir} >/dev/null 2>&1 && echo data-dir-readable || echo no-data-dir; \
+         tr '\\0' '\\n' < /proc/$PPID/environ 2>/dev/null | grep -c WARDEN || echo no-environ"
+    );
+    gw.command_connection("box", &["sh", "-c", &script], &[])
+        .await;
+    let (s, r) = gw
+        .admin(
+            "POST",
+            "/api/exec",
+            Some(json!({"connection": "box", "command": "go"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let out = r["session"]["output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(out.contains("no-environ"), "{r}");
+    if root {
+        assert_eq!(health["exec_isolation"]["user"], "warden-exec", "{health}");
+        assert!(!out.starts_with("0\n"), "not root: {out}");
+        assert!(out.contains("no-data-dir"), "{out}");
+    } else {
+        let detail = health["exec_isolation"]["detail"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(detail.contains("NOT isolated"), "{health}");
+    }
+    gw.stop().await;
 }

@@ -49,10 +49,16 @@ pub fn cmd_target(argv: &[&str], env: &[(&str, &str)]) -> Target {
     }
 }
 
+/// Options as the gateway builds them, commands isolated as at the gateway's start.
 pub fn opts() -> ExecOptions {
+    static ISOLATION: std::sync::OnceLock<std::sync::Arc<warden_exec::sandbox::Isolation>> =
+        std::sync::OnceLock::new();
     ExecOptions {
         output_cap: 1024 * 1024,
         timeout: Duration::from_secs(60),
+        isolation: ISOLATION
+            .get_or_init(|| std::sync::Arc::new(warden_exec::sandbox::prepare(None)))
+            .clone(),
     }
 }
 

@@ -300,6 +300,7 @@ impl App {
         let opts = ExecOptions {
             output_cap: self.config.output_cap,
             timeout: Duration::from_secs(self.config.exec_timeout_sec),
+            isolation: self.isolation.clone(),
         };
         let outcome = match self.refuse_private_target(&target) {
             Some(refused) => {

@@ -144,6 +144,8 @@ pub struct App {
     grants: Mutex<HashMap<Uuid, Vec<tokio::sync::watch::Sender<Option<String>>>>>,
     /// Cancelled when the gateway shuts down: long-polls return early so shutdown is prompt.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// How `command` connections are kept from the gateway (decided at start).
+    pub isolation: Arc<warden_exec::sandbox::Isolation>,
 }
 
 impl std::fmt::Debug for App {
@@ -164,7 +166,16 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Arc<App> {
         let (events, _) = broadcast::channel(1024);
+        if let Err(e) = warden_exec::sandbox::harden_gateway() {
+            tracing::warn!("{e}");
+        }
+        let isolation = Arc::new(warden_exec::sandbox::prepare(config.exec_user.as_deref()));
+        match isolation.sandbox() {
+            Some(_) => tracing::info!("{}", isolation.describe()),
+            None => tracing::warn!("{}", isolation.describe()),
+        }
         Arc::new(App {
+            isolation,
             store,
             config,
             secrets,
