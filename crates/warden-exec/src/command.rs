@@ -16,6 +16,9 @@
 //! found exits 127, one that cannot be run 126. Background processes the program leaves behind
 //! after a normal exit are not killed; their output is read for at most a second more.
 //!
+//! The exact values of the connection's secrets (its env values) are masked in the output as it
+//! streams ([`Masker`]): an approved `echo $SECRET` prints `[redacted]`.
+//!
 //! The program runs with least privilege ([`crate::sandbox`]): as an unprivileged user when the
 //! gateway can switch users, in a scratch working directory (its `HOME` and `TMPDIR`), under
 //! resource limits.
@@ -38,7 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until};
 use warden_core::secret::Secret;
 
-use crate::output::{CappedText, fmt_duration};
+use crate::output::{CappedText, Masker, fmt_duration};
 use crate::sandbox::Scratch;
 use crate::{ExecOptions, RunResult};
 
@@ -73,6 +76,7 @@ impl Drop for GroupGuard {
 pub(crate) async fn run(
     argv: &[String],
     env: &[(String, Secret<String>)],
+    secrets: &[String],
     input: &str,
     opts: &ExecOptions,
 ) -> RunResult {
@@ -170,6 +174,9 @@ pub(crate) async fn run(
     }
 
     let mut kept: Vec<u8> = Vec::new();
+    // Secrets are masked as the output streams, before the cap can cut one in half.
+    let mut masker = Masker::new(secrets);
+    let mut dropped = false;
     let mut total: u64 = 0;
     let mut chunk = vec![0u8; 64 * 1024];
     let mut eof = false;
@@ -189,8 +196,10 @@ pub(crate) async fn run(
                 Ok(0) | Err(_) => eof = true,
                 Ok(n) => {
                     total += n as u64;
+                    let shown = masker.push(&chunk[..n]);
                     let room = cap.saturating_sub(kept.len());
-                    kept.extend_from_slice(&chunk[..n.min(room)]);
+                    dropped |= shown.len() > room;
+                    kept.extend_from_slice(&shown[..shown.len().min(room)]);
                 }
             },
             s = child.wait(), if status.is_none() => {
@@ -218,10 +227,14 @@ pub(crate) async fn run(
         }
     }
     guard.disarm();
+    let rest = masker.finish();
+    let room = cap.saturating_sub(kept.len());
+    dropped |= rest.len() > room;
+    kept.extend_from_slice(&rest[..rest.len().min(room)]);
 
     let mut out = CappedText::new(cap);
     out.push_str(&String::from_utf8_lossy(&kept));
-    if total > cap as u64 {
+    if total > cap as u64 || dropped {
         out.mark_truncated();
     }
     let (exit_code, trailer) = if timed_out {

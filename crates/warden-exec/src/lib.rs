@@ -40,6 +40,32 @@ pub struct Target {
     pub env: Vec<(String, Secret<String>)>,
 }
 
+impl Target {
+    /// The exact secret values this target holds, to be masked in whatever it prints: every
+    /// env value of a command, the URL's password (as written and decoded) and any
+    /// `password`-like query parameter.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.env.iter().map(|(_, v)| v.expose().clone()).collect();
+        if let Some(url) = &self.url
+            && let Ok(u) = url::Url::parse(url.expose())
+        {
+            if let Some(p) = u.password() {
+                out.push(p.to_string());
+                if let Ok(d) = percent_encoding::percent_decode_str(p).decode_utf8() {
+                    out.push(d.into_owned());
+                }
+            }
+            for (k, v) in u.query_pairs() {
+                if k.to_ascii_lowercase().contains("password") {
+                    out.push(v.into_owned());
+                }
+            }
+        }
+        out.retain(|s| s.len() >= output::MIN_SECRET_LEN);
+        out
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
     /// Output is cut at this many bytes (on a char boundary) and marked truncated.
@@ -104,6 +130,14 @@ pub async fn execute(target: &Target, input: &str, opts: &ExecOptions) -> ExecOu
         )
     });
     let (output, truncated) = run.out.finish(run.trailer.as_deref());
+    // The second wall: whatever an executor printed, no secret value of the target survives
+    // (the command executor already masks its stream before the cap can cut a secret).
+    let mut masker = output::Masker::new(&target.secret_values());
+    let output = if masker.is_empty() {
+        output
+    } else {
+        masker.mask(&output)
+    };
     ExecOutcome {
         exit_code: run.exit_code,
         output,
@@ -123,7 +157,8 @@ async fn dispatch(target: &Target, input: &str, opts: &ExecOptions) -> RunResult
     let url = target.url.as_ref().map(|u| u.expose().as_str());
     match (target.kind, url) {
         (ConnectionType::Command, _) => {
-            command::run(&target.command, &target.env, input, opts).await
+            let secrets = target.secret_values();
+            command::run(&target.command, &target.env, &secrets, input, opts).await
         }
         (_, None) => RunResult::failed(2, "warden: the connection has no URL", opts.output_cap),
         (ConnectionType::Postgres, Some(url)) => postgres::run(url, input, opts).await,

@@ -1,6 +1,7 @@
 //! Output accumulation shared by every executor: a text buffer that stops growing at the output
-//! cap (cut on a char boundary), plus the trailing marker lines (truncation, timeout) and the
-//! password scrubbing applied to every message that comes from a connection attempt.
+//! cap (cut on a char boundary), plus the trailing marker lines (truncation, timeout), the
+//! password scrubbing applied to every message that comes from a connection attempt, and the
+//! [`Masker`] that replaces a connection's secret values in whatever it prints.
 //!
 //! Nothing here decides access; it only shapes what the user is shown.
 
@@ -69,6 +70,90 @@ impl CappedText {
     }
 }
 
+/// What a masked secret becomes.
+pub const REDACTED: &str = "[redacted]";
+
+/// Secrets shorter than this are not masked (masking `"1"` would hide every digit).
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// Replaces the exact bytes of a connection's secrets in an output stream, chunk by chunk:
+/// it holds back only the last `longest secret − 1` bytes of each chunk (a secret may continue
+/// in the next one), never the whole output, so a secret split across reads — or cut by the
+/// output cap — is still masked.
+#[derive(Debug, Default)]
+pub(crate) struct Masker {
+    secrets: Vec<Vec<u8>>,
+    held: Vec<u8>,
+    longest: usize,
+}
+
+impl Masker {
+    pub(crate) fn new(secrets: &[String]) -> Self {
+        let mut secrets: Vec<Vec<u8>> = secrets
+            .iter()
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        // Longest first: at one position the longer secret wins.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        let longest = secrets.first().map_or(0, Vec::len);
+        Self {
+            secrets,
+            held: Vec::new(),
+            longest,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Masks `chunk` (after what was held back) and returns what can be shown now.
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.secrets.is_empty() {
+            return chunk.to_vec();
+        }
+        let mut buf = std::mem::take(&mut self.held);
+        buf.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(buf.len());
+        let mut i = 0;
+        let mut plain = 0;
+        while i < buf.len() {
+            match self.secrets.iter().find(|s| buf[i..].starts_with(s)) {
+                Some(s) => {
+                    out.extend_from_slice(&buf[plain..i]);
+                    out.extend_from_slice(REDACTED.as_bytes());
+                    i += s.len();
+                    plain = i;
+                }
+                None if buf.len() - i < self.longest
+                    && self.secrets.iter().any(|s| s.starts_with(&buf[i..])) =>
+                {
+                    // The rest may be the start of a secret: hold it for the next chunk.
+                    break;
+                }
+                None => i += 1,
+            }
+        }
+        out.extend_from_slice(&buf[plain..i]);
+        self.held = buf[i..].to_vec();
+        out
+    }
+
+    /// The end of the stream: what was held back (it was no secret).
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Masks a whole text at once.
+    pub(crate) fn mask(&mut self, s: &str) -> String {
+        let mut out = self.push(s.as_bytes());
+        out.extend(self.finish());
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 fn ensure_newline(s: &mut String) {
     if !s.is_empty() && !s.ends_with('\n') {
         s.push('\n');
@@ -118,6 +203,36 @@ pub(crate) fn scrub<S: AsRef<str>>(msg: &str, secrets: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_across_chunk_boundaries() {
+        let secrets = [
+            "hunter2-pw".to_string(),
+            "abc".to_string(),
+            "s3cr3t".to_string(),
+        ];
+        let text = "pw=hunter2-pw; again hunter2-pwhunter2-pw; s3cr3 s3cr3t; abc stays";
+        let want = "pw=[redacted]; again [redacted][redacted]; s3cr3 [redacted]; abc stays";
+        for size in 1..text.len() {
+            let mut m = Masker::new(&secrets);
+            let mut out = Vec::new();
+            for chunk in text.as_bytes().chunks(size) {
+                out.extend(m.push(chunk));
+            }
+            out.extend(m.finish());
+            assert_eq!(String::from_utf8(out).unwrap(), want, "chunks of {size}");
+        }
+        // Nothing is held back once no secret can start in what is left.
+        let mut m = Masker::new(&secrets);
+        assert_eq!(m.push(b"plain text"), b"plain text");
+        assert_eq!(m.push(b"x hunt"), b"x ");
+        assert_eq!(m.finish(), b"hunt");
+        assert!(Masker::new(&["ab".into()]).is_empty(), "too short to mask");
+        assert_eq!(
+            Masker::new(&["ünï€".into()]).mask("a ünï€ b"),
+            "a [redacted] b"
+        );
+    }
 
     #[test]
     fn caps_on_char_boundary() {

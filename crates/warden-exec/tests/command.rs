@@ -21,14 +21,50 @@ async fn input_goes_to_stdin() {
 #[tokio::test]
 async fn env_secrets_are_injected_and_environment_inherited() {
     let out = cmd(
-        &["sh", "-c", "echo \"$FOO\"; echo \"${PATH:+path-set}\""],
+        &[
+            "sh",
+            "-c",
+            "test \"$FOO\" = 's3cr3t value' && echo injected; echo \"${PATH:+path-set}\"",
+        ],
         &[("FOO", "s3cr3t value")],
         "",
         &opts(),
     )
     .await;
     assert_eq!(out.exit_code, 0);
-    assert_eq!(out.output, "s3cr3t value\npath-set\n");
+    assert_eq!(out.output, "injected\npath-set\n");
+}
+
+/// An approved `echo $SECRET` prints `[redacted]`, also when the value comes out in pieces
+/// (separate writes) or right at the output cap.
+#[tokio::test]
+async fn secret_values_are_masked_in_the_output_stream() {
+    let out = cmd(
+        &[
+            "sh",
+            "-c",
+            "echo \"$FOO\"; printf 's3cr'; sleep 0.2; printf '3t value\\n'; echo done",
+        ],
+        &[("FOO", "s3cr3t value")],
+        "",
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.output, "[redacted]\n[redacted]\ndone\n");
+    // A cap that would cut the secret in half keeps none of it.
+    let o = ExecOptions {
+        output_cap: 8,
+        ..opts()
+    };
+    let out = cmd(
+        &["sh", "-c", "printf 'ab%s' \"$FOO\""],
+        &[("FOO", "s3cr3t value")],
+        "",
+        &o,
+    )
+    .await;
+    assert!(!out.output.contains("s3cr"), "{}", out.output);
+    assert!(out.truncated);
 }
 
 #[tokio::test]
