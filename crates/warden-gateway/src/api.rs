@@ -364,10 +364,20 @@ async fn create_rule(
     Caller(u): Caller,
     Json(spec): Json<RuleSpec>,
 ) -> ApiResult<(StatusCode, Response)> {
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(app.create_rule(&u, spec).await?).into_response(),
-    ))
+    let rule = app.create_rule(&u, spec).await?;
+    Ok((StatusCode::CREATED, rule_with_warnings(&app, &rule).await?))
+}
+
+/// A saved rule as JSON, with `warnings` (groups without members) when there are any.
+async fn rule_with_warnings(app: &AppState, rule: &warden_core::Rule) -> ApiResult<Response> {
+    let warnings = app.rule_warnings(rule).await?;
+    let mut v = serde_json::to_value(rule).map_err(|e| AppError::Internal(e.into()))?;
+    if !warnings.is_empty()
+        && let Some(m) = v.as_object_mut()
+    {
+        m.insert("warnings".into(), json!(warnings));
+    }
+    Ok(axum::Json(v).into_response())
 }
 
 async fn update_rule(
@@ -376,7 +386,8 @@ async fn update_rule(
     Path(name): Path<String>,
     Json(spec): Json<RuleSpec>,
 ) -> ApiResult<Response> {
-    Ok(axum::Json(app.update_rule(&u, &name, spec).await?).into_response())
+    let rule = app.update_rule(&u, &name, spec).await?;
+    rule_with_warnings(&app, &rule).await
 }
 
 async fn delete_rule(

@@ -320,6 +320,16 @@ async fn rules_are_validated_and_nothing_is_written_on_error(b: Backend) {
     let good = json!({"name": "prod", "type": "command", "connections": ["c1"], "approval_groups": ["dba"], "approval_amount": 2, "timeout_sec": 600});
     let (s, body) = gw.admin("POST", "/api/rules", Some(good.clone())).await;
     assert_eq!(s, 201, "{body}");
+    // Nobody is in dba yet: accepted, and said.
+    let warnings = body["warnings"].to_string();
+    assert!(
+        warnings.contains("approval group dba of rule prod has no members"),
+        "{body}"
+    );
+    gw.user("dana@example.com", &["dba"]).await;
+    let (s, body) = gw.admin("PUT", "/api/rules/prod", Some(good.clone())).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.get("warnings").is_none(), "{body}");
     let cases = [
         (
             json!({"name": "x", "type": "command", "connections": ["nope"], "approval_groups": ["dba"]}),

@@ -358,14 +358,7 @@ async fn save_connection(client: &Client, a: ConnectionArgs) -> Result<()> {
     let v: Value = client
         .call(Method::POST, "/api/connections", Some(&body))
         .await?;
-    for w in v
-        .get("warnings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        eprintln!("warning: {}", output::cell(Some(w)));
-    }
+    print_warnings(&v);
     if a.out.format == Format::Json {
         output::print_json(&v);
         return Ok(());
@@ -457,6 +450,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             let v: Value = client
                 .call(Method::POST, "/api/rules", Some(&a.spec(Value::Null)?))
                 .await?;
+            print_warnings(&v);
             one(a.out.format, &v, "created rule");
         }
         Command::Create(Create::Webhook(a)) => super::notify::create_webhook(client, a).await?,
@@ -466,6 +460,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             let v: Value = client
                 .call(Method::PUT, &path, Some(&a.spec(current)?))
                 .await?;
+            print_warnings(&v);
             one(a.out.format, &v, "updated rule");
         }
         Command::Get {
@@ -745,4 +740,16 @@ fn print_analytics(v: &Value, since: &str, format: Format) {
             ("COUNT", &field("count")),
         ],
     );
+}
+
+/// The `warnings` a save returned (groups without members), on stderr.
+fn print_warnings(v: &Value) {
+    for w in v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        eprintln!("warning: {}", output::cell(Some(w)));
+    }
 }

@@ -31,6 +31,35 @@ impl App {
         Ok((rule, rules))
     }
 
+    /// What an admin should know about a rule just saved: groups it names that have no
+    /// members (accepted — the members may come later — but said).
+    pub async fn rule_warnings(&self, rule: &Rule) -> AppResult<Vec<String>> {
+        let users = self.store.list_users().await?;
+        let empty = |g: &String| !users.iter().any(|u| u.groups.contains(g));
+        let name = &rule.name;
+        let mut warnings = Vec::new();
+        let fix = |g: &str| format!("warden admin create user EMAIL --groups {g} --overwrite");
+        for g in rule.approval_groups.iter().filter(|g| empty(g)) {
+            warnings.push(format!(
+                "approval group {g} of rule {name} has no members: no one can approve its requests until someone is added ({})",
+                fix(g)
+            ));
+        }
+        for g in rule.force_approval_groups.iter().filter(|g| empty(g)) {
+            warnings.push(format!(
+                "force-approval group {g} of rule {name} has no members ({})",
+                fix(g)
+            ));
+        }
+        for g in rule.required_groups.iter().filter(|g| empty(g)) {
+            warnings.push(format!(
+                "required group {g} of rule {name} has no members: only admins can make requests under it until someone is added ({})",
+                fix(g)
+            ));
+        }
+        Ok(warnings)
+    }
+
     pub async fn create_rule(&self, actor: &User, spec: RuleSpec) -> AppResult<Rule> {
         self.require_admin(actor)?;
         let (rule, _) = self.validate_rule(&spec, None).await?;
