@@ -21,9 +21,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::decision::{AllowReason, Decision};
-use warden_core::review::NewReview;
 use warden_core::secret::Secret;
-use warden_core::{Review, ReviewStatus, RuleType, Session, SessionKind, User};
+use warden_core::{ReviewStatus, RuleType, Session, SessionKind, User};
 use warden_pgwire::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
     StatementDecision, StatementLog, Upstream, UpstreamTls,
@@ -380,35 +379,9 @@ impl Backend {
             warden_core::classify::Reading::Read => None,
         };
         tracing::debug!(?reason, "statement held");
-        let statement = statement.to_string();
-        let now = app.now();
-        let review = Review::new(
-            rule,
-            NewReview {
-                connection: grant.connection.clone(),
-                requester: user.email.clone(),
-                requester_groups: user.groups.clone(),
-                command: Some(statement),
-                duration_sec: None,
-                request_reason: None,
-            },
-            app.config.review_timeout_sec,
-            now,
-        );
-        let ev = AuditEvent::ReviewRequested {
-            review_id: review.id,
-            review_type: "command".into(),
-            connection: review.connection.clone(),
-            rule: review.rule.clone(),
-            command_sha256: review.command_sha256.clone(),
-            duration_sec: None,
-            reason: None,
-        };
         let stored = app
-            .store
-            .insert_review_claimed(&review, AuditCtx::new(&user.email, now, vec![ev]))
+            .hold_native_statement(&user, &grant.connection, rule, statement.to_string())
             .await?;
-        app.publish_change(stored.id, stored.status);
         if let Ok(mut h) = self.held.lock() {
             h.insert(stored.id, grant.session_id);
         }

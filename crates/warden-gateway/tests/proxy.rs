@@ -671,47 +671,39 @@ async fn held_statements_end_in_what_happened() {
     };
     let (ran, id) = tokio::join!(c.batch_execute(&write), approve);
     ran.expect("the approved statement runs");
-    let mut executed = Vec::new();
-    for _ in 0..50 {
-        let (_, timeline) = gw
+    // The exit codes of the review's `review_executed` events, and its whole timeline.
+    let (gw_, id_, dba_) = (&gw, &id, &dba);
+    let executed = move || async move {
+        let (_, timeline) = gw_
             .call(
                 "GET",
-                &format!("/api/reviews/{id}/timeline"),
-                Some(&dba),
+                &format!("/api/reviews/{id_}/timeline"),
+                Some(dba_),
                 None,
             )
             .await;
-        executed = timeline
+        let codes: Vec<Value> = timeline
             .as_array()
             .unwrap()
             .iter()
             .filter(|e| e["event"]["kind"] == "review_executed")
             .map(|e| e["event"]["exit_code"].clone())
             .collect();
-        if !executed.is_empty() {
+        (codes, timeline)
+    };
+    let mut codes = Vec::new();
+    for _ in 0..50 {
+        (codes, _) = executed().await;
+        if !codes.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Let a few more sweeps pass: nothing may re-settle it.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (_, timeline) = gw
-        .call(
-            "GET",
-            &format!("/api/reviews/{id}/timeline"),
-            Some(&dba),
-            None,
-        )
-        .await;
-    let executed_after: Vec<_> = timeline
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"]["kind"] == "review_executed")
-        .map(|e| e["event"]["exit_code"].clone())
-        .collect();
-    assert_eq!(executed, [json!(0)], "recorded once, as run: {timeline}");
-    assert_eq!(executed_after, executed, "{timeline}");
+    let (codes_after, timeline) = executed().await;
+    assert_eq!(codes, [json!(0)], "recorded once, as run: {timeline}");
+    assert_eq!(codes_after, codes, "{timeline}");
     assert_eq!(
         direct_psql(&format!("SELECT count(*) FROM {t}"))
             .await

@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
-use warden_core::{ConnectionType, ReviewStatus, Rule, User};
+use warden_core::review::NewReview;
+use warden_core::{ConnectionType, Review, ReviewStatus, Rule, User};
+use warden_store::AuditCtx;
 use warden_store::ConnectionRecord;
 
 use super::{App, AppError, AppResult};
@@ -125,6 +127,47 @@ const GONE_APPROVED: &str = "the client disconnected before the approved stateme
      recorded; it may not have run — check the target before resubmitting";
 
 impl App {
+    /// Holds one statement of a native session for review under `rule`: the review (with its
+    /// `ReviewRequested` event) is stored with its execution slot already claimed, because the
+    /// session that holds it runs it, never an executor.
+    pub async fn hold_native_statement(
+        &self,
+        user: &User,
+        connection: &str,
+        rule: &Rule,
+        statement: String,
+    ) -> AppResult<Review> {
+        let now = self.now();
+        let review = Review::new(
+            rule,
+            NewReview {
+                connection: connection.to_string(),
+                requester: user.email.clone(),
+                requester_groups: user.groups.clone(),
+                command: Some(statement),
+                duration_sec: None,
+                request_reason: None,
+            },
+            self.config.review_timeout_sec,
+            now,
+        );
+        let ev = AuditEvent::ReviewRequested {
+            review_id: review.id,
+            review_type: "command".into(),
+            connection: review.connection.clone(),
+            rule: review.rule.clone(),
+            command_sha256: review.command_sha256.clone(),
+            duration_sec: None,
+            reason: None,
+        };
+        let stored = self
+            .store
+            .insert_review_claimed(&review, AuditCtx::new(&user.email, now, vec![ev]))
+            .await?;
+        self.publish(stored.id, stored.status);
+        Ok(stored)
+    }
+
     /// Keeps the execution claims of statements a live session holds from going stale.
     pub async fn renew_held(&self, review_ids: &[Uuid]) -> AppResult<()> {
         Ok(self.store.renew_claims(review_ids, self.now()).await?)
