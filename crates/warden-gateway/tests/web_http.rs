@@ -520,9 +520,22 @@ async fn non_admins_get_the_403_page() {
         );
         assert_eq!(html.matches("<body").count(), 1, "{path}");
     }
-    // Admin-only links are not shown to them.
+    // Admin-only links are not shown to them, nor setup warnings.
     let (_, html) = dev.page("/rules").await;
     assert!(!html.contains("/rules/new"));
+    assert!(!html.contains("has no members"), "{html}");
+    // Admins see what is set up wrong: the reviewer group dba has no members yet.
+    let admin = Web::logged_in(&gw, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    for path in ["/rules", "/connections"] {
+        let (_, html) = admin.page(path).await;
+        assert!(
+            html.contains("Warning: approval group dba of rule shell has no members"),
+            "{path}: {html}"
+        );
+    }
+    user(&gw, "dana@example.com", &["dba"], "dana-password-1").await;
+    let (_, html) = admin.page("/rules").await;
+    assert!(!html.contains("has no members"), "{html}");
     let (_, html) = dev.page("/reviews").await;
     assert!(!html.contains("/analytics") && !html.contains("reviews.csv"));
 }

@@ -35,29 +35,30 @@ impl App {
     /// members (accepted — the members may come later — but said).
     pub async fn rule_warnings(&self, rule: &Rule) -> AppResult<Vec<String>> {
         let users = self.store.list_users().await?;
-        let empty = |g: &String| !users.iter().any(|u| u.groups.contains(g));
-        let name = &rule.name;
-        let mut warnings = Vec::new();
-        let fix = |g: &str| format!("warden admin create user EMAIL --groups {g} --overwrite");
-        for g in rule.approval_groups.iter().filter(|g| empty(g)) {
-            warnings.push(format!(
-                "approval group {g} of rule {name} has no members: no one can approve its requests until someone is added ({})",
-                fix(g)
-            ));
+        Ok(rule_warnings_for(rule, &users))
+    }
+
+    /// Every setup warning of the moment, for the admin pages: rules naming groups without
+    /// members, connections whose access groups have none.
+    pub async fn setup_warnings(&self) -> AppResult<Vec<String>> {
+        let users = self.store.list_users().await?;
+        let mut out: Vec<String> = self
+            .store
+            .list_rules()
+            .await?
+            .iter()
+            .flat_map(|r| rule_warnings_for(r, &users))
+            .collect();
+        for c in self.store.list_connections().await? {
+            for g in c.access_groups.iter().filter(|g| !has_members(g, &users)) {
+                out.push(format!(
+                    "access group {g} of connection {} has no members: only admins can use it through that group ({})",
+                    c.name,
+                    join_fix(g)
+                ));
+            }
         }
-        for g in rule.force_approval_groups.iter().filter(|g| empty(g)) {
-            warnings.push(format!(
-                "force-approval group {g} of rule {name} has no members ({})",
-                fix(g)
-            ));
-        }
-        for g in rule.required_groups.iter().filter(|g| empty(g)) {
-            warnings.push(format!(
-                "required group {g} of rule {name} has no members: only admins can make requests under it until someone is added ({})",
-                fix(g)
-            ));
-        }
-        Ok(warnings)
+        Ok(out)
     }
 
     pub async fn create_rule(&self, actor: &User, spec: RuleSpec) -> AppResult<Rule> {
@@ -129,4 +130,38 @@ impl App {
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no rule {name:?}")))
     }
+}
+
+fn has_members(group: &str, users: &[User]) -> bool {
+    users.iter().any(|u| u.groups.iter().any(|g| g == group))
+}
+
+fn join_fix(group: &str) -> String {
+    format!("warden admin create user EMAIL --groups {group} --overwrite")
+}
+
+/// Groups a rule names that have no members.
+fn rule_warnings_for(rule: &Rule, users: &[User]) -> Vec<String> {
+    let name = &rule.name;
+    let empty = |g: &&String| !has_members(g, users);
+    let mut warnings = Vec::new();
+    for g in rule.approval_groups.iter().filter(empty) {
+        warnings.push(format!(
+            "approval group {g} of rule {name} has no members: no one can approve its requests until someone is added ({})",
+            join_fix(g)
+        ));
+    }
+    for g in rule.force_approval_groups.iter().filter(empty) {
+        warnings.push(format!(
+            "force-approval group {g} of rule {name} has no members ({})",
+            join_fix(g)
+        ));
+    }
+    for g in rule.required_groups.iter().filter(empty) {
+        warnings.push(format!(
+            "required group {g} of rule {name} has no members: only admins can make requests under it until someone is added ({})",
+            join_fix(g)
+        ));
+    }
+    warnings
 }

@@ -50,6 +50,8 @@ struct ListPage {
     admin: bool,
     csrf: String,
     notice: String,
+    /// Setup mistakes of the moment (admins only): groups without members.
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -93,6 +95,11 @@ async fn list(
             slack_channel: c.slack_channel.clone().unwrap_or_default(),
         })
         .collect();
+    let warnings = if viewer.user.admin {
+        app.setup_warnings().await.map_err(&fail)?
+    } else {
+        Vec::new()
+    };
     Ok(render(&ListPage {
         nav: viewer.nav("connections"),
         rows,
@@ -104,6 +111,7 @@ async fn list(
             Some("deleted") => "Connection deleted.".into(),
             _ => String::new(),
         },
+        warnings,
     }))
 }
 

@@ -87,6 +87,8 @@ struct ListPage {
     admin: bool,
     csrf: String,
     notice: String,
+    /// Setup mistakes of the moment (admins only): groups without members.
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -100,6 +102,11 @@ async fn list(
     Query(q): Query<DoneQuery>,
 ) -> WebResult {
     let rules = app.list_rules().await.map_err(fail(&viewer, "rules"))?;
+    let warnings = if viewer.user.admin {
+        app.setup_warnings().await.map_err(fail(&viewer, "rules"))?
+    } else {
+        Vec::new()
+    };
     Ok(render(&ListPage {
         nav: viewer.nav("rules"),
         rules: rules.iter().map(row).collect(),
@@ -111,6 +118,7 @@ async fn list(
             Some("deleted") => "Rule deleted.".into(),
             _ => String::new(),
         },
+        warnings,
     }))
 }
 
