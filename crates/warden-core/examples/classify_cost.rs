@@ -30,8 +30,10 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    println!("| statement | reading | ns per statement | of which libpg_query's parse |");
-    println!("|---|---|---:|---:|");
+    println!(
+        "| statement | reading | ns per statement | of which libpg_query's parse | libpg_query's scan (lexer) alone |"
+    );
+    println!("|---|---|---:|---:|---:|");
     for (name, sql) in STATEMENTS {
         // Warm up (allocator, parser caches).
         for _ in 0..200 {
@@ -48,11 +50,16 @@ fn main() {
             let _ = black_box(pg_query::parse(black_box(sql)));
         }
         let parse_ns = start.elapsed().as_nanos() / u128::from(rounds);
+        let start = Instant::now();
+        for _ in 0..rounds {
+            let _ = black_box(pg_query::scan(black_box(sql)));
+        }
+        let scan_ns = start.elapsed().as_nanos() / u128::from(rounds);
         let shown = match reading {
             Some(r) if r.is_read() => "read".to_string(),
             Some(_) => "held".to_string(),
             None => String::new(),
         };
-        println!("| {name} | {shown} | {ns} | {parse_ns} |");
+        println!("| {name} | {shown} | {ns} | {parse_ns} | {scan_ns} |");
     }
 }

@@ -232,3 +232,51 @@ fn remembered_readings_are_the_readings() {
     assert!(memo.read(&long).is_read());
     assert!(!memo.memo.lock().unwrap().contains_key(long.as_str()));
 }
+
+#[test]
+fn texts_of_one_shape_share_a_reading_only_where_constants_cannot_matter() {
+    let memo = Readings::new(64);
+    // Literal values differ: one SELECT shape, one reading.
+    assert!(memo.read("SELECT abalance FROM a WHERE aid = 1").is_read());
+    assert!(
+        memo.read("SELECT abalance FROM a WHERE aid = 99999")
+            .is_read()
+    );
+    assert_eq!(memo.shapes.lock().unwrap().len(), 1);
+    // Any token that is not a literal changes the shape: names, operators, keywords.
+    assert_held("SELECT abalance FROM a WHERE aid = 1 FOR UPDATE");
+    assert!(
+        !memo
+            .read("SELECT abalance FROM a WHERE aid = 1 FOR UPDATE")
+            .is_read()
+    );
+    assert!(!memo.read("SELECT pg_sleep(1)").is_read());
+    assert!(!memo.read("SELECT \"pg_sleep\"(2)").is_read());
+    assert!(
+        !memo
+            .read("SELECT U&\"\\0070g_read_file\"('/etc/hostname')")
+            .is_read()
+    );
+    // Where a literal's value decides, nothing is shared by shape: each text is read.
+    for (sql, read) in [
+        ("SET transaction_read_only = 'on'", true),
+        ("SET transaction_read_only = 'off'", false),
+        ("BEGIN; SELECT 1", true),
+        ("EXPLAIN (ANALYZE false) SELECT 1", true),
+        ("EXPLAIN (ANALYZE true) SELECT 1", false),
+    ] {
+        assert_eq!(memo.read(sql).is_read(), read, "{sql}");
+        assert_eq!(memo.read(sql), super::read(sql), "{sql}");
+    }
+    assert!(!memo.read("SET transaction_read_only = 'off'").is_read());
+    // Comments are not part of the shape; a statement hidden after one is.
+    assert!(
+        memo.read("SELECT abalance /* hi */ FROM a WHERE aid = 7")
+            .is_read()
+    );
+    assert!(
+        !memo
+            .read("SELECT abalance FROM a WHERE aid = 7; DELETE FROM a")
+            .is_read()
+    );
+}
