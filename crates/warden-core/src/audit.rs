@@ -71,6 +71,11 @@ pub enum AuditEvent {
         session_kind: String,
         connection: String,
         review_id: Option<Uuid>,
+        /// SHA-256 of the command the session runs (exec/web sessions; absent in entries
+        /// written before it was recorded, and for proxied sessions, whose statements are in
+        /// [`AuditEvent::Statements`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command_sha256: Option<String>,
     },
     SessionEnded {
         session_id: Uuid,
@@ -623,5 +628,151 @@ mod tests {
             canonical_json(&v),
             r#"{"a":{"c":"x","d":[1,{"y":2,"z":1}]},"b":1}"#
         );
+    }
+}
+
+/// What the chain says about the rows the store keeps beside it (sessions, reviews), gathered
+/// while the chain is walked, so that an edit to a row is named even though rows are not
+/// hashed themselves: a row must be recorded by the chain, and its command, exit code and
+/// output must hash to what the chain recorded.
+#[derive(Debug, Default)]
+pub struct RowFacts {
+    sessions: std::collections::HashMap<Uuid, SessionFacts>,
+    reviews: std::collections::HashMap<Uuid, (i64, Option<String>)>,
+}
+
+#[derive(Debug, Default)]
+struct SessionFacts {
+    started: i64,
+    command_sha256: Option<String>,
+    /// Entry, exit code, output SHA-256.
+    ended: Option<(i64, Option<i32>, Option<String>)>,
+}
+
+fn uuid_at(event: &Value, key: &str) -> Option<Uuid> {
+    event.get(key)?.as_str()?.parse().ok()
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl RowFacts {
+    /// Notes what one (verified) entry records.
+    pub fn observe(&mut self, e: &AuditEntry) {
+        let ev = &e.event;
+        let str_at = |k: &str| ev.get(k).and_then(Value::as_str).map(str::to_string);
+        match ev.get("kind").and_then(Value::as_str) {
+            Some("session_started") => {
+                if let Some(id) = uuid_at(ev, "session_id") {
+                    let f = self.sessions.entry(id).or_default();
+                    f.started = e.seq;
+                    f.command_sha256 = str_at("command_sha256");
+                }
+            }
+            Some("session_ended") => {
+                if let Some(id) = uuid_at(ev, "session_id") {
+                    let exit = ev
+                        .get("exit_code")
+                        .and_then(Value::as_i64)
+                        .and_then(|c| i32::try_from(c).ok());
+                    self.sessions.entry(id).or_default().ended =
+                        Some((e.seq, exit, str_at("output_sha256")));
+                }
+            }
+            Some("review_requested") => {
+                if let Some(id) = uuid_at(ev, "review_id") {
+                    self.reviews.insert(id, (e.seq, str_at("command_sha256")));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Why a stored session row disagrees with the chain (`None`: it agrees). Output pruned by
+    /// retention (`None`) is not compared.
+    pub fn check_session(&self, s: &crate::Session) -> Option<String> {
+        let id = s.id;
+        let Some(f) = self.sessions.get(&id).filter(|f| f.started > 0) else {
+            return Some(format!(
+                "session {id} is in the store but no entry of the chain records it"
+            ));
+        };
+        if let (Some(want), Some(cmd)) = (&f.command_sha256, &s.command)
+            && sha256_hex(cmd) != *want
+        {
+            return Some(format!(
+                "session {id}: its stored command is not the one entry {} recorded",
+                f.started
+            ));
+        }
+        if let Some((seq, exit, out_sha)) = &f.ended {
+            if s.exit_code != *exit {
+                return Some(format!(
+                    "session {id}: its stored exit code {:?} is not the {exit:?} entry {seq} recorded",
+                    s.exit_code
+                ));
+            }
+            if let (Some(want), Some(out)) = (out_sha, &s.output)
+                && sha256_hex(out) != *want
+            {
+                return Some(format!(
+                    "session {id}: its stored output is not the one entry {seq} recorded"
+                ));
+            }
+            if s.output_sha256.is_some() && s.output_sha256 != *out_sha {
+                return Some(format!(
+                    "session {id}: its stored output digest is not the one entry {seq} recorded"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Why a stored review row disagrees with the chain (`None`: it agrees).
+    pub fn check_review(&self, r: &crate::Review) -> Option<String> {
+        let id = r.id;
+        let Some((seq, want)) = self.reviews.get(&id) else {
+            return Some(format!(
+                "review {id} is in the store but no entry of the chain requested it"
+            ));
+        };
+        let have = r.command.as_deref().map(sha256_hex);
+        if want.is_some() && (have != *want || r.command_sha256 != *want) {
+            return Some(format!(
+                "review {id}: its stored command is not the one entry {seq} recorded"
+            ));
+        }
+        None
+    }
+
+    /// Sessions and reviews the chain records whose rows are gone, given the ids present.
+    pub fn missing(
+        &self,
+        sessions: &std::collections::HashSet<Uuid>,
+        reviews: &std::collections::HashSet<Uuid>,
+    ) -> Option<String> {
+        if let Some((id, f)) = self
+            .sessions
+            .iter()
+            .filter(|(id, f)| f.started > 0 && !sessions.contains(id))
+            .min_by_key(|(_, f)| f.started)
+        {
+            return Some(format!(
+                "session {id}, recorded at entry {}, is missing from the store",
+                f.started
+            ));
+        }
+        if let Some((id, (seq, _))) = self
+            .reviews
+            .iter()
+            .filter(|(id, _)| !reviews.contains(id))
+            .min_by_key(|(_, (seq, _))| *seq)
+        {
+            return Some(format!(
+                "review {id}, requested at entry {seq}, is missing from the store"
+            ));
+        }
+        None
     }
 }

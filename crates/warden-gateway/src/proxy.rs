@@ -257,6 +257,7 @@ impl Backend {
                 session_kind: "proxy".into(),
                 connection: conn.into(),
                 review_id: session.review_id,
+                command_sha256: None,
             },
         ];
         app.store

@@ -20,6 +20,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     tampering_is_caught,
+    edited_rows_are_named,
     exports_reverify_offline,
     checkpoints_expose_a_rewritten_chain,
     retention_keeps_the_chain
@@ -387,4 +388,54 @@ async fn retention_keeps_the_chain(b: Backend) {
     }
     assert_eq!(verify(&gw).await.1["ok"], true);
     gw.stop().await;
+}
+
+/// Rows are not hashed themselves, but the chain records what they must say: an edit to a
+/// session's command, output or exit code, a review's command, a row the chain never recorded
+/// or a recorded row deleted — each is named by `audit verify`.
+async fn edited_rows_are_named(b: Backend) {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["UPDATE sessions SET command = 'rm -rf /' WHERE command IS NOT NULL"],
+            "its stored command is not the one entry",
+        ),
+        (
+            &["UPDATE sessions SET output = 'nothing to see' WHERE output IS NOT NULL"],
+            "its stored output is not the one entry",
+        ),
+        (
+            &["UPDATE sessions SET exit_code = 0 WHERE exit_code IS NOT NULL"],
+            "its stored exit code",
+        ),
+        (
+            &["UPDATE reviews SET command = 'SELECT 1' WHERE command IS NOT NULL"],
+            "review",
+        ),
+        (&["DELETE FROM sessions"], "is missing from the store"),
+        (
+            &["DELETE FROM reviews WHERE status = 'REJECTED'"],
+            "is missing from the store",
+        ),
+    ];
+    for (statements, named) in cases {
+        let gw = TestGateway::spawn(b).await;
+        activity(&gw).await;
+        // One command that exits non-zero, so the exit code edit changes something.
+        gw.command_connection("fails", &["sh", "-c", "echo out; exit 3"], &[])
+            .await;
+        gw.admin(
+            "POST",
+            "/api/exec",
+            Some(json!({"connection": "fails", "command": "go"})),
+        )
+        .await;
+        let (_, r) = verify(&gw).await;
+        assert_eq!(r["ok"], true, "{r}");
+        tamper(&gw, b, statements).await;
+        let (s, r) = verify(&gw).await;
+        assert_eq!(s, 409, "{statements:?}: {r}");
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(error.contains(named), "{statements:?}: {error}");
+        gw.stop().await;
+    }
 }

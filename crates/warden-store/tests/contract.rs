@@ -1441,6 +1441,7 @@ fn session_started(s: &Session) -> AuditCtx {
             session_kind: s.kind.as_str().into(),
             connection: s.connection.clone(),
             review_id: s.review_id,
+            command_sha256: None,
         }],
     )
 }
@@ -1900,6 +1901,7 @@ async fn audit_timeline_of_a_review(h: &Harness) {
         session_kind: "exec".into(),
         connection: "db".into(),
         review_id: Some(r1.id),
+        command_sha256: None,
     };
     s.append_audit(ctx("system", t0(), vec![started.clone(), executed.clone()]))
         .await

@@ -346,6 +346,7 @@ fn started(s: &Session) -> AuditEvent {
         session_kind: s.kind.as_str().into(),
         connection: s.connection.clone(),
         review_id: s.review_id,
+        command_sha256: s.command.as_deref().map(warden_core::command_sha256),
     }
 }
 
