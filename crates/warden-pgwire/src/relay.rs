@@ -531,7 +531,7 @@ async fn close_upstream(upstream: &mut BoxWrite) {
 /// Client → upstream without statement review: scan, record, forward.
 pub(crate) async fn client_to_upstream(
     mut client: BoxRead,
-    mut upstream: BoxWrite,
+    upstream: &mut BoxWrite,
     mut buf: BytesMut,
     shared: Arc<Shared>,
     info: SessionInfo,
@@ -671,7 +671,7 @@ pub(crate) async fn client_to_upstream(
             }
             reserve_for_read(&mut buf, need);
             if client.read_buf(&mut buf).await? == 0 {
-                close_upstream(&mut upstream).await;
+                close_upstream(upstream).await;
                 return Ok(ClientEnd::Closed);
             }
         }
@@ -725,7 +725,7 @@ const REFUSED_SQL: &str = "WARDEN_REFUSED_THIS_STATEMENT";
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
     mut client: BoxRead,
-    mut upstream: BoxWrite,
+    upstream: &mut BoxWrite,
     mut buf: BytesMut,
     shared: Arc<Shared>,
     info: SessionInfo,
@@ -759,17 +759,17 @@ pub(crate) async fn client_to_upstream_reviewed<B: ProxyBackend>(
         loop {
             while let Some((tag, _, len)) = frame::whole(&buf, max_message)? {
                 let frame = buf.split_to(len);
-                if r.handle(tag, frame, &mut client, &mut buf, &mut upstream)
+                if r.handle(tag, frame, &mut client, &mut buf, upstream)
                     .await?
                 {
                     return Ok(ClientEnd::Terminated);
                 }
             }
-            r.flush_out(&mut upstream).await?;
+            r.flush_out(upstream).await?;
             let need = frame::header(&buf, max_message)?.map_or(0, |(_, total)| total);
             reserve_for_read(&mut buf, need);
             if client.read_buf(&mut buf).await? == 0 {
-                close_upstream(&mut upstream).await;
+                close_upstream(upstream).await;
                 return Ok(ClientEnd::Closed);
             }
         }
@@ -1805,6 +1805,16 @@ async fn upstream_to_client_inner(
             biased;
             n = upstream.read_buf(&mut buf) => {
                 if n? == 0 {
+                    // The server may close because the client half ended the session (its
+                    // write half dropped): the FATAL that says why still goes first.
+                    let fatal = ending.take().or_else(|| match shared.take_ending() {
+                        Some(Ending::Fatal(f)) => Some(f),
+                        _ => None,
+                    });
+                    if let Some(f) = fatal.filter(|_| scanner.at_boundary()) {
+                        let _ = client.write_all(&f).await;
+                        let _ = client.flush().await;
+                    }
                     let _ = client.shutdown().await;
                     return Ok(UpstreamEnd::UpstreamClosed);
                 }

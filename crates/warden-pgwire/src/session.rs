@@ -370,10 +370,13 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
             grant.clone(),
         );
         async move {
+            // The upstream writer outlives the client half's loop: dropping it closes the
+            // server's side, and the FATAL that says why must be queued before that.
+            let mut up_w = up_w;
             let r = if grant.review_statements {
                 relay::client_to_upstream_reviewed(
                     client_r,
-                    up_w,
+                    &mut up_w,
                     buf,
                     shared.clone(),
                     info,
@@ -386,7 +389,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
                 )
                 .await
             } else {
-                relay::client_to_upstream(client_r, up_w, buf, shared.clone(), info, max).await
+                relay::client_to_upstream(client_r, &mut up_w, buf, shared.clone(), info, max).await
             };
             let ending = match r {
                 Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) | Err(RelayError::Io(_)) => {
@@ -408,6 +411,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
                 }
             };
             shared.end(ending);
+            drop(up_w);
         }
     };
     let client_half = AbortOnDrop(tokio::spawn(c2u).abort_handle());
