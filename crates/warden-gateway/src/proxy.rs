@@ -428,7 +428,7 @@ impl Backend {
             review_id: id,
             session_id: log.session_id,
             // Failed, or skipped by the server after an earlier message of its batch failed.
-            exit_code: i32::from(tag.starts_with("ERROR") || tag.starts_with("SKIPPED")),
+            exit_code: i32::from(tag.starts_with("ERROR") || tag == warden_pgwire::SKIPPED),
             output_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(tag.as_bytes())),
             duration_ms: 0,
         };

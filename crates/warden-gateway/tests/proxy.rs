@@ -49,6 +49,17 @@ async fn setup(b: Backend) -> (TestGateway, Psql, String, String) {
     (gw, Psql { port }, dev, dba)
 }
 
+/// `dba` approves review `id`: the API's status and body.
+async fn approve(gw: &TestGateway, dba: &str, id: &str) -> (u16, Value) {
+    gw.call(
+        "PUT",
+        &format!("/api/reviews/{id}/approve"),
+        Some(dba),
+        None,
+    )
+    .await
+}
+
 async fn pending_id(gw: &TestGateway, dba: &str) -> String {
     for _ in 0..100 {
         let (_, list) = gw
@@ -141,13 +152,7 @@ async fn writes_are_held_per_statement_reads_run() {
         .call("GET", &format!("/api/reviews/{id}"), Some(&dba), None)
         .await;
     assert_eq!(r["command"], create.as_str());
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        None,
-    )
-    .await;
+    approve(&gw, &dba, &id).await;
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
@@ -275,13 +280,7 @@ async fn each_run_of_a_prepared_write_is_reviewed_with_its_parameters() {
             && command.contains("as text 'first'"),
         "{command}"
     );
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{first}/approve"),
-        Some(&dba),
-        None,
-    )
-    .await;
+    approve(&gw, &dba, &first).await;
     let n = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .unwrap()
@@ -383,13 +382,7 @@ async fn jit_windows_gate_sessions_and_close_them() {
         )
         .await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        None,
-    )
-    .await;
+    approve(&gw, &dba, &id).await;
     let started = std::time::Instant::now();
     let (code, _, err) = psql
         .run("dev@example.com", &dev, "pg", "SELECT pg_sleep(20)")
@@ -415,13 +408,7 @@ async fn jit_windows_gate_sessions_and_close_them() {
         )
         .await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        None,
-    )
-    .await;
+    approve(&gw, &dba, &id).await;
     let child = psql
         .cmd("dev@example.com", &dev, "pg", "SELECT pg_sleep(30)")
         .stderr(std::process::Stdio::piped())
@@ -654,22 +641,15 @@ async fn held_statements_end_in_what_happened() {
     // while the sweeper passes every 200 ms.
     let (c, _conn) = driver(port, "dev@example.com", &dev).await;
     let write = format!("WITH s AS (SELECT pg_sleep(2)) INSERT INTO {t} SELECT 1 FROM s");
-    let approve = async {
+    let approved_late = async {
         let id = pending_id(&gw, &dba).await;
         clock.advance(600);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (s, b) = gw
-            .call(
-                "PUT",
-                &format!("/api/reviews/{id}/approve"),
-                Some(&dba),
-                None,
-            )
-            .await;
+        let (s, b) = approve(&gw, &dba, &id).await;
         assert_eq!(s, 200, "{b}");
         id
     };
-    let (ran, id) = tokio::join!(c.batch_execute(&write), approve);
+    let (ran, id) = tokio::join!(c.batch_execute(&write), approved_late);
     ran.expect("the approved statement runs");
     // The exit codes of the review's `review_executed` events, and its whole timeline.
     let (gw_, id_, dba_) = (&gw, &id, &dba);
@@ -734,14 +714,7 @@ async fn held_statements_end_in_what_happened() {
         "{r}"
     );
     // Approving it now is refused: nothing would run it.
-    let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, _) = approve(&gw, &dba, &id).await;
     assert_eq!(s, 409);
     assert_eq!(
         direct_psql(&format!("SELECT count(*) FROM {t}"))

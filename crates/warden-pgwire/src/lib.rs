@@ -102,5 +102,6 @@ pub use backend::{
     StatementLog, Upstream, UpstreamTls,
 };
 pub use config::ProxyConfig;
+pub use relay::SKIPPED;
 pub use server::serve;
 pub use tunnel::run_tunnel;

@@ -119,7 +119,7 @@ pub(crate) enum Exec {
 }
 
 /// The tag of an `Execute` the server skipped because an earlier message of its batch failed.
-pub(crate) const SKIPPED: &str = "SKIPPED (an earlier message of the batch failed; not run)";
+pub const SKIPPED: &str = "SKIPPED (an earlier message of the batch failed; not run)";
 
 /// The walk through [`Expect`]s: the client half appends, the upstream half consumes (both
 /// under [`Shared::follow`]'s lock, held for one message at a time).
@@ -1382,7 +1382,6 @@ pub(crate) enum UpstreamEnd {
 struct Matcher {
     copy_ignores_sync: bool,
     carry: Vec<StatementLog>,
-    untagged: Vec<StatementLog>,
     tags: Vec<String>,
     status: u8,
     /// Queued entries answered since the last report to a reviewed client half.
@@ -1445,43 +1444,25 @@ impl Matcher {
         }
     }
 
-    /// Attaches the collected tags to the answered entry's records. Records of a batch that
-    /// only prepared (no tag: e.g. a driver's `Parse`/`Describe`/`Sync`) wait for the next
-    /// answer that has tags but no records of its own (its `Bind`/`Execute`/`Sync`).
-    fn finish(&mut self, logs: Vec<StatementLog>, out: &mut Vec<StatementLog>) {
-        if self.tags.is_empty() {
-            if !logs.is_empty() {
-                out.append(&mut self.untagged);
-                self.untagged = logs;
-            }
-            return;
-        }
-        let mut logs = if logs.is_empty() {
-            std::mem::take(&mut self.untagged)
-        } else {
-            logs
-        };
-        out.append(&mut self.untagged);
+    /// Attaches the command tags of a simple query's (or function call's) answer to its record.
+    /// (Records of `Execute`s never ride on entries: [`Follow`] writes them as they complete.)
+    fn finish(&mut self, mut logs: Vec<StatementLog>, out: &mut Vec<StatementLog>) {
+        let tags = std::mem::take(&mut self.tags);
         if logs.len() == 1 {
-            logs[0].tag = Some(if self.tags.len() == 1 {
-                self.tags.pop().unwrap_or_default()
-            } else {
-                self.tags.join(", ")
-            });
+            if !tags.is_empty() {
+                logs[0].tag = Some(tags.join(", "));
+            }
         } else {
-            for (log, tag) in logs.iter_mut().zip(self.tags.drain(..)) {
+            for (log, tag) in logs.iter_mut().zip(tags) {
                 log.tag = Some(tag);
             }
         }
-        self.tags.clear();
         out.append(&mut logs);
     }
 
     /// Records still held when the session ends.
     fn leftovers(&mut self) -> Vec<StatementLog> {
-        let mut v = std::mem::take(&mut self.carry);
-        v.append(&mut self.untagged);
-        v
+        std::mem::take(&mut self.carry)
     }
 }
 
@@ -1565,7 +1546,6 @@ pub(crate) async fn upstream_to_client(
     let mut m = Matcher {
         copy_ignores_sync: false,
         carry: Vec::new(),
-        untagged: Vec::new(),
         tags: Vec::new(),
         status,
         answered: 0,
