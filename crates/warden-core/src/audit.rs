@@ -178,7 +178,7 @@ impl AuditEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub seq: i64,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub at: OffsetDateTime,
     pub actor: String,
     /// The event as JSON (an [`AuditEvent`] when written by this version).
@@ -410,12 +410,19 @@ pub enum ChainError {
     Link { seq: i64 },
     #[error("entry {seq}: content altered (hash mismatch)")]
     Content { seq: i64 },
+    #[error(
+        "entry {seq}: dated before the entry it follows (`at` never decreases along the chain)"
+    )]
+    Time { seq: i64 },
 }
 
 impl ChainError {
     pub fn seq(&self) -> i64 {
         match self {
-            Self::Sequence { seq, .. } | Self::Link { seq } | Self::Content { seq } => *seq,
+            Self::Sequence { seq, .. }
+            | Self::Link { seq }
+            | Self::Content { seq }
+            | Self::Time { seq } => *seq,
         }
     }
 }
@@ -431,6 +438,7 @@ pub fn verify_chain<'a>(
         None => (1, GENESIS_HASH.to_string()),
     };
     let mut head = start.map(|(s, h)| (s, h.to_string()));
+    let mut last_at: Option<OffsetDateTime> = None;
     for e in entries {
         if e.seq != expected {
             return Err(ChainError::Sequence {
@@ -444,6 +452,10 @@ pub fn verify_chain<'a>(
         if entry_hash(&e.prev_hash, e.seq, e.at, &e.actor, &e.event) != e.hash {
             return Err(ChainError::Content { seq: e.seq });
         }
+        if last_at.is_some_and(|t| e.at < t) {
+            return Err(ChainError::Time { seq: e.seq });
+        }
+        last_at = Some(e.at);
         prev = e.hash.clone();
         expected += 1;
         head = Some((e.seq, e.hash.clone()));
@@ -504,6 +516,34 @@ mod tests {
             verify_chain(&c, None).unwrap_err(),
             ChainError::Link { seq: 3 } | ChainError::Content { seq: 3 }
         ));
+    }
+
+    #[test]
+    fn time_never_decreases() {
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let a = next_entry(
+            None,
+            t,
+            "a@x",
+            &AuditEvent::LoginSucceeded { via: "a".into() },
+        );
+        let b = next_entry(
+            Some((a.seq, &a.hash)),
+            t - time::Duration::milliseconds(1),
+            "a@x",
+            &AuditEvent::LoginSucceeded { via: "b".into() },
+        );
+        assert_eq!(
+            verify_chain([&a, &b], None).unwrap_err(),
+            ChainError::Time { seq: 2 }
+        );
+        let same = next_entry(
+            Some((a.seq, &a.hash)),
+            t,
+            "a@x",
+            &AuditEvent::LoginSucceeded { via: "c".into() },
+        );
+        assert!(verify_chain([&a, &same], None).is_ok());
     }
 
     #[test]

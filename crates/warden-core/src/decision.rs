@@ -23,7 +23,7 @@ pub enum AllowReason {
     /// An approved JIT window covers `now`.
     Window {
         review_id: Uuid,
-        #[serde(with = "time::serde::rfc3339")]
+        #[serde(with = "crate::timefmt::rfc3339_ms")]
         until: OffsetDateTime,
     },
 }

@@ -23,7 +23,7 @@ pub struct ExportApproval {
     pub forced: bool,
     pub auto: bool,
     pub reason: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub at: OffsetDateTime,
 }
 
@@ -41,13 +41,13 @@ pub struct ExportRow {
     pub command_sha256: Option<String>,
     pub duration_sec: Option<i64>,
     pub request_reason: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub requested_at: OffsetDateTime,
     pub approvals: Vec<ExportApproval>,
     pub forced: bool,
     pub decided_by: Option<String>,
     pub decision_reason: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timefmt::rfc3339_ms::option")]
     pub decided_at: Option<OffsetDateTime>,
     pub exit_code: Option<i32>,
     pub output_sha256: Option<String>,
@@ -59,7 +59,7 @@ pub struct ExportRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditExport {
     pub format: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub generated_at: OffsetDateTime,
     pub head_seq: i64,
     pub head_hash: String,
@@ -188,7 +188,7 @@ pub fn verify_export(x: &AuditExport) -> Result<(), EvidenceError> {
 pub struct Checkpoint {
     pub seq: i64,
     pub hash: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub at: OffsetDateTime,
     /// First 16 hex chars of SHA-256(public key).
     pub key_id: String,

@@ -10,6 +10,7 @@
 //! - [`audit`]: typed audit events and the SHA-256 hash chain.
 //! - [`fingerprint`]: normalising commands for analytics (literals replaced).
 //! - [`text`]: commands and reasons rendered for people, hidden code points escaped.
+//! - [`timefmt`]: the one time format written everywhere (RFC 3339, UTC, milliseconds).
 //!
 //! # What this crate must never do
 //! No I/O, no async, no clock: every function that depends on time takes `now` as an argument.
@@ -26,6 +27,7 @@ pub mod review;
 pub mod rule;
 pub mod secret;
 pub mod text;
+pub mod timefmt;
 
 pub use model::*;
 

@@ -12,7 +12,7 @@ pub struct User {
     pub email: String,
     pub groups: Vec<String>,
     pub admin: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
 }
 
@@ -73,9 +73,9 @@ pub struct Connection {
     pub access_groups: Vec<String>,
     pub slack_channel: Option<String>,
     pub teams_webhook: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub updated_at: OffsetDateTime,
 }
 
@@ -139,9 +139,9 @@ pub struct Rule {
     pub max_duration_sec: Option<i64>,
     /// JIT: a request must carry a reason.
     pub require_reason: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub updated_at: OffsetDateTime,
 }
 
@@ -220,7 +220,7 @@ pub struct Approval {
     #[serde(default)]
     pub auto: bool,
     pub reason: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub at: OffsetDateTime,
 }
 
@@ -249,14 +249,14 @@ pub struct Review {
     /// The decision's reason (rejection, force approval, revoke, expiry).
     pub reason: Option<String>,
     pub forced: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timefmt::rfc3339_ms::option")]
     pub decided_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub expires_at: OffsetDateTime,
     /// End of the JIT window (`decided_at + duration`), set on approval.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timefmt::rfc3339_ms::option")]
     pub window_end: Option<OffsetDateTime>,
     /// Optimistic-concurrency version, bumped by every persisted transition.
     pub version: i64,
@@ -310,9 +310,9 @@ pub struct Session {
     pub connection: String,
     pub review_id: Option<Uuid>,
     pub command: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub started_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "crate::timefmt::rfc3339_ms::option")]
     pub ended_at: Option<OffsetDateTime>,
     pub exit_code: Option<i32>,
     pub output: Option<String>,

@@ -41,6 +41,9 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Refuse clear-text proxy clients (`WARDEN_REQUIRE_TLS`).
     pub require_tls: bool,
+    /// Seconds proxied sessions wait for a store that refuses their statement records before
+    /// they end (`WARDEN_PG_AUDIT_STALL_SEC`, 30): nothing is sent to a target meanwhile.
+    pub pg_audit_stall_sec: u64,
     /// Ed25519 key file (base64, 32 bytes) signing audit checkpoints (`WARDEN_CHECKPOINT_KEY`);
     /// keep it outside the store. Unset: no checkpoints.
     pub checkpoint_key: Option<PathBuf>,
@@ -128,6 +131,7 @@ impl Config {
             tls_cert: env("WARDEN_TLS_CERT").map(PathBuf::from),
             tls_key: env("WARDEN_TLS_KEY").map(PathBuf::from),
             require_tls: parse_bool("WARDEN_REQUIRE_TLS", false)?,
+            pg_audit_stall_sec: parse_num("WARDEN_PG_AUDIT_STALL_SEC", 30)?,
             checkpoint_key: env("WARDEN_CHECKPOINT_KEY").map(PathBuf::from),
             checkpoint_file: env("WARDEN_CHECKPOINT_FILE")
                 .map(PathBuf::from)
@@ -174,6 +178,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             require_tls: false,
+            pg_audit_stall_sec: 30,
             slack_bot_token: None,
             slack_signing_secret: None,
             slack_api_url: "https://slack.com/api".into(),

@@ -25,7 +25,7 @@ use warden_core::secret::Secret;
 use warden_core::{ReviewStatus, RuleType, Session, SessionKind, User};
 use warden_pgwire::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
-    StatementDecision, StatementLog, Upstream, UpstreamTls,
+    StatementDecision, StatementLog, Unrecorded, Upstream, UpstreamTls,
 };
 use warden_store::{AuditCtx, StatementRecord};
 
@@ -463,40 +463,42 @@ impl ProxyBackend for Backend {
         }
     }
 
-    async fn record(&self, batch: Vec<StatementLog>) {
-        // Held statements that ran, found before the records are moved into the store batch.
-        let finished: Vec<StatementLog> = batch
-            .iter()
-            .filter(|l| {
-                l.review_id.is_some_and(|id| {
-                    self.held
-                        .lock()
-                        .map(|mut h| h.remove(&id).is_some())
-                        .unwrap_or(false)
-                })
-            })
-            .cloned()
-            .collect();
+    async fn record(&self, batch: Vec<StatementLog>) -> Result<(), Unrecorded> {
         let records: Vec<StatementRecord> = batch
-            .into_iter()
+            .iter()
             .map(|l| StatementRecord {
                 session_id: l.session_id,
                 user: l.user.to_string(),
                 connection: l.connection.to_string(),
                 review_id: l.review_id,
-                statement: l.statement,
+                statement: l.statement.clone(),
                 at: from_system(l.at),
-                tag: l.tag,
+                tag: l.tag.clone(),
             })
             .collect();
         let n = records.len();
-        metrics::counter!("warden_proxy_statements_total").increment(n as u64);
         if let Err(e) = self.app.store.record_statements(records).await {
-            tracing::error!(error = %e, statements = n, "could not record proxied statements");
+            // Handed back: the proxy retries it and holds every session meanwhile.
+            metrics::counter!("warden_proxy_audit_failures_total").increment(1);
+            return Err(Unrecorded {
+                batch,
+                reason: format!("{e:#}"),
+            });
         }
-        for l in &finished {
-            self.finish_held(l).await;
+        metrics::counter!("warden_proxy_statements_total").increment(n as u64);
+        // Held statements that ran: settled once their records are durable.
+        for l in &batch {
+            let held = l.review_id.is_some_and(|id| {
+                self.held
+                    .lock()
+                    .map(|mut h| h.remove(&id).is_some())
+                    .unwrap_or(false)
+            });
+            if held {
+                self.finish_held(l).await;
+            }
         }
+        Ok(())
     }
 
     async fn session_ended(&self, grant: &SessionGrant) {
@@ -596,6 +598,7 @@ pub fn spawn(
         tls,
         require_tls: app.config.require_tls,
         relay_threads,
+        audit_stall_timeout: std::time::Duration::from_secs(app.config.pg_audit_stall_sec),
         ..ProxyConfig::default()
     };
     let backend = Arc::new(Backend {

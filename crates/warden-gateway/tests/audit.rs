@@ -439,3 +439,51 @@ async fn edited_rows_are_named(b: Backend) {
         gw.stop().await;
     }
 }
+
+/// Fail closed for executors: a command whose start cannot be recorded never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_never_runs_what_the_store_cannot_record() {
+    let gw = TestGateway::spawn(Backend::Postgres).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let marker =
+        std::env::temp_dir().join(format!("warden-stall-{}", uuid::Uuid::new_v4().simple()));
+    let script = format!("cat > {}", marker.display());
+    gw.command_connection("c", &["sh", "-c", &script], &[])
+        .await;
+    let url = gw.config.database_url.expose().clone();
+    let mut store = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .execute(&mut store)
+        .await
+        .unwrap();
+    let (s, body) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "c", "command": "x"})),
+        )
+        .await;
+    assert!(s >= 500, "{s} {body}");
+    assert!(
+        !marker.exists(),
+        "the command ran although its start was not recorded"
+    );
+    sqlx::query("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .execute(&mut store)
+        .await
+        .unwrap();
+    let (s, body) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "c", "command": "x"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert!(marker.exists(), "runs once the store is back");
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(verify(&gw).await.1["ok"], true);
+    gw.stop().await;
+}

@@ -725,3 +725,74 @@ async fn held_statements_end_in_what_happened() {
     direct_psql(&format!("DROP TABLE {t}")).await;
     gw.stop().await;
 }
+
+/// Fail closed on audit, with the real PostgreSQL store taken away mid-session: the statement
+/// already on its way runs and its record waits; nothing more reaches the target; the session
+/// ends saying why; once the store is back, everything that ran is in the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_record_stops_the_session_before_anything_unrecorded_runs() {
+    let gw = TestGateway::spawn_with(Backend::Postgres, |c| c.pg_audit_stall_sec = 2).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let (s, body) = gw.admin("POST", "/api/connections", Some(json!({"name": "pg", "type": "postgres", "url": "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"}))).await;
+    assert_eq!(s, 201, "{body}");
+    let port = gw.running.pg_addr.unwrap().port();
+    let table = format!("stall_{}", uuid::Uuid::new_v4().simple());
+    direct_psql(&format!("CREATE TABLE {table} (v int)")).await;
+    let (store, store_conn) =
+        tokio_postgres::connect(gw.config.database_url.expose(), tokio_postgres::NoTls)
+            .await
+            .expect("the store database");
+    tokio::spawn(store_conn);
+
+    let (c, _conn) = driver(port, "dev@example.com", &dev).await;
+    let insert = |v: i32| format!("INSERT INTO {table} VALUES ({v})");
+    c.simple_query(&insert(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store
+        .batch_execute("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .await
+        .unwrap();
+    c.simple_query(&insert(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let err = c.simple_query(&insert(3)).await.unwrap_err();
+    assert!(db_text(&err).contains("audit store"), "{}", db_text(&err));
+    let rows = direct_psql(&format!(
+        "SELECT string_agg(v::text, ',' ORDER BY v) FROM {table}"
+    ))
+    .await;
+    assert_eq!(
+        rows.trim(),
+        "1,2",
+        "statement 3 must not have reached the target"
+    );
+
+    store
+        .batch_execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .await
+        .unwrap();
+    let mut texts = Vec::new();
+    for _ in 0..100 {
+        let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+        texts = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["kind"] == "statements")
+            .flat_map(|e| e["event"]["statements"].as_array().unwrap().clone())
+            .map(|st| st["statement"].as_str().unwrap().to_string())
+            .collect();
+        if texts.contains(&insert(2)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        texts.contains(&insert(1)) && texts.contains(&insert(2)),
+        "{texts:?}"
+    );
+    assert!(!texts.contains(&insert(3)), "{texts:?}");
+    let (_, report) = gw.admin("GET", "/api/audit/verify", None).await;
+    assert_eq!(report["ok"], true, "{report}");
+    direct_psql(&format!("DROP TABLE {table}")).await;
+    gw.stop().await;
+}

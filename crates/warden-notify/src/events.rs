@@ -18,7 +18,6 @@
 //! Put a secret, or a session's output, into a payload.
 
 use serde_json::{Value, json};
-use time::format_description::well_known::Rfc3339;
 use warden_core::audit::{AuditEntry, AuditEvent};
 use warden_core::{Review, ReviewStatus, Session};
 use warden_store::notify::NewDelivery;
@@ -140,7 +139,7 @@ pub fn webhook_payload(
     }
     json!({
         "type": kind,
-        "timestamp": entry.at.format(&Rfc3339).unwrap_or_default(),
+        "timestamp": warden_core::timefmt::format(entry.at),
         "data": data,
     })
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use warden_pgwire::{
     AuthFailure, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement, StatementDecision,
-    StatementLog, Upstream, UpstreamTls,
+    StatementLog, Unrecorded, Upstream, UpstreamTls,
 };
 
 struct BenchBackend {
@@ -77,10 +77,11 @@ impl ProxyBackend for BenchBackend {
         }
     }
 
-    async fn record(&self, batch: Vec<StatementLog>) {
+    async fn record(&self, batch: Vec<StatementLog>) -> Result<(), Unrecorded> {
         self.statements
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn session_ended(&self, _grant: &SessionGrant) {}

@@ -36,9 +36,14 @@ pub trait ProxyBackend: Send + Sync + 'static {
         statement: &Statement<'_>,
     ) -> impl Future<Output = StatementDecision> + Send;
 
-    /// Receives batched statement audit records. Called from one background task, never on a
-    /// relay's hot path; batches arrive in the order the statements completed per session.
-    fn record(&self, batch: Vec<StatementLog>) -> impl Future<Output = ()> + Send;
+    /// Makes batched statement audit records durable. Called from one background task, never
+    /// on a relay's hot path; batches arrive in the order the statements completed per session.
+    /// On failure the batch comes back: the proxy retries it and, until it succeeds, lets no
+    /// session send the server anything more (see `audit`), so nothing runs unrecorded.
+    fn record(
+        &self,
+        batch: Vec<StatementLog>,
+    ) -> impl Future<Output = Result<(), Unrecorded>> + Send;
 
     /// Called once when a session that was granted ends, whatever the reason — after every
     /// record of a relayed session has been handed to [`ProxyBackend::record`].
@@ -185,6 +190,13 @@ pub enum AuthFailure {
     RateLimited,
     /// Something broke; the client sees a generic message, the detail is logged.
     Internal(String),
+}
+
+/// A batch [`ProxyBackend::record`] could not make durable, handed back to be retried.
+#[derive(Debug)]
+pub struct Unrecorded {
+    pub batch: Vec<StatementLog>,
+    pub reason: String,
 }
 
 /// One statement of a proxied session, for the audit trail.

@@ -33,6 +33,9 @@ pub struct ProxyConfig {
     pub audit_batch: usize,
     /// How long the audit writer lets a batch fill before writing it.
     pub audit_linger: Duration,
+    /// How long sessions wait for an audit store that refuses records before they end: no
+    /// session sends the server anything while its records cannot be made durable.
+    pub audit_stall_timeout: Duration,
     /// Time live sessions get to close when the server shuts down.
     pub shutdown_grace: Duration,
     /// `0`: sessions run as tasks on the runtime that calls [`crate::serve`]. `n > 0`: sessions
@@ -57,6 +60,7 @@ impl Default for ProxyConfig {
             audit_queue: 65_536,
             audit_batch: 500,
             audit_linger: Duration::from_millis(50),
+            audit_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             relay_threads: 0,
         }

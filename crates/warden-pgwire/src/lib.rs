@@ -99,7 +99,7 @@ mod upstream;
 
 pub use backend::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, SessionGrant, Statement, StatementDecision,
-    StatementLog, Upstream, UpstreamTls,
+    StatementLog, Unrecorded, Upstream, UpstreamTls,
 };
 pub use config::ProxyConfig;
 pub use relay::SKIPPED;

@@ -36,6 +36,7 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const SYSTEM_ERROR: &str = "58000";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     pub const SUCCESSFUL_COMPLETION: &str = "00000";

@@ -425,6 +425,9 @@ pub(crate) enum RelayError {
     /// A message sequence the proxy cannot follow the server through.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The audit store does not accept records: nothing more may reach the server.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditStalled),
 }
 
 /// Why a simple `Query` inside an unfinished extended batch ends the session: the server runs
@@ -535,6 +538,7 @@ pub(crate) async fn client_to_upstream(
     mut buf: BytesMut,
     shared: Arc<Shared>,
     info: SessionInfo,
+    audit: AuditSink,
     max_message: usize,
 ) -> Result<ClientEnd, RelayError> {
     let mut scanner = Scanner::new(max_message);
@@ -650,6 +654,11 @@ pub(crate) async fn client_to_upstream(
                         break;
                     }
                 }
+            }
+            if pos > 0 {
+                // Nothing reaches the server (nor is recorded as sent) while its records could
+                // not be made durable.
+                audit.admit().await?;
             }
             if !expect.is_empty() {
                 shared.queue_expected(expect.drain(..));
@@ -846,6 +855,10 @@ impl<B: ProxyBackend> Reviewer<B> {
         buf: &mut BytesMut,
         upstream: &mut BoxWrite,
     ) -> Result<bool, RelayError> {
+        // Nothing is decided, recorded or sent while records cannot be made durable.
+        if tag != b'X' {
+            self.audit.admit().await?;
+        }
         if self.discard_until_sync {
             if tag == b'S' {
                 self.discard_until_sync = false;
@@ -1217,8 +1230,10 @@ impl<B: ProxyBackend> Reviewer<B> {
         self.outstanding += 1;
     }
 
-    async fn flush_out(&mut self, upstream: &mut BoxWrite) -> io::Result<()> {
+    async fn flush_out(&mut self, upstream: &mut BoxWrite) -> Result<(), RelayError> {
         if !self.out.is_empty() {
+            // Nothing reaches the server while its records could not be made durable.
+            self.audit.admit().await?;
             upstream.write_all(&self.out).await?;
             upstream.flush().await?;
             self.out.clear();

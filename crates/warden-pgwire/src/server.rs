@@ -32,6 +32,7 @@ pub async fn serve<B: ProxyBackend>(
         config.audit_queue,
         config.audit_batch,
         config.audit_linger,
+        config.audit_stall_timeout,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;

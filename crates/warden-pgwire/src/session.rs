@@ -389,7 +389,16 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
                 )
                 .await
             } else {
-                relay::client_to_upstream(client_r, &mut up_w, buf, shared.clone(), info, max).await
+                relay::client_to_upstream(
+                    client_r,
+                    &mut up_w,
+                    buf,
+                    shared.clone(),
+                    info,
+                    audit,
+                    max,
+                )
+                .await
             };
             let ending = match r {
                 Ok(ClientEnd::Terminated) | Ok(ClientEnd::Closed) | Err(RelayError::Io(_)) => {
@@ -401,6 +410,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
                         RelayError::Frame(FrameError::TooLarge { .. }) | RelayError::Limit(_) => {
                             sqlstate::PROGRAM_LIMIT_EXCEEDED
                         }
+                        RelayError::Audit(_) => sqlstate::SYSTEM_ERROR,
                         _ => sqlstate::PROTOCOL_VIOLATION,
                     };
                     Ending::Fatal(message::error_frame(

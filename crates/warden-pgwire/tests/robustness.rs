@@ -216,3 +216,100 @@ async fn revoke_ends_a_session_whose_client_stopped_reading() {
     drop(s);
     proxy.stop().await;
 }
+
+/// Fail closed on audit: while the audit store refuses records, no session sends the server
+/// anything more; after the stall timeout the session ends with an error that says why, and
+/// what ran before the store failed is recorded once it is back. Plain and reviewed sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_runs_while_statement_records_cannot_be_made_durable() {
+    for review in [false, true] {
+        let config = warden_pgwire::ProxyConfig {
+            audit_linger: Duration::ZERO,
+            audit_stall_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let backend = if review {
+            TestBackend::reviewing(vec![("INSERT", Script::AllowWrite)])
+        } else {
+            TestBackend::allow_all()
+        };
+        let proxy = Proxy::start_with(backend, config).await;
+        let table = format!("audit_stall_{}", uuid::Uuid::new_v4().simple());
+        let d = direct().await;
+        d.batch_execute(&format!("CREATE TABLE {table} (v int)"))
+            .await
+            .unwrap();
+        let c = proxy.connect().await;
+        let insert = |v: i32| format!("INSERT INTO {table} VALUES ({v})");
+        let recorded = |needle: String| {
+            let backend = proxy.backend.clone();
+            async move {
+                for _ in 0..100 {
+                    if backend
+                        .logs
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|l| l.statement == needle)
+                    {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                false
+            }
+        };
+        c.simple_query(&insert(1)).await.unwrap();
+        assert!(recorded(insert(1)).await);
+
+        // The store goes away: the statement already on its way runs, its record waits.
+        proxy
+            .backend
+            .refuse_records
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        c.simple_query(&insert(2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The next one is never sent: the session waits, then ends saying why.
+        let err = c.simple_query(&insert(3)).await.unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("audit store") && text.contains("nothing runs unrecorded"),
+            "review={review}: {text}"
+        );
+        let rows: Vec<i32> = d
+            .query(&format!("SELECT v FROM {table} ORDER BY v"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![1, 2],
+            "review={review}: statement 3 must not have run"
+        );
+
+        // The store is back: the buffered record lands; everything that ran is recorded.
+        proxy
+            .backend
+            .refuse_records
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(recorded(insert(2)).await, "review={review}");
+        assert!(
+            !proxy
+                .backend
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.statement == insert(3))
+        );
+        // New sessions run again.
+        let c2 = proxy.connect().await;
+        c2.simple_query("SELECT 1").await.unwrap();
+        d.batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        proxy.stop().await;
+    }
+}

@@ -104,12 +104,12 @@ impl Db {
                 });
             }
         };
-        let head: Option<(i64, String)> = h
+        let head: Option<(i64, String, i64)> = h
             .fetch_optional(q(
-                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+                "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash, at_ms",
             ))
             .await?;
-        let Some((seq, hash)) = head else {
+        let Some((seq, hash, at_ms)) = head else {
             return Err(StoreError::Corrupt(format!(
                 "{}: the audit_head row is missing (the audit log cannot be extended)",
                 h.ctx
@@ -119,6 +119,7 @@ impl Db {
             h,
             head_seq: seq,
             head_hash: hash,
+            head_at_ms: at_ms,
             pending: Vec::new(),
         })
     }
@@ -516,6 +517,9 @@ pub(crate) struct WriteTx {
     h: Handle,
     head_seq: i64,
     head_hash: String,
+    /// The time of the head entry: a new entry is never dated before it, so `at` never
+    /// decreases along the chain (clocks of replicas differ; a clock can step back).
+    head_at_ms: i64,
     pending: Vec<PendingEntry>,
 }
 
@@ -553,7 +557,14 @@ impl WriteTx {
         for ev in events {
             let prev = (self.head_seq > 0).then_some((self.head_seq, self.head_hash.as_str()));
             // The canonical text is stored: computed once, it is exactly what was hashed.
+            let at = if ms(at) < self.head_at_ms {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.head_at_ms) * 1_000_000)
+                    .unwrap_or(at)
+            } else {
+                at
+            };
             let sealed = seal_text(prev, at, actor, ev);
+            self.head_at_ms = ms(sealed.at);
             self.head_seq = sealed.seq;
             self.head_hash.clone_from(&sealed.hash);
             self.pending.push(PendingEntry {
@@ -617,9 +628,10 @@ impl WriteTx {
             let n = self
                 .h
                 .execute(
-                    q("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    q("UPDATE audit_head SET seq = $1, hash = $2, at_ms = $3 WHERE id = 1")
                         .bind(self.head_seq)
-                        .bind(self.head_hash.as_str()),
+                        .bind(self.head_hash.as_str())
+                        .bind(self.head_at_ms),
                 )
                 .await?;
             if n != 1 {

@@ -65,11 +65,11 @@ pub struct TokenInfo {
     pub user_id: Uuid,
     pub user_email: String,
     pub name: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms::option")]
     pub expires_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms::option")]
     pub revoked_at: Option<OffsetDateTime>,
 }
 
@@ -112,7 +112,7 @@ pub struct StatementRecord {
     pub connection: String,
     pub review_id: Option<Uuid>,
     pub statement: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub at: OffsetDateTime,
     /// Command tag from the upstream (`SELECT 3`, `UPDATE 1`) or the error's SQLSTATE.
     pub tag: Option<String>,

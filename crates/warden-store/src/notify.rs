@@ -31,7 +31,7 @@ pub struct Webhook {
     /// Event types delivered (`review.created`, …).
     pub events: Vec<String>,
     pub created_by: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
 }
 
@@ -114,12 +114,12 @@ pub struct Delivery {
     pub payload: serde_json::Value,
     pub status: DeliveryStatus,
     pub attempts: i64,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub next_attempt_at: OffsetDateTime,
     pub last_error: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms::option")]
     pub sent_at: Option<OffsetDateTime>,
     /// The lease under which the current worker holds it (`None` outside a claim).
     #[serde(skip)]
@@ -161,7 +161,7 @@ pub struct SlackLink {
     pub slack_user_id: String,
     pub team_id: String,
     pub user_email: String,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub linked_at: OffsetDateTime,
 }
 

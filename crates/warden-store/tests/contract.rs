@@ -172,6 +172,7 @@ contract_tests!(
     sessions,
     statements_batch,
     audit_chain_under_concurrency,
+    audit_time_never_goes_back,
     failed_writes_leave_no_audit_entry,
     audit_timeline_of_a_review,
     timestamps_are_truncated_to_milliseconds,
@@ -1711,6 +1712,28 @@ async fn statements_batch(h: &Harness) {
             .map(|e| (*e).clone())
             .collect::<Vec<_>>()[..]
     );
+}
+
+/// A clock that steps back (or a replica whose clock is behind) never dates an entry before
+/// the one it follows: the store dates it at the head's time instead.
+async fn audit_time_never_goes_back(h: &Harness) {
+    let s = &h.store;
+    let late = t0() + Duration::seconds(10);
+    let ev = |via: &str| AuditEvent::LoginSucceeded { via: via.into() };
+    s.append_audit(ctx("a@x.io", late, vec![ev("late")]))
+        .await
+        .unwrap();
+    s.append_audit(ctx("a@x.io", t0(), vec![ev("early"), ev("early2")]))
+        .await
+        .unwrap();
+    let later = late + Duration::milliseconds(5);
+    s.append_audit(ctx("a@x.io", later, vec![ev("later")]))
+        .await
+        .unwrap();
+    let all = s.audit_entries(0, 10).await.unwrap();
+    let ats: Vec<_> = all.iter().map(|e| e.at).collect();
+    assert_eq!(ats, vec![late, late, late, later]);
+    assert!(verify_chain(&all, None).is_ok());
 }
 
 async fn audit_chain_under_concurrency(h: &Harness) {

@@ -201,8 +201,7 @@ impl App {
 }
 
 fn rfc(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    warden_core::timefmt::format(t)
 }
 
 /// CSV of an export (one line per review), safe against spreadsheet formula injection.

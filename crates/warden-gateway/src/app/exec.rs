@@ -330,13 +330,30 @@ impl App {
         session.output_truncated = truncated;
         session.duration_ms = Some(duration_ms);
         session.rows_json = rows_json;
-        self.store
-            .finish_session(
-                &session,
-                AuditCtx::new(user, self.now(), vec![ended(&session)]),
-            )
-            .await?;
-        Ok(session)
+        // The command ran: its start (and command digest) is in the chain already. Its outcome
+        // is retried rather than lost while the store is briefly away.
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self
+                .store
+                .finish_session(
+                    &session,
+                    AuditCtx::new(user, self.now(), vec![ended(&session)]),
+                )
+                .await
+            {
+                Ok(()) => return Ok(session),
+                Err(e) if backoff <= Duration::from_secs(8) => {
+                    tracing::error!(error = %e, session = %session.id, exit_code, "could not record a session's outcome; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, session = %session.id, exit_code, output_sha256 = ?session.output_sha256, "giving up recording a session's outcome: the chain shows it started and never ended");
+                    return Err(e.into());
+                }
+            }
+        }
     }
 }
 

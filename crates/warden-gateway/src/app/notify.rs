@@ -73,12 +73,12 @@ pub struct DeliveryView {
     pub review_id: Option<Uuid>,
     pub status: DeliveryStatus,
     pub attempts: i64,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub next_attempt_at: OffsetDateTime,
     pub last_error: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "warden_core::timefmt::rfc3339_ms::option")]
     pub sent_at: Option<OffsetDateTime>,
 }
 

@@ -23,8 +23,7 @@ pub fn ts_opt(t: Option<OffsetDateTime>) -> String {
 
 /// Machine-readable timestamp for `<time datetime=…>`.
 pub fn iso(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    warden_core::timefmt::format(t)
 }
 
 /// A coarse age: `just now`, `5m`, `3h`, `2d`.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use warden_core::secret::Secret;
 use warden_pgwire::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
-    StatementDecision, StatementLog, Upstream, UpstreamTls,
+    StatementDecision, StatementLog, Unrecorded, Upstream, UpstreamTls,
 };
 
 pub const USER: &str = "alice@example.com";
@@ -55,6 +55,8 @@ pub struct TestBackend {
     pub upstream: Option<Upstream>,
     /// Revoke switches of live sessions, newest last.
     pub terminators: Mutex<VecDeque<watch::Sender<Option<String>>>>,
+    /// While set, `record` fails as a store that is away would.
+    pub refuse_records: std::sync::atomic::AtomicBool,
 }
 
 impl TestBackend {
@@ -166,9 +168,19 @@ impl ProxyBackend for TestBackend {
         }
     }
 
-    async fn record(&self, batch: Vec<StatementLog>) {
+    async fn record(&self, batch: Vec<StatementLog>) -> Result<(), Unrecorded> {
+        if self
+            .refuse_records
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Unrecorded {
+                batch,
+                reason: "test: the store is away".into(),
+            });
+        }
         self.batches.lock().unwrap().push(batch.len());
         self.logs.lock().unwrap().extend(batch);
+        Ok(())
     }
 
     async fn session_ended(&self, grant: &SessionGrant) {
