@@ -55,7 +55,10 @@ pub struct ExportRow {
     pub entry_seqs: Vec<i64>,
 }
 
-/// The JSON export: rows plus the chain segment `[first entry of any row … head]`.
+/// The JSON export: the chain segment of the period (from the last entry before `since`, the
+/// anchor, up to the head) and one row per review the segment records as requested in the
+/// period (`since`, `until`, `connection`). Exports of format 1 carried no period; their
+/// segment started at the first row's entry and completeness was not provable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditExport {
     pub format: String,
@@ -63,11 +66,19 @@ pub struct AuditExport {
     pub generated_at: OffsetDateTime,
     pub head_seq: i64,
     pub head_hash: String,
+    #[serde(default, with = "crate::timefmt::rfc3339_ms::option")]
+    pub since: Option<OffsetDateTime>,
+    #[serde(default, with = "crate::timefmt::rfc3339_ms::option")]
+    pub until: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub connection: Option<String>,
     pub rows: Vec<ExportRow>,
     pub entries: Vec<AuditEntry>,
 }
 
-pub const EXPORT_FORMAT: &str = "warden-audit-export/1";
+pub const EXPORT_FORMAT: &str = "warden-audit-export/2";
+/// Exports written before completeness was provable: verified without the completeness checks.
+pub const EXPORT_FORMAT_V1: &str = "warden-audit-export/1";
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum EvidenceError {
@@ -79,6 +90,8 @@ pub enum EvidenceError {
     Head(i64),
     #[error("review {review}: {problem}")]
     Row { review: Uuid, problem: String },
+    #[error("incomplete: {0}")]
+    Incomplete(String),
     #[error("checkpoint #{seq}: {problem}")]
     Checkpoint { seq: i64, problem: String },
     #[error("invalid key: {0}")]
@@ -93,7 +106,7 @@ fn field<'a>(e: &'a AuditEntry, k: &str) -> Option<&'a Value> {
 /// head, and every row agrees with the audit entries it cites (command digest, approvers,
 /// decision, execution).
 pub fn verify_export(x: &AuditExport) -> Result<(), EvidenceError> {
-    if x.format != EXPORT_FORMAT {
+    if x.format != EXPORT_FORMAT && x.format != EXPORT_FORMAT_V1 {
         return Err(EvidenceError::Format(x.format.clone()));
     }
     if let Some(first) = x.entries.first() {
@@ -178,6 +191,63 @@ pub fn verify_export(x: &AuditExport) -> Result<(), EvidenceError> {
         }
         if row.status == "REJECTED" && !mine.iter().any(|e| kind(e) == "review_rejected") {
             return Err(bad("rejected, but the chain has no rejection".into()));
+        }
+        if x.format == EXPORT_FORMAT && !in_period(x, requested) {
+            return Err(bad(
+                "its request is outside the export's period: the chain does not put it here".into(),
+            ));
+        }
+    }
+    if x.format == EXPORT_FORMAT {
+        verify_complete(x)?;
+    }
+    Ok(())
+}
+
+/// The request entry `e` falls in the export's period and connection.
+fn in_period(x: &AuditExport, e: &AuditEntry) -> bool {
+    let anchor = x.since.is_some() && x.entries.first().is_some_and(|f| f.seq == e.seq);
+    !anchor
+        && x.since.is_none_or(|s| e.at >= s)
+        && x.until.is_none_or(|u| e.at <= u)
+        && x.connection
+            .as_deref()
+            .is_none_or(|c| field(e, "connection").and_then(Value::as_str) == Some(c))
+}
+
+/// The segment covers the whole period, and every review it records as requested in the
+/// period has its row: a review (row) deleted from the store, or left out, is named.
+fn verify_complete(x: &AuditExport) -> Result<(), EvidenceError> {
+    let Some(first) = x.entries.first() else {
+        return Ok(());
+    };
+    match x.since {
+        // The anchor (the last entry before the period) shows nothing earlier belongs in it.
+        Some(since) if first.seq > 1 && first.at >= since => {
+            return Err(EvidenceError::Incomplete(format!(
+                "the segment starts at entry {} inside the period: earlier entries of the period are missing",
+                first.seq
+            )));
+        }
+        None if first.seq != 1 => {
+            return Err(EvidenceError::Incomplete(format!(
+                "an export without `since` covers the whole chain, but its segment starts at entry {}",
+                first.seq
+            )));
+        }
+        _ => {}
+    }
+    for e in &x.entries {
+        if field(e, "kind").and_then(Value::as_str) != Some("review_requested") || !in_period(x, e)
+        {
+            continue;
+        }
+        let id = field(e, "review_id").and_then(Value::as_str).unwrap_or("");
+        if !x.rows.iter().any(|r| r.review_id.to_string() == id) {
+            return Err(EvidenceError::Incomplete(format!(
+                "review {id} (requested at entry {}) is in the chain but not in the export",
+                e.seq
+            )));
         }
     }
     Ok(())
@@ -369,6 +439,9 @@ mod tests {
             generated_at: t(),
             head_seq: last.seq,
             head_hash: last.hash,
+            since: None,
+            until: None,
+            connection: None,
             rows: vec![row],
             entries,
         }
@@ -390,8 +463,39 @@ mod tests {
         let mut y = x.clone();
         y.rows[0].exit_code = Some(1);
         assert!(verify_export(&y).is_err(), "result edited");
-        let mut y = x;
+        let mut y = x.clone();
         y.head_hash = "f".repeat(64);
         assert!(verify_export(&y).is_err(), "head");
+        // completeness: a review the segment records must have its row
+        let mut y = x.clone();
+        y.rows.clear();
+        assert!(
+            matches!(verify_export(&y), Err(EvidenceError::Incomplete(_))),
+            "row left out"
+        );
+        let mut y = x.clone();
+        y.connection = Some("other".into());
+        assert!(
+            verify_export(&y).is_err(),
+            "row outside the period's connection"
+        );
+        y.rows.clear();
+        assert!(
+            verify_export(&y).is_ok(),
+            "nothing of `other` in the period"
+        );
+        // the period: the segment must reach back to before `since`
+        let mut y = x.clone();
+        y.entries.remove(0);
+        y.rows[0].entry_seqs.retain(|s| *s != 1);
+        y.since = Some(t());
+        assert!(verify_export(&y).is_err(), "segment cut inside the period");
+        let mut y = x;
+        y.format = EXPORT_FORMAT_V1.into();
+        y.rows.clear();
+        assert!(
+            verify_export(&y).is_ok(),
+            "format 1 is verified without completeness"
+        );
     }
 }

@@ -271,6 +271,28 @@ async fn exports_reverify_offline(b: Backend) {
     let mut forged = export.clone();
     forged.rows[0].requester = "ceo@example.com".into();
     assert!(warden_core::evidence::verify_export(&forged).is_err());
+    // a row left out of the file is named
+    let mut short = export.clone();
+    let dropped = short.rows.remove(1).review_id;
+    let err = warden_core::evidence::verify_export(&short)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&dropped.to_string()) && err.contains("not in the export"),
+        "{err}"
+    );
+    // a review row deleted from the store: the chain still records it, the export says so
+    tamper(&gw, b, &["DELETE FROM reviews WHERE status = 'REJECTED'"]).await;
+    let (s, x) = gw
+        .admin("GET", "/api/audit/export?since=1d&connection=c", None)
+        .await;
+    assert_eq!(s, 200, "{x}");
+    let gutted: warden_core::evidence::AuditExport = serde_json::from_value(x).unwrap();
+    assert_eq!(gutted.rows.len(), 2);
+    let err = warden_core::evidence::verify_export(&gutted)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&rejected.review_id.to_string()), "{err}");
     // CSV: header, one line per review, formula injection neutralised
     let resp = reqwest::Client::new()
         .get(format!("{}/api/audit/export?format=csv", gw.base))

@@ -5,12 +5,13 @@ use std::io::Write;
 
 use anyhow::Context;
 use time::OffsetDateTime;
+use uuid::Uuid;
 use warden_core::audit::{AuditEntry, AuditEvent};
 use warden_core::evidence::{
     AuditExport, Checkpoint, EXPORT_FORMAT, ExportApproval, ExportRow, parse_key32, sign_checkpoint,
 };
 use warden_core::{RuleType, User};
-use warden_store::{AuditCtx, ReviewFilter};
+use warden_store::AuditCtx;
 
 use super::{App, AppError, AppResult};
 
@@ -22,11 +23,13 @@ pub struct ExportFilter {
     pub connection: Option<String>,
 }
 
-const PAGE: u32 = 500;
 const MAX_EXPORT_ROWS: usize = 100_000;
 
 impl App {
-    /// One row per review in the period, plus the contiguous chain segment proving every row.
+    /// The chain segment of the period (from the last entry before `since`, the anchor, up to
+    /// the head) and one row per review that segment records as requested in the period: the
+    /// rows are chosen by the chain, not by the store's rows, so a review row deleted from the
+    /// store leaves a request in the segment without its row, and `verify_export` names it.
     pub async fn export_audit(&self, user: &User, f: ExportFilter) -> AppResult<AuditExport> {
         self.require_admin(user)?;
         let (head_seq, head_hash) = self
@@ -34,101 +37,127 @@ impl App {
             .audit_head()
             .await?
             .unwrap_or((0, warden_core::audit::GENESIS_HASH.into()));
-        let mut rows = Vec::new();
-        let mut page = 1;
-        loop {
-            let filter = ReviewFilter {
-                connection: f.connection.clone(),
-                since: f.since,
-                until: f.until,
-                page,
-                per_page: PAGE,
-                ..ReviewFilter::default()
-            };
-            let (reviews, total) = self.store.list_reviews(&filter).await?;
-            if reviews.is_empty() {
-                break;
-            }
-            for r in reviews {
-                let entries: Vec<AuditEntry> = self
-                    .store
-                    .audit_for_review(r.id)
-                    .await?
-                    .into_iter()
-                    .filter(|e| e.seq <= head_seq)
-                    .collect();
-                let session = if r.kind == RuleType::Command {
-                    self.store.session_for_review(r.id).await?
-                } else {
-                    None
-                };
-                rows.push(ExportRow {
-                    review_id: r.id,
-                    kind: r.kind.as_str().into(),
-                    status: r.status.as_str().into(),
-                    requester: r.requester.clone(),
-                    connection: r.connection.clone(),
-                    rule: r.rule.clone(),
-                    command: r.command.clone(),
-                    command_sha256: r.command_sha256.clone(),
-                    duration_sec: r.duration_sec,
-                    request_reason: r.request_reason.clone(),
-                    requested_at: r.created_at,
-                    approvals: r
-                        .approvals
-                        .iter()
-                        .map(|a| ExportApproval {
-                            approver: a.approver.clone(),
-                            group: a.group.clone(),
-                            forced: a.forced,
-                            auto: a.auto,
-                            reason: a.reason.clone(),
-                            at: a.at,
-                        })
-                        .collect(),
-                    forced: r.forced,
-                    decided_by: r.decided_by.clone(),
-                    decision_reason: r.reason.clone(),
-                    decided_at: r.decided_at,
-                    exit_code: session.as_ref().and_then(|s| s.exit_code),
-                    output_sha256: session.as_ref().and_then(|s| s.output_sha256.clone()),
-                    entry_seqs: entries.iter().map(|e| e.seq).collect(),
-                });
-            }
-            if rows.len() >= MAX_EXPORT_ROWS {
-                return Err(AppError::bad(
-                    "export_too_large",
-                    format!("more than {MAX_EXPORT_ROWS} reviews: narrow --since/--until"),
-                ));
-            }
-            if i64::from(page) * i64::from(PAGE) >= total {
-                break;
-            }
-            page += 1;
-        }
-        rows.sort_by_key(|r| r.requested_at);
-        let first = rows.iter().flat_map(|r| r.entry_seqs.iter().copied()).min();
+        let from = match f.since {
+            Some(since) => self.first_entry_at_or_after(since, head_seq).await?,
+            None => 1,
+        };
+        // The anchor shows the verifier that nothing before `from` is in the period.
         let mut entries = Vec::new();
-        if let Some(first) = first {
-            let mut after = first - 1;
-            while after < head_seq {
-                let mut page = self.store.audit_entries(after, 5000).await?;
-                page.retain(|e| e.seq <= head_seq);
-                let Some(last) = page.last().map(|e| e.seq) else {
-                    break;
-                };
-                after = last;
-                entries.extend(page);
-            }
+        let mut after = (from - 2).max(0);
+        while after < head_seq {
+            let mut page = self.store.audit_entries(after, 5000).await?;
+            page.retain(|e| e.seq <= head_seq);
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            after = last;
+            entries.extend(page);
+        }
+        let until = f.until;
+        let requested: Vec<Uuid> = entries
+            .iter()
+            .filter(|e| e.seq >= from && until.is_none_or(|u| e.at <= u))
+            .filter_map(
+                |e| match serde_json::from_value::<AuditEvent>(e.event.clone()) {
+                    Ok(AuditEvent::ReviewRequested {
+                        review_id,
+                        connection,
+                        ..
+                    }) if f.connection.as_ref().is_none_or(|c| *c == connection) => Some(review_id),
+                    _ => None,
+                },
+            )
+            .collect();
+        if requested.len() > MAX_EXPORT_ROWS {
+            return Err(AppError::bad(
+                "export_too_large",
+                format!("more than {MAX_EXPORT_ROWS} reviews: narrow --since/--until"),
+            ));
+        }
+        let mut rows = Vec::with_capacity(requested.len());
+        for id in requested {
+            // A review the chain records but the store lost stays missing: the verifier says so.
+            let Some(r) = self.store.get_review(id).await? else {
+                tracing::warn!(review = %id, "export: the chain records a review the store does not have");
+                continue;
+            };
+            let entry_seqs: Vec<i64> = entries
+                .iter()
+                .filter(|e| {
+                    e.event.get("review_id").and_then(serde_json::Value::as_str)
+                        == Some(id.to_string().as_str())
+                })
+                .map(|e| e.seq)
+                .collect();
+            let session = if r.kind == RuleType::Command {
+                self.store.session_for_review(r.id).await?
+            } else {
+                None
+            };
+            rows.push(ExportRow {
+                review_id: r.id,
+                kind: r.kind.as_str().into(),
+                status: r.status.as_str().into(),
+                requester: r.requester.clone(),
+                connection: r.connection.clone(),
+                rule: r.rule.clone(),
+                command: r.command.clone(),
+                command_sha256: r.command_sha256.clone(),
+                duration_sec: r.duration_sec,
+                request_reason: r.request_reason.clone(),
+                requested_at: r.created_at,
+                approvals: r
+                    .approvals
+                    .iter()
+                    .map(|a| ExportApproval {
+                        approver: a.approver.clone(),
+                        group: a.group.clone(),
+                        forced: a.forced,
+                        auto: a.auto,
+                        reason: a.reason.clone(),
+                        at: a.at,
+                    })
+                    .collect(),
+                forced: r.forced,
+                decided_by: r.decided_by.clone(),
+                decision_reason: r.reason.clone(),
+                decided_at: r.decided_at,
+                exit_code: session.as_ref().and_then(|s| s.exit_code),
+                output_sha256: session.as_ref().and_then(|s| s.output_sha256.clone()),
+                entry_seqs,
+            });
         }
         Ok(AuditExport {
             format: EXPORT_FORMAT.into(),
             generated_at: self.now(),
             head_seq,
             head_hash,
+            since: f.since,
+            until: f.until,
+            connection: f.connection,
             rows,
             entries,
         })
+    }
+
+    /// The first entry dated `since` or later (`head + 1` when none): a binary search over
+    /// `seq`, which `at` follows (it never decreases along the chain).
+    async fn first_entry_at_or_after(&self, since: OffsetDateTime, head: i64) -> AppResult<i64> {
+        let (mut lo, mut hi) = (1i64, head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at = self
+                .store
+                .audit_entries(mid - 1, 1)
+                .await?
+                .first()
+                .map(|e| e.at);
+            match at {
+                Some(at) if at < since => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
     }
 
     fn checkpoint_key(&self) -> AppResult<[u8; 32]> {
