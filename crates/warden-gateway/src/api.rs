@@ -667,13 +667,7 @@ async fn session_statements(
     Caller(u): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let id = parse_uuid(&id)?;
-    app.get_session(&u, id).await?;
-    let statements = app
-        .store
-        .statements_for_session(id)
-        .await
-        .map_err(|e| ApiError(e.into()))?;
+    let (_, statements) = app.session_with_statements(&u, parse_uuid(&id)?).await?;
     Ok(axum::Json(statements).into_response())
 }
 

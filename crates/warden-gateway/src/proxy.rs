@@ -415,6 +415,7 @@ impl Backend {
         }
         .boxed();
         Ok(StatementDecision::Held {
+            review_id: Some(id),
             review_url: app.review_url(id),
             outcome,
         })
@@ -488,6 +489,11 @@ impl ProxyBackend for Backend {
         metrics::counter!("warden_proxy_statements_total").increment(n as u64);
         // Held statements that ran: settled once their records are durable.
         for l in &batch {
+            // A refusal's record names its review too; what ended it was the decision (or the
+            // lack of one, settled when the session ends), not a run.
+            if matches!(l.tag.as_deref(), Some("REJECTED" | "EXPIRED")) {
+                continue;
+            }
             let held = l.review_id.is_some_and(|id| {
                 self.held
                     .lock()

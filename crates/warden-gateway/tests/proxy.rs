@@ -359,6 +359,27 @@ async fn each_run_of_a_prepared_write_is_reviewed_with_its_parameters() {
         ],
         "{stmts}"
     );
+    // Each held run links to its review: who approved it (with group and time), who refused.
+    let runs: Vec<&Value> = stmts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["statement"].as_str().unwrap().starts_with("UPDATE"))
+        .collect();
+    assert_eq!(runs[0]["review"]["status"], "EXECUTED", "{stmts}");
+    assert_eq!(
+        runs[0]["review"]["approvals"][0]["approver"],
+        "dba@example.com"
+    );
+    assert_eq!(runs[0]["review"]["approvals"][0]["group"], "dba");
+    assert!(
+        runs[0]["review"]["approvals"][0]["at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(runs[1]["review"]["status"], "REJECTED", "{stmts}");
+    assert_eq!(runs[1]["review"]["decided_by"], "dba@example.com");
     drop(client);
     direct_psql(&format!("DROP TABLE {table}")).await;
     gw.stop().await;

@@ -144,6 +144,8 @@ pub enum StatementDecision {
     /// The statement waits for a human. The client gets a NoticeResponse naming `review_url`,
     /// then the proxy awaits `outcome`.
     Held {
+        /// The review holding it: a refusal's record names it, as an approval's does.
+        review_id: Option<Uuid>,
         review_url: String,
         outcome: BoxFuture<'static, HeldOutcome>,
     },

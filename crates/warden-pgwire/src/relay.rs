@@ -795,6 +795,8 @@ enum Verdict {
     Refused {
         tag: &'static str,
         message: String,
+        /// The review that refused it (none for a plain denial).
+        review_id: Option<Uuid>,
     },
     /// The client went away while its statement was held.
     ClientGone,
@@ -905,9 +907,13 @@ impl<B: ProxyBackend> Reviewer<B> {
                             read_write,
                         );
                     }
-                    Verdict::Refused { tag, message } => {
+                    Verdict::Refused {
+                        tag,
+                        message,
+                        review_id,
+                    } => {
                         self.audit
-                            .push([self.info.log(text, None, Some(tag.into()))])
+                            .push([self.info.log(text, review_id, Some(tag.into()))])
                             .await;
                         self.refuse(Some(refusal(&message)));
                     }
@@ -1053,8 +1059,12 @@ impl<B: ProxyBackend> Reviewer<B> {
                     review_id,
                     read_write,
                 } => allowed.push((review_id, read_write)),
-                Verdict::Refused { tag, message } => {
-                    refused = Some((tag, message));
+                Verdict::Refused {
+                    tag,
+                    message,
+                    review_id,
+                } => {
+                    refused = Some((tag, message, allowed.len(), review_id));
                     break;
                 }
                 Verdict::ClientGone => {
@@ -1065,10 +1075,15 @@ impl<B: ProxyBackend> Reviewer<B> {
                 }
             }
         }
-        if let Some((refusal_tag, message)) = refused {
+        if let Some((refusal_tag, message, at, review_id)) = refused {
             let logs: Vec<_> = runs
                 .iter()
-                .map(|r| self.info.log(r.to_string(), None, Some(refusal_tag.into())))
+                .enumerate()
+                .map(|(i, r)| {
+                    let review = if i == at { review_id } else { None };
+                    self.info
+                        .log(r.to_string(), review, Some(refusal_tag.into()))
+                })
                 .collect();
             self.audit.push(logs).await;
             if tag == b'S' {
@@ -1261,8 +1276,10 @@ impl<B: ProxyBackend> Reviewer<B> {
             StatementDecision::Deny { message } => Verdict::Refused {
                 tag: "DENIED",
                 message,
+                review_id: None,
             },
             StatementDecision::Held {
+                review_id: held_by,
                 review_url,
                 outcome,
             } => {
@@ -1283,10 +1300,12 @@ impl<B: ProxyBackend> Reviewer<B> {
                             HeldOutcome::Rejected { by, reason } => Verdict::Refused {
                                 tag: "REJECTED",
                                 message: format!("Warden: statement rejected by {by}: {reason}"),
+                                review_id: held_by,
                             },
                             HeldOutcome::Expired => Verdict::Refused {
                                 tag: "EXPIRED",
                                 message: "Warden: review expired — resubmit the statement".into(),
+                                review_id: held_by,
                             },
                         },
                         n = client.read_buf(buf), if buf.len() < self.max_message => {

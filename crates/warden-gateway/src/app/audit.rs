@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use uuid::Uuid;
 
 use warden_core::audit::{AuditEntry, RowFacts, verify_chain};
-use warden_core::{Session, User};
-use warden_store::{ReviewFilter, SessionFilter};
+use warden_core::{Review, Session, User};
+use warden_store::{ReviewFilter, SessionFilter, StatementRecord};
 
 use super::{App, AppError, AppResult};
 
@@ -19,6 +19,84 @@ pub struct VerifyReport {
     /// The first entry at fault and why.
     pub error: Option<String>,
     pub first_bad_seq: Option<i64>,
+}
+
+/// One recorded statement of a proxied session with the review that let it run (a statement
+/// held for review, or the JIT window the session ran in): who approved, in which group, when —
+/// or who refused it and why. What the session page, `sessions.csv` and the API show.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementView {
+    #[serde(flatten)]
+    pub record: StatementRecord,
+    pub review: Option<StatementReview>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementReview {
+    pub id: Uuid,
+    pub status: String,
+    pub approvals: Vec<StatementApproval>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub forced: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementApproval {
+    pub approver: String,
+    pub group: String,
+    #[serde(with = "warden_core::timefmt::rfc3339_ms")]
+    pub at: time::OffsetDateTime,
+}
+
+impl StatementReview {
+    fn of(r: &Review) -> Self {
+        Self {
+            id: r.id,
+            status: r.status.as_str().into(),
+            approvals: r
+                .approvals
+                .iter()
+                .map(|a| StatementApproval {
+                    approver: a.approver.clone(),
+                    group: a.group.clone(),
+                    at: a.at,
+                })
+                .collect(),
+            decided_by: r.decided_by.clone(),
+            reason: r.reason.clone(),
+            forced: r.forced,
+        }
+    }
+
+    /// `APPROVED by dba@x (dba) at 2026-…Z` / `REJECTED by dba@x: too broad`.
+    pub fn summary(&self) -> String {
+        let mut out = self.status.clone();
+        if !self.approvals.is_empty() {
+            let who: Vec<String> = self
+                .approvals
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} ({}) at {}",
+                        a.approver,
+                        a.group,
+                        warden_core::timefmt::format(a.at)
+                    )
+                })
+                .collect();
+            out.push_str(&format!(" by {}", who.join(", ")));
+        } else if let Some(by) = &self.decided_by {
+            out.push_str(&format!(" by {by}"));
+        }
+        if self.forced {
+            out.push_str(" (forced)");
+        }
+        if let Some(r) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            out.push_str(&format!(": {r}"));
+        }
+        out
+    }
 }
 
 const VERIFY_PAGE: i64 = 5000;
@@ -43,6 +121,36 @@ impl App {
             Some(s) if user.admin || s.user == user.email => Ok(s),
             _ => Err(AppError::NotFound(format!("no session {id}"))),
         }
+    }
+
+    /// A session and its recorded statements (proxied sessions), each with its review, if the
+    /// user may see the session. One store read per distinct review.
+    pub async fn session_with_statements(
+        &self,
+        user: &User,
+        id: Uuid,
+    ) -> AppResult<(Session, Vec<StatementView>)> {
+        let session = self.get_session(user, id).await?;
+        let records = self.store.statements_for_session(id).await?;
+        let mut reviews: std::collections::HashMap<Uuid, Option<StatementReview>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let review = match record.review_id {
+                Some(rid) => match reviews.get(&rid) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let found = self.store.get_review(rid).await?;
+                        let view = found.as_ref().map(StatementReview::of);
+                        reviews.insert(rid, view.clone());
+                        view
+                    }
+                },
+                None => None,
+            };
+            out.push(StatementView { record, review });
+        }
+        Ok((session, out))
     }
 
     pub async fn audit_entries(

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 use time::OffsetDateTime;
 use uuid::Uuid;
-use warden_core::audit::{AuditEntry, AuditEvent};
+use warden_core::audit::AuditEvent;
 use warden_core::evidence::{
     AuditExport, Checkpoint, EXPORT_FORMAT, ExportApproval, ExportRow, parse_key32, sign_checkpoint,
 };

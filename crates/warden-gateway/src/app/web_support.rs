@@ -4,10 +4,8 @@
 //! # What it must never do
 //! Skip an authorization check the equivalent API path makes, or speak HTTP.
 
-use uuid::Uuid;
+use warden_core::User;
 use warden_core::rule::{RuleError, RuleSpec};
-use warden_core::{Session, User};
-use warden_store::StatementRecord;
 
 use super::{App, AppError, AppResult};
 use crate::auth;
@@ -27,17 +25,6 @@ impl App {
             self.revoke_token(&user, info.id).await?;
         }
         Ok(())
-    }
-
-    /// A session and its recorded statements (proxied sessions), if the user may see it.
-    pub async fn session_with_statements(
-        &self,
-        user: &User,
-        id: Uuid,
-    ) -> AppResult<(Session, Vec<StatementRecord>)> {
-        let session = self.get_session(user, id).await?;
-        let statements = self.store.statements_for_session(id).await?;
-        Ok((session, statements))
     }
 
     /// Validates a rule spec as `create_rule`/`update_rule` would, returning the typed error so

@@ -192,6 +192,10 @@ pub struct StatementRow {
     pub at: String,
     pub statement: String,
     pub tag: String,
+    /// The review that let it run (empty when none did: a read, or an unreviewed session).
+    pub review_id: String,
+    /// Who decided it and how (`APPROVED by dba@x (dba) at …`).
+    pub review: String,
 }
 
 #[derive(Template)]
@@ -220,9 +224,15 @@ async fn detail(State(app): State<AppState>, viewer: Viewer, Path(id): Path<Stri
         statements: statements
             .iter()
             .map(|st| StatementRow {
-                at: ts(st.at),
-                statement: st.statement.clone(),
-                tag: st.tag.clone().unwrap_or_default(),
+                at: ts(st.record.at),
+                statement: st.record.statement.clone(),
+                tag: st.record.tag.clone().unwrap_or_default(),
+                review_id: st
+                    .review
+                    .as_ref()
+                    .map(|r| r.id.to_string())
+                    .unwrap_or_default(),
+                review: st.review.as_ref().map(|r| r.summary()).unwrap_or_default(),
             })
             .collect(),
     }))
@@ -292,6 +302,7 @@ async fn sessions_csv(
             "output_truncated",
             "output_sha256",
             "output",
+            "statement_reviews",
         ]
         .map(String::from),
     );
@@ -308,6 +319,24 @@ async fn sessions_csv(
             .await
             .map_err(&fail)?;
         for s in &batch {
+            // A proxied session: each reviewed statement with who decided it.
+            let statement_reviews = if s.kind == warden_core::SessionKind::Proxy {
+                let (_, statements) = app
+                    .session_with_statements(&viewer.user, s.id)
+                    .await
+                    .map_err(&fail)?;
+                statements
+                    .iter()
+                    .filter_map(|st| {
+                        st.review
+                            .as_ref()
+                            .map(|r| format!("{} [{}] {}", st.record.statement, r.id, r.summary()))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                String::new()
+            };
             csv_line(
                 &mut out,
                 &[
@@ -324,6 +353,7 @@ async fn sessions_csv(
                     s.output_truncated.to_string(),
                     s.output_sha256.clone().unwrap_or_default(),
                     s.output.clone().unwrap_or_default(),
+                    statement_reviews,
                 ],
             );
         }

@@ -161,6 +161,7 @@ impl ProxyBackend for TestBackend {
                     let _ = tx.send(outcome);
                 });
                 StatementDecision::Held {
+                    review_id: Some(id),
                     review_url: format!("http://warden.test/reviews/{id}"),
                     outcome: async move { rx.await.unwrap_or(HeldOutcome::Expired) }.boxed(),
                 }
