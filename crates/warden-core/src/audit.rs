@@ -679,6 +679,18 @@ mod tests {
 pub struct RowFacts {
     sessions: std::collections::HashMap<Uuid, SessionFacts>,
     reviews: std::collections::HashMap<Uuid, (i64, Option<String>)>,
+    decisions: std::collections::HashMap<Uuid, ReviewDecisions>,
+}
+
+/// The decision events of one review, as the chain recorded them.
+#[derive(Debug, Default)]
+struct ReviewDecisions {
+    /// Approvers, one per approval event, in order.
+    approvers: Vec<String>,
+    /// Entry and who, of the rejection (a withdrawal is a rejection by the requester).
+    rejected: Option<(i64, String)>,
+    revoked: Option<i64>,
+    executed: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -723,6 +735,24 @@ impl RowFacts {
             Some("review_requested") => {
                 if let Some(id) = uuid_at(ev, "review_id") {
                     self.reviews.insert(id, (e.seq, str_at("command_sha256")));
+                }
+            }
+            Some(
+                kind @ ("review_approved" | "review_rejected" | "review_revoked"
+                | "review_executed"),
+            ) => {
+                if let Some(id) = uuid_at(ev, "review_id") {
+                    let d = self.decisions.entry(id).or_default();
+                    match kind {
+                        "review_approved" => {
+                            d.approvers.push(str_at("approver").unwrap_or_default())
+                        }
+                        "review_rejected" => {
+                            d.rejected = Some((e.seq, str_at("by").unwrap_or_default()))
+                        }
+                        "review_revoked" => d.revoked = Some(e.seq),
+                        _ => d.executed = Some(e.seq),
+                    }
                 }
             }
             _ => {}
@@ -782,6 +812,55 @@ impl RowFacts {
             return Some(format!(
                 "review {id}: its stored command is not the one entry {seq} recorded"
             ));
+        }
+        self.check_decisions(r)
+    }
+
+    /// The row's status and approvals say what its decision events say: every stored approval
+    /// was recorded (and none recorded is gone), REJECTED, REVOKED and EXECUTED rows have their
+    /// event (and no other row does), a rejection names who the chain says rejected.
+    fn check_decisions(&self, r: &crate::Review) -> Option<String> {
+        use crate::ReviewStatus as S;
+        let id = r.id;
+        let none = ReviewDecisions::default();
+        let d = self.decisions.get(&id).unwrap_or(&none);
+        let mut stored: Vec<&str> = r.approvals.iter().map(|a| a.approver.as_str()).collect();
+        let mut recorded: Vec<&str> = d.approvers.iter().map(String::as_str).collect();
+        stored.sort_unstable();
+        recorded.sort_unstable();
+        if stored != recorded {
+            return Some(format!(
+                "review {id}: its stored approvals ({}) are not the ones the chain recorded ({})",
+                stored.join(", "),
+                recorded.join(", ")
+            ));
+        }
+        let status = |what: &str, entry: Option<i64>| match entry {
+            Some(seq) => format!(
+                "review {id}: stored as {} but entry {seq} recorded it {what}",
+                r.status.as_str()
+            ),
+            None => format!(
+                "review {id}: stored as {} but the chain never recorded it {what}",
+                r.status.as_str()
+            ),
+        };
+        let rejected = d.rejected.as_ref().map(|(seq, _)| *seq);
+        if (r.status == S::Rejected) != rejected.is_some() {
+            return Some(status("rejected", rejected));
+        }
+        if let (Some((seq, by)), Some(stored_by)) = (&d.rejected, &r.decided_by)
+            && by != stored_by
+        {
+            return Some(format!(
+                "review {id}: stored as rejected by {stored_by} but entry {seq} recorded {by}"
+            ));
+        }
+        if (r.status == S::Revoked) != d.revoked.is_some() {
+            return Some(status("revoked", d.revoked));
+        }
+        if r.status == S::Executed && d.executed.is_none() {
+            return Some(status("executed", None));
         }
         None
     }

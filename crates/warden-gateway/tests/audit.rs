@@ -416,7 +416,19 @@ async fn retention_keeps_the_chain(b: Backend) {
 /// session's command, output or exit code, a review's command, a row the chain never recorded
 /// or a recorded row deleted — each is named by `audit verify`.
 async fn edited_rows_are_named(b: Backend) {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["UPDATE reviews SET status = 'APPROVED' WHERE status = 'REJECTED'"],
+            "recorded it rejected",
+        ),
+        (
+            &["UPDATE reviews SET approvals_json = '[]' WHERE status = 'EXECUTED'"],
+            "its stored approvals",
+        ),
+        (
+            &["UPDATE reviews SET decided_by = 'ceo@example.com' WHERE status = 'REJECTED'"],
+            "stored as rejected by ceo@example.com",
+        ),
         (
             &["UPDATE sessions SET command = 'rm -rf /' WHERE command IS NOT NULL"],
             "its stored command is not the one entry",

@@ -211,7 +211,7 @@ impl App {
                 return Ok(broken(count, head, last + 1, msg));
             }
         }
-        if let Some(error) = self.check_rows(&facts, walk_start).await? {
+        if let Some(error) = self.check_rows(&mut facts, walk_start, limit).await? {
             return Ok(VerifyReport {
                 ok: false,
                 entries: count,
@@ -235,9 +235,11 @@ impl App {
     /// `walk_start` are left to the next verification): the first disagreement, said.
     async fn check_rows(
         &self,
-        facts: &RowFacts,
+        facts: &mut RowFacts,
         walk_start: time::OffsetDateTime,
+        walked_to: i64,
     ) -> AppResult<Option<String>> {
+        let mut caught_up = false;
         let mut session_ids = HashSet::new();
         for page in 1.. {
             let filter = SessionFilter {
@@ -268,6 +270,20 @@ impl App {
                 break;
             }
             for r in rows.iter().filter(|r| r.created_at < walk_start) {
+                if facts.check_review(r).is_some() && !caught_up {
+                    // It may have been decided after the walk: read what the chain recorded
+                    // since (verified by the next walk) before calling it an edit.
+                    caught_up = true;
+                    let mut after = walked_to;
+                    loop {
+                        let page = self.store.audit_entries(after, VERIFY_PAGE).await?;
+                        let Some(last) = page.last().map(|e| e.seq) else {
+                            break;
+                        };
+                        page.iter().for_each(|e| facts.observe(e));
+                        after = last;
+                    }
+                }
                 if let Some(e) = facts.check_review(r) {
                     return Ok(Some(e));
                 }
