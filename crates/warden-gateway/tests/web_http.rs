@@ -472,6 +472,7 @@ async fn non_admins_get_the_403_page() {
         "/connections/new",
         "/connections/shell/edit",
         "/analytics",
+        "/analytics.csv",
         "/sessions.csv",
         "/reviews.csv",
     ] {
@@ -1017,6 +1018,30 @@ async fn list_filters_paginate_and_exports_are_formula_safe() {
     assert!(html.contains("dba@example.com: 1"), "top approvers");
     let (s, _) = admin.page("/analytics?period=all&connection=other").await;
     assert_eq!(s, StatusCode::OK);
+    // The same numbers as CSV, linked from the page.
+    assert!(
+        html.contains("href=\"/analytics.csv?period=7d&#38;connection=\""),
+        "{html}"
+    );
+    let resp = admin.get("/analytics.csv?period=7d").await;
+    assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = resp.text().await.unwrap();
+    assert!(
+        csv.starts_with("\"section\",\"name\",\"metric\",\"value\""),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"reviews\",\"all connections\",\"total\",\"28\""),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"top_commands\",\"ECHO ?\",\"count\",\"27\""),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"top_approvers\",\"dba@example.com\",\"count\",\"1\""),
+        "{csv}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

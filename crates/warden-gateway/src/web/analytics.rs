@@ -19,7 +19,9 @@ use crate::api::AppState;
 use crate::app::analytics::{Analytics, AnalyticsQuery, Stats, since_for};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/analytics", get(page))
+    Router::new()
+        .route("/analytics", get(page))
+        .route("/analytics.csv", get(csv))
 }
 
 /// Widths of the charts' coordinate systems (they scale to their container): half-width cards,
@@ -203,6 +205,8 @@ fn stats_row(name: &str, s: &Stats) -> StatsRow {
 #[template(path = "analytics.html")]
 struct Page {
     nav: Option<Nav>,
+    /// `/analytics.csv?…` for the same period and connection.
+    csv_href: String,
     period: String,
     connection: String,
     connections: Vec<String>,
@@ -223,6 +227,95 @@ struct PageQuery {
     connection: Option<String>,
 }
 
+impl PageQuery {
+    fn period(&self) -> String {
+        match self.period.as_deref() {
+            Some(p @ ("24h" | "7d" | "30d" | "90d" | "all")) => p.to_string(),
+            _ => "30d".to_string(),
+        }
+    }
+    fn connection(&self) -> Option<String> {
+        self.connection
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+    }
+}
+
+/// The page's numbers as CSV (`section,name,metric,value`), same period and connection filter;
+/// every cell quoted and neutralised against formula injection (commands are attacker text).
+async fn csv(State(app): State<AppState>, viewer: Viewer, Query(q): Query<PageQuery>) -> WebResult {
+    use super::sessions::{csv_line, csv_response};
+    viewer.admin_only("analytics", "only admins can see analytics")?;
+    let fail = fail(&viewer, "analytics");
+    let a = app
+        .analytics(
+            &viewer.user,
+            AnalyticsQuery {
+                connection: q.connection(),
+                since: since_for(&q.period(), app.now()),
+            },
+        )
+        .await
+        .map_err(&fail)?;
+    let mut out = String::new();
+    let mut line = |section: &str, name: &str, metric: &str, value: String| {
+        csv_line(
+            &mut out,
+            &[section.into(), name.into(), metric.into(), value],
+        )
+    };
+    line("section", "name", "metric", "value".into());
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+    let mut stats = |name: &str, s: &Stats| {
+        for (metric, v) in [
+            ("total", s.total),
+            ("pending", s.pending),
+            ("approved", s.approved),
+            ("rejected", s.rejected),
+            ("withdrawn", s.withdrawn),
+            ("expired", s.expired),
+            ("forced", s.forced),
+            ("auto_approved", s.auto_approved),
+        ] {
+            line("reviews", name, metric, v.to_string());
+        }
+        line("reviews", name, "approval_rate", opt(s.approval_rate()));
+        line(
+            "reviews",
+            name,
+            "avg_time_to_approval_sec",
+            opt(s.avg_time_to_approval_sec()),
+        );
+        line(
+            "reviews",
+            name,
+            "p90_time_to_approval_sec",
+            opt(s.p90_time_to_approval_sec()),
+        );
+    };
+    stats("all connections", &a.overall);
+    for (n, s) in &a.per_connection {
+        stats(n, s);
+    }
+    for (section, items) in [
+        ("top_requesters", &a.top_requesters),
+        ("top_approvers", &a.top_approvers),
+        ("top_commands", &a.top_commands),
+    ] {
+        for (name, count) in items {
+            line(section, name, "count", count.to_string());
+        }
+    }
+    for b in &a.series {
+        let at = warden_core::timefmt::format(b.start);
+        line("series", &at, "total", b.total.to_string());
+        line("series", &at, "approved", b.approved.to_string());
+    }
+    Ok(csv_response("warden-analytics.csv", out))
+}
+
 async fn page(
     State(app): State<AppState>,
     viewer: Viewer,
@@ -230,16 +323,8 @@ async fn page(
 ) -> WebResult {
     viewer.admin_only("analytics", "only admins can see analytics")?;
     let fail = fail(&viewer, "analytics");
-    let period = match q.period.as_deref() {
-        Some(p @ ("24h" | "7d" | "30d" | "90d" | "all")) => p.to_string(),
-        _ => "30d".to_string(),
-    };
-    let connection = q
-        .connection
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(String::from);
+    let period = q.period();
+    let connection = q.connection();
     let a = app
         .analytics(
             &viewer.user,
@@ -265,6 +350,12 @@ async fn page(
         .collect();
     Ok(render(&Page {
         nav: viewer.nav("analytics"),
+        csv_href: {
+            let mut s = url::form_urlencoded::Serializer::new(String::new());
+            s.append_pair("period", &period);
+            s.append_pair("connection", connection.as_deref().unwrap_or(""));
+            format!("/analytics.csv?{}", s.finish())
+        },
         overall: stats_row("All connections", &a.overall),
         per_connection: a
             .per_connection

@@ -253,13 +253,13 @@ pub fn csv_cell(value: &str) -> String {
     format!("\"{}\"", v.replace('"', "\"\""))
 }
 
-fn csv_line(out: &mut String, cells: &[String]) {
+pub(super) fn csv_line(out: &mut String, cells: &[String]) {
     let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
     out.push_str(&line.join(","));
     out.push_str("\r\n");
 }
 
-fn csv_response(filename: &str, body: String) -> Response {
+pub(super) fn csv_response(filename: &str, body: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
