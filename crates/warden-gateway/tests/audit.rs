@@ -484,20 +484,21 @@ async fn exec_never_runs_what_the_store_cannot_record() {
     let script = format!("cat > {}", marker.display());
     gw.command_connection("c", &["sh", "-c", &script], &[])
         .await;
+    let exec = || {
+        gw.call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "c", "command": "x"})),
+        )
+    };
     let url = gw.config.database_url.expose().clone();
     let mut store = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_away")
         .execute(&mut store)
         .await
         .unwrap();
-    let (s, body) = gw
-        .call(
-            "POST",
-            "/api/exec",
-            Some(&dev),
-            Some(json!({"connection": "c", "command": "x"})),
-        )
-        .await;
+    let (s, body) = exec().await;
     assert!(s >= 500, "{s} {body}");
     assert!(
         !marker.exists(),
@@ -507,14 +508,7 @@ async fn exec_never_runs_what_the_store_cannot_record() {
         .execute(&mut store)
         .await
         .unwrap();
-    let (s, body) = gw
-        .call(
-            "POST",
-            "/api/exec",
-            Some(&dev),
-            Some(json!({"connection": "c", "command": "x"})),
-        )
-        .await;
+    let (s, body) = exec().await;
     assert_eq!(s, 200, "{body}");
     assert!(marker.exists(), "runs once the store is back");
     let _ = std::fs::remove_file(&marker);
