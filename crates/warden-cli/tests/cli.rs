@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use warden_gateway::testing::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestGateway};
@@ -684,13 +684,29 @@ async fn signed_checkpoints_verify_from_the_cli() {
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("cp.key");
     let k = key.clone();
-    let gw = TestGateway::spawn_with(Backend::Sqlite, move |c| c.checkpoint_key = Some(k)).await;
+    let f = keydir.path().join("checkpoints.jsonl");
+    let gw = TestGateway::spawn_with(Backend::Sqlite, move |c| {
+        c.checkpoint_key = Some(k);
+        c.checkpoint_file = f;
+    })
+    .await;
     let cli = Cli::new(&gw);
     let admin = gw.admin_token.clone();
     let public = cli
         .ok(None, &["audit", "keygen", "--out", key.to_str().unwrap()])
         .await;
-    gw.user("dev@example.com", &["dev"]).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let (s, held) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "shell", "command": "echo one-review"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{held}");
+    let review = held["review"]["id"].as_str().unwrap().to_string();
     let line = cli.ok(Some(&admin), &["audit", "checkpoint"]).await;
     let cp: Value = serde_json::from_str(line.trim()).unwrap();
     assert!(
@@ -735,6 +751,64 @@ async fn signed_checkpoints_verify_from_the_cli() {
         .await;
     assert_ne!(code, 0);
     assert!(out.contains("checkpoint FAILED"), "{out}");
+    // One review exported alone verifies offline with the public key, not with another key.
+    let one = keydir.path().join("one-review.json");
+    cli.ok(
+        Some(&admin),
+        &[
+            "audit",
+            "export",
+            "--review",
+            &review,
+            "-O",
+            one.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let out = cli
+        .ok(
+            None,
+            &[
+                "audit",
+                "verify",
+                "--file",
+                one.to_str().unwrap(),
+                "--public-key",
+                public.trim(),
+            ],
+        )
+        .await;
+    assert!(out.contains("export OK: 1 reviews"), "{out}");
+    let (code, out, _) = cli
+        .run(
+            None,
+            &[
+                "audit",
+                "verify",
+                "--file",
+                one.to_str().unwrap(),
+                "--public-key",
+                wrong.trim(),
+            ],
+        )
+        .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("export BROKEN"), "{out}");
+    // And the log of checkpoints (two now: the export signed one) still chains.
+    let out = cli
+        .ok(
+            Some(&admin),
+            &[
+                "audit",
+                "verify",
+                "--checkpoints",
+                &file,
+                "--public-key",
+                public.trim(),
+            ],
+        )
+        .await;
+    assert!(out.contains("checkpoint log OK: 2 checkpoints"), "{out}");
     gw.stop().await;
 }
 

@@ -37,6 +37,8 @@ pub enum DenyReason {
     NeedsWindow { connection: String, rule: String },
     /// A JIT request was refused (duration, reason, no rule…).
     InvalidRequest { message: String },
+    /// The user is an auditor: read-only accounts run nothing.
+    ReadOnly,
 }
 
 impl DenyReason {
@@ -49,6 +51,7 @@ impl DenyReason {
                 "connection {connection:?} requires a just-in-time window (rule {rule:?}); request one: warden request {connection} --duration 1h --reason \"…\""
             ),
             Self::InvalidRequest { message } => message.clone(),
+            Self::ReadOnly => "auditor accounts are read-only: they cannot run commands or open windows (use an engineer's account)".into(),
         }
     }
 }
@@ -120,6 +123,9 @@ fn check_rule(user: &User, rule: &Rule) -> RuleCheck {
 /// Decides what happens to one command (exec, web terminal, or a proxied statement that needs
 /// review) by `ctx.user` on `ctx.connection` at `now`.
 pub fn evaluate_command(ctx: &AccessContext<'_>, now: OffsetDateTime) -> Decision {
+    if ctx.user.auditor {
+        return Decision::Deny(DenyReason::ReadOnly);
+    }
     if !ctx.connection.allows(ctx.user) {
         return Decision::Deny(DenyReason::NoAccess {
             connection: ctx.connection.name.clone(),
@@ -159,6 +165,9 @@ pub fn evaluate_command(ctx: &AccessContext<'_>, now: OffsetDateTime) -> Decisio
 /// Decides a JIT request for a window of `duration_sec`.
 pub fn evaluate_jit(ctx: &AccessContext<'_>, duration_sec: i64, reason: Option<&str>) -> Decision {
     let invalid = |message: String| Decision::Deny(DenyReason::InvalidRequest { message });
+    if ctx.user.auditor {
+        return Decision::Deny(DenyReason::ReadOnly);
+    }
     if !ctx.connection.allows(ctx.user) {
         return Decision::Deny(DenyReason::NoAccess {
             connection: ctx.connection.name.clone(),
@@ -222,6 +231,7 @@ mod tests {
             email: email.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             admin,
+            auditor: false,
             created_at: t0(),
         }
     }
@@ -315,6 +325,32 @@ mod tests {
             evaluate_jit(&ctx(&u, &c, &[], &[]), 60, Some("x")),
             Decision::Deny(DenyReason::NoAccess { .. })
         ));
+    }
+
+    #[test]
+    fn auditors_run_nothing_whatever_their_groups() {
+        let mut a = user("audit@x", &["dev"], false);
+        a.auditor = true;
+        let c = conn(&["dev"]);
+        assert!(
+            !c.allows(&a),
+            "the connection refuses auditors on its own too"
+        );
+        let w = [window(&a, t0() + Duration::minutes(10))];
+        for rules in [
+            vec![],
+            vec![rule(RuleType::Command)],
+            vec![rule(RuleType::Jit)],
+        ] {
+            assert_eq!(
+                evaluate_command(&ctx(&a, &c, &rules, &w), t0()),
+                Decision::Deny(DenyReason::ReadOnly)
+            );
+            assert_eq!(
+                evaluate_jit(&ctx(&a, &c, &rules, &[]), 60, Some("look")),
+                Decision::Deny(DenyReason::ReadOnly)
+            );
+        }
     }
 
     #[test]

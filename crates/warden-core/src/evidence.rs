@@ -1,6 +1,9 @@
 //! Audit evidence an auditor can check offline: the export format (one row per review plus the
-//! contiguous chain segment that proves it) with [`verify_export`], and Ed25519-signed
-//! checkpoints of the chain head with [`sign_checkpoint`] / [`verify_checkpoint`].
+//! contiguous chain segment that proves it) with [`verify_export`]; the single-review export
+//! (the review's entries with Merkle inclusion proofs against a signed checkpoint) checked by
+//! the same function; and Ed25519-signed checkpoints of the chain head and its Merkle root with
+//! [`sign_checkpoint`] / [`verify_checkpoint`] / [`verify_checkpoint_log`] (each checkpoint
+//! carries the consistency proof that its tree extends the previous one's).
 //!
 //! Pure: keys and documents come in as values; nothing here reads files or clocks.
 
@@ -74,9 +77,38 @@ pub struct AuditExport {
     pub connection: Option<String>,
     pub rows: Vec<ExportRow>,
     pub entries: Vec<AuditEntry>,
+    /// A single-review export ([`REVIEW_EXPORT_FORMAT`]): the review it proves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Uuid>,
+    /// Inclusion proofs of `entries` in the Merkle tree of the chain at `head_seq`, and the
+    /// checkpoint signing that tree (single-review exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merkle: Option<MerkleEvidence>,
+}
+
+/// The Merkle part of a single-review export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerkleEvidence {
+    /// Entries the tree covers (= the export's `head_seq`).
+    pub tree_size: i64,
+    /// RFC 6962 root, hex.
+    pub root: String,
+    /// The signed checkpoint of this tree; `None` when the gateway has no signing key (the
+    /// proofs then only show the entries belong to a tree with this root, signed by nobody).
+    pub checkpoint: Option<Checkpoint>,
+    pub proofs: Vec<EntryProof>,
+}
+
+/// One entry's inclusion proof (hex, RFC 9162 order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryProof {
+    pub seq: i64,
+    pub proof: String,
 }
 
 pub const EXPORT_FORMAT: &str = "warden-audit-export/2";
+/// One review on its own: its entries (not contiguous), each with an inclusion proof.
+pub const REVIEW_EXPORT_FORMAT: &str = "warden-audit-review/1";
 /// Exports written before completeness was provable: verified without the completeness checks.
 pub const EXPORT_FORMAT_V1: &str = "warden-audit-export/1";
 
@@ -96,6 +128,8 @@ pub enum EvidenceError {
     Checkpoint { seq: i64, problem: String },
     #[error("invalid key: {0}")]
     Key(String),
+    #[error("merkle proof: {0}")]
+    Merkle(#[from] crate::merkle::MerkleError),
 }
 
 fn field<'a>(e: &'a AuditEntry, k: &str) -> Option<&'a Value> {
@@ -106,17 +140,96 @@ fn field<'a>(e: &'a AuditEntry, k: &str) -> Option<&'a Value> {
 /// head, and every row agrees with the audit entries it cites (command digest, approvers,
 /// decision, execution).
 pub fn verify_export(x: &AuditExport) -> Result<(), EvidenceError> {
-    if x.format != EXPORT_FORMAT && x.format != EXPORT_FORMAT_V1 {
+    if x.format == REVIEW_EXPORT_FORMAT {
+        verify_review_entries(x)?;
+    } else if x.format != EXPORT_FORMAT && x.format != EXPORT_FORMAT_V1 {
         return Err(EvidenceError::Format(x.format.clone()));
+    } else {
+        if let Some(first) = x.entries.first() {
+            verify_chain(&x.entries, Some((first.seq - 1, first.prev_hash.as_str())))?;
+        }
+        match x.entries.last() {
+            Some(last) if last.seq == x.head_seq && last.hash == x.head_hash => {}
+            None if x.rows.is_empty() => {}
+            _ => return Err(EvidenceError::Head(x.head_seq)),
+        }
     }
-    if let Some(first) = x.entries.first() {
-        verify_chain(&x.entries, Some((first.seq - 1, first.prev_hash.as_str())))?;
+    verify_rows(x)?;
+    if x.format == EXPORT_FORMAT {
+        verify_complete(x)?;
     }
-    match x.entries.last() {
-        Some(last) if last.seq == x.head_seq && last.hash == x.head_hash => {}
-        None if x.rows.is_empty() => {}
-        _ => return Err(EvidenceError::Head(x.head_seq)),
+    Ok(())
+}
+
+/// A single-review export's entries: each hashes to what it says (content and predecessor),
+/// each is leaf `seq - 1` of the tree whose root the checkpoint signs, and the one row cites
+/// every entry. What it cannot show alone is that the review has no *other* entry: that needs
+/// the chain (a full export or `warden audit verify`).
+fn verify_review_entries(x: &AuditExport) -> Result<(), EvidenceError> {
+    let m = x
+        .merkle
+        .as_ref()
+        .ok_or_else(|| EvidenceError::Incomplete("a single-review export without proofs".into()))?;
+    let size = u64::try_from(m.tree_size)
+        .map_err(|_| EvidenceError::Incomplete("negative tree size".into()))?;
+    if m.tree_size != x.head_seq {
+        return Err(EvidenceError::Head(x.head_seq));
     }
+    if let Some(cp) = &m.checkpoint
+        && (cp.seq != m.tree_size
+            || cp.hash != x.head_hash
+            || cp.root.as_deref() != Some(m.root.as_str()))
+    {
+        return Err(EvidenceError::Checkpoint {
+            seq: cp.seq,
+            problem: "does not sign this export's tree (size, head hash or root differ)".into(),
+        });
+    }
+    let [row] = x.rows.as_slice() else {
+        return Err(EvidenceError::Incomplete(format!(
+            "a single-review export has one row, not {}",
+            x.rows.len()
+        )));
+    };
+    if x.review != Some(row.review_id) {
+        return Err(EvidenceError::Row {
+            review: row.review_id,
+            problem: "is not the review this export is for".into(),
+        });
+    }
+    for e in &x.entries {
+        verify_chain(
+            std::slice::from_ref(e),
+            Some((e.seq - 1, e.prev_hash.as_str())),
+        )?;
+        let proof =
+            m.proofs.iter().find(|p| p.seq == e.seq).ok_or_else(|| {
+                EvidenceError::Incomplete(format!("entry {} has no proof", e.seq))
+            })?;
+        crate::merkle::verify_inclusion(&m.root, size, e.seq, &e.hash, &proof.proof)?;
+        if !row.entry_seqs.contains(&e.seq) {
+            return Err(EvidenceError::Row {
+                review: row.review_id,
+                problem: format!("does not cite entry {} of the export", e.seq),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks the signature of the checkpoint a single-review export carries (the proofs are
+/// checked by [`verify_export`]; this says *who* vouches for the tree).
+pub fn verify_export_signature(public: &[u8; 32], x: &AuditExport) -> Result<(), EvidenceError> {
+    match x.merkle.as_ref().and_then(|m| m.checkpoint.as_ref()) {
+        Some(cp) => verify_checkpoint(public, cp, Some(&x.head_hash)),
+        None => Err(EvidenceError::Incomplete(
+            "the export carries no signed checkpoint (the gateway had no WARDEN_CHECKPOINT_KEY)"
+                .into(),
+        )),
+    }
+}
+
+fn verify_rows(x: &AuditExport) -> Result<(), EvidenceError> {
     for row in &x.rows {
         let bad = |problem: String| EvidenceError::Row {
             review: row.review_id,
@@ -198,9 +311,6 @@ pub fn verify_export(x: &AuditExport) -> Result<(), EvidenceError> {
             ));
         }
     }
-    if x.format == EXPORT_FORMAT {
-        verify_complete(x)?;
-    }
     Ok(())
 }
 
@@ -253,21 +363,44 @@ fn verify_complete(x: &AuditExport) -> Result<(), EvidenceError> {
     Ok(())
 }
 
-/// A signed statement "the chain had hash H at entry N".
+/// A signed statement "the chain had hash H at entry N, and the Merkle tree over entries
+/// 1..=N has root R".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub seq: i64,
     pub hash: String,
+    /// RFC 6962 root over entries 1..=seq, hex (absent in checkpoints signed before the tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub at: OffsetDateTime,
     /// First 16 hex chars of SHA-256(public key).
     pub key_id: String,
-    /// base64 Ed25519 signature over `warden-checkpoint:{seq}:{hash}:{at_unix}`.
+    /// base64 Ed25519 signature over `warden-checkpoint/2:{seq}:{hash}:{root}:{at_unix}`
+    /// (`warden-checkpoint:{seq}:{hash}:{at_unix}` when there is no root).
     pub signature: String,
+    /// Proof that this tree extends the previous checkpoint's (unsigned: a proof needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<ConsistencyLink>,
 }
 
-fn checkpoint_message(seq: i64, hash: &str, at: OffsetDateTime) -> Vec<u8> {
-    format!("warden-checkpoint:{seq}:{hash}:{}", at.unix_timestamp()).into_bytes()
+/// The previous checkpoint this one extends, and the RFC 9162 consistency proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyLink {
+    pub from_seq: i64,
+    pub from_root: String,
+    pub proof: String,
+}
+
+fn checkpoint_message(seq: i64, hash: &str, root: Option<&str>, at: OffsetDateTime) -> Vec<u8> {
+    match root {
+        Some(root) => format!(
+            "warden-checkpoint/2:{seq}:{hash}:{root}:{}",
+            at.unix_timestamp()
+        ),
+        None => format!("warden-checkpoint:{seq}:{hash}:{}", at.unix_timestamp()),
+    }
+    .into_bytes()
 }
 
 pub fn key_id(public: &VerifyingKey) -> String {
@@ -294,17 +427,73 @@ pub fn public_key_b64(secret: &[u8; 32]) -> String {
         .encode(SigningKey::from_bytes(secret).verifying_key().as_bytes())
 }
 
-pub fn sign_checkpoint(secret: &[u8; 32], seq: i64, hash: &str, at: OffsetDateTime) -> Checkpoint {
+/// Signs "entry `seq` has `hash` and the tree over 1..=seq has `root`".
+pub fn sign_checkpoint(
+    secret: &[u8; 32],
+    seq: i64,
+    hash: &str,
+    root: Option<&str>,
+    at: OffsetDateTime,
+) -> Checkpoint {
     let key = SigningKey::from_bytes(secret);
     let at = OffsetDateTime::from_unix_timestamp(at.unix_timestamp()).unwrap_or(at);
-    let sig = key.sign(&checkpoint_message(seq, hash, at));
+    let sig = key.sign(&checkpoint_message(seq, hash, root, at));
     Checkpoint {
         seq,
         hash: hash.to_string(),
+        root: root.map(str::to_string),
         at,
         key_id: key_id(&key.verifying_key()),
         signature: base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
+        consistency: None,
     }
+}
+
+/// Checks a log of checkpoints (oldest first) without the chain: every signature, sizes that
+/// never shrink, and each checkpoint's consistency proof from the one before it — so a witness
+/// holding this log catches a chain rewritten (or truncated) after any checkpoint it holds.
+pub fn verify_checkpoint_log(public: &[u8; 32], log: &[Checkpoint]) -> Result<(), EvidenceError> {
+    let mut prev: Option<&Checkpoint> = None;
+    for cp in log {
+        verify_checkpoint(public, cp, None)?;
+        let bad = |problem: String| EvidenceError::Checkpoint {
+            seq: cp.seq,
+            problem,
+        };
+        if let Some(p) = prev {
+            if cp.seq < p.seq {
+                return Err(bad(format!(
+                    "the chain shrank from {} to {} entries since the previous checkpoint",
+                    p.seq, cp.seq
+                )));
+            }
+            if let (Some(old_root), Some(new_root)) = (&p.root, &cp.root) {
+                let link = cp
+                    .consistency
+                    .as_ref()
+                    .filter(|l| l.from_seq == p.seq && l.from_root == *old_root);
+                let Some(link) = link else {
+                    return Err(bad(format!(
+                        "does not prove it extends the previous checkpoint #{}",
+                        p.seq
+                    )));
+                };
+                crate::merkle::verify_consistency(
+                    u64::try_from(p.seq).unwrap_or(0),
+                    old_root,
+                    u64::try_from(cp.seq).unwrap_or(0),
+                    new_root,
+                    &link.proof,
+                )?;
+            } else if cp.seq == p.seq && cp.hash != p.hash {
+                return Err(bad(
+                    "same size, another head: the chain was rewritten".into()
+                ));
+            }
+        }
+        prev = Some(cp);
+    }
+    Ok(())
 }
 
 /// Checks the signature, and (when the chain's entry at `cp.seq` is given) that the chain
@@ -325,7 +514,7 @@ pub fn verify_checkpoint(
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("malformed signature"))?;
     key.verify(
-        &checkpoint_message(cp.seq, &cp.hash, cp.at),
+        &checkpoint_message(cp.seq, &cp.hash, cp.root.as_deref(), cp.at),
         &Signature::from_bytes(&sig_bytes),
     )
     .map_err(|_| bad("signature does not verify with this public key"))?;
@@ -350,7 +539,7 @@ mod tests {
     fn checkpoints_sign_and_detect_rewrites() {
         let sk = [9u8; 32];
         let pk = parse_key32(&public_key_b64(&sk)).unwrap();
-        let cp = sign_checkpoint(&sk, 5, "abc", t());
+        let cp = sign_checkpoint(&sk, 5, "abc", None, t());
         assert!(verify_checkpoint(&pk, &cp, Some("abc")).is_ok());
         assert!(verify_checkpoint(&pk, &cp, Some("abd")).is_err());
         let mut forged = cp.clone();
@@ -444,7 +633,163 @@ mod tests {
             connection: None,
             rows: vec![row],
             entries,
+            review: None,
+            merkle: None,
         }
+    }
+
+    /// A chain of `noise` unrelated entries, then the review's three entries interleaved with
+    /// more noise; the single-review export of it with a checkpoint signed by `sk`.
+    fn review_export(sk: &[u8; 32]) -> AuditExport {
+        let base = export();
+        let id = base.rows[0].review_id;
+        let noise = |i: usize| AuditEvent::LoginSucceeded {
+            via: format!("noise-{i}"),
+        };
+        let mut chain: Vec<AuditEntry> = Vec::new();
+        let push = |chain: &mut Vec<AuditEntry>, actor: &str, ev: &AuditEvent| {
+            let prev = chain.last().map(|e| (e.seq, e.hash.clone()));
+            let e = next_entry(prev.as_ref().map(|(s, h)| (*s, h.as_str())), t(), actor, ev);
+            chain.push(e);
+        };
+        for i in 0..5 {
+            push(&mut chain, "x@x", &noise(i));
+        }
+        let mut mine = Vec::new();
+        for (k, e) in base.entries.iter().enumerate() {
+            let ev: AuditEvent = serde_json::from_value(e.event.clone()).unwrap();
+            push(&mut chain, &e.actor, &ev);
+            mine.push(chain.last().unwrap().clone());
+            push(&mut chain, "x@x", &noise(10 + k));
+        }
+        let mut tree = crate::merkle::ChainTree::new();
+        for e in &chain {
+            tree.push(&e.hash).unwrap();
+        }
+        let head = chain.last().unwrap().clone();
+        let root = tree.root();
+        let mut row = base.rows[0].clone();
+        row.entry_seqs = mine.iter().map(|e| e.seq).collect();
+        AuditExport {
+            format: REVIEW_EXPORT_FORMAT.into(),
+            head_seq: head.seq,
+            head_hash: head.hash.clone(),
+            rows: vec![row],
+            review: Some(id),
+            merkle: Some(MerkleEvidence {
+                tree_size: head.seq,
+                root: root.clone(),
+                checkpoint: Some(sign_checkpoint(sk, head.seq, &head.hash, Some(&root), t())),
+                proofs: mine
+                    .iter()
+                    .map(|e| EntryProof {
+                        seq: e.seq,
+                        proof: tree.inclusion(e.seq).unwrap(),
+                    })
+                    .collect(),
+            }),
+            entries: mine,
+            ..base
+        }
+    }
+
+    #[test]
+    fn one_review_verifies_alone_against_a_signed_root() {
+        let sk = [7u8; 32];
+        let pk = parse_key32(&public_key_b64(&sk)).unwrap();
+        let x = review_export(&sk);
+        verify_export(&x).unwrap();
+        verify_export_signature(&pk, &x).unwrap();
+        let other = parse_key32(&public_key_b64(&[8u8; 32])).unwrap();
+        assert!(verify_export_signature(&other, &x).is_err(), "another key");
+        // The row edited: caught by the entries it cites.
+        let mut y = x.clone();
+        y.rows[0].approvals[0].approver = "boss@x".into();
+        assert!(verify_export(&y).is_err(), "approver swapped");
+        // An entry edited and re-hashed on its own: its proof no longer reaches the root.
+        let mut y = x.clone();
+        let e = &mut y.entries[1];
+        e.event["approver"] = "boss@x".into();
+        e.hash = crate::audit::entry_hash(&e.prev_hash, e.seq, e.at, &e.actor, &e.event);
+        y.rows[0].approvals[0].approver = "boss@x".into();
+        assert!(
+            matches!(verify_export(&y), Err(EvidenceError::Merkle(_))),
+            "{:?}",
+            verify_export(&y)
+        );
+        // A forged tree (root and proofs recomputed) is not the signed one.
+        let mut y = x.clone();
+        y.merkle.as_mut().unwrap().root = "ab".repeat(32);
+        assert!(verify_export(&y).is_err(), "root swapped");
+        // A proof missing, an entry not cited, or another review's row.
+        let mut y = x.clone();
+        y.merkle.as_mut().unwrap().proofs.pop();
+        assert!(verify_export(&y).is_err(), "proof missing");
+        let mut y = x.clone();
+        y.rows[0].entry_seqs.pop();
+        assert!(verify_export(&y).is_err(), "entry not cited");
+        let mut y = x.clone();
+        y.review = Some(Uuid::new_v4());
+        assert!(verify_export(&y).is_err(), "another review");
+        // Without a checkpoint the proofs still check, but nobody vouches for the root.
+        let mut y = x;
+        y.merkle.as_mut().unwrap().checkpoint = None;
+        verify_export(&y).unwrap();
+        assert!(verify_export_signature(&pk, &y).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_log_proves_the_chain_only_grew() {
+        let sk = [5u8; 32];
+        let pk = parse_key32(&public_key_b64(&sk)).unwrap();
+        let h = |i: u64| hex::encode(Sha256::digest(i.to_be_bytes()));
+        let mut tree = crate::merkle::ChainTree::new();
+        let mut log: Vec<Checkpoint> = Vec::new();
+        for size in [3u64, 4, 9, 9, 17] {
+            while tree.len() < size {
+                tree.push(&h(tree.len())).unwrap();
+            }
+            let root = tree.root();
+            let seq = size as i64;
+            let mut cp = sign_checkpoint(&sk, seq, &h(size - 1), Some(&root), t());
+            if let Some(p) = log.last() {
+                cp.consistency = Some(ConsistencyLink {
+                    from_seq: p.seq,
+                    from_root: p.root.clone().unwrap(),
+                    proof: tree.consistency(p.seq as u64).unwrap(),
+                });
+            }
+            log.push(cp);
+        }
+        verify_checkpoint_log(&pk, &log).unwrap();
+        // The chain rewritten after checkpoint #4, and re-signed with the key: the next
+        // checkpoint cannot prove it extends #4.
+        let mut forged = crate::merkle::ChainTree::new();
+        for i in 0..9u64 {
+            forged.push(&h(if i == 2 { 99 } else { i })).unwrap();
+        }
+        let mut bad = log.clone();
+        let root = forged.root();
+        let mut cp = sign_checkpoint(&sk, 9, &h(8), Some(&root), t());
+        cp.consistency = Some(ConsistencyLink {
+            from_seq: 4,
+            from_root: log[1].root.clone().unwrap(),
+            proof: forged.consistency(4).unwrap(),
+        });
+        bad[2] = cp;
+        bad.truncate(3);
+        assert!(verify_checkpoint_log(&pk, &bad).is_err(), "rewritten");
+        // Truncated: a later checkpoint smaller than an earlier one.
+        let mut bad = log.clone();
+        bad.swap(2, 4);
+        assert!(verify_checkpoint_log(&pk, &bad).is_err(), "shrank");
+        // A link left out, or pointing elsewhere.
+        let mut bad = log.clone();
+        bad[3].consistency = None;
+        assert!(verify_checkpoint_log(&pk, &bad).is_err(), "no link");
+        let mut bad = log;
+        bad[4].consistency.as_mut().unwrap().from_seq = 4;
+        assert!(verify_checkpoint_log(&pk, &bad).is_err(), "wrong link");
     }
 
     #[test]

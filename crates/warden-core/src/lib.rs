@@ -9,6 +9,8 @@
 //! - [`review`]: the review state machine and quorum (`Review::approve`, `reject`, …).
 //! - [`audit`]: typed audit events and the SHA-256 hash chain.
 //! - [`fingerprint`]: normalising commands for analytics (literals replaced).
+//! - [`evidence`]: exports verifiable offline, signed checkpoints and their log.
+//! - [`merkle`]: the RFC 6962 tree over the chain: inclusion and consistency proofs.
 //! - [`text`]: commands and reasons rendered for people, hidden code points escaped.
 //! - [`timefmt`]: the one time format written everywhere (RFC 3339, UTC, milliseconds).
 //!
@@ -22,6 +24,7 @@ pub mod decision;
 pub mod duration;
 pub mod evidence;
 pub mod fingerprint;
+pub mod merkle;
 pub mod model;
 pub mod review;
 pub mod rule;

@@ -12,11 +12,20 @@ pub struct User {
     pub email: String,
     pub groups: Vec<String>,
     pub admin: bool,
+    /// A read-only account (compliance review): reads every review, session, audit entry,
+    /// export and analytics page; never runs commands, opens windows, decides reviews or
+    /// changes anything. Never combined with `admin`.
+    #[serde(default)]
+    pub auditor: bool,
     #[serde(with = "crate::timefmt::rfc3339_ms")]
     pub created_at: OffsetDateTime,
 }
 
 impl User {
+    /// Admins and auditors read everything; everyone else reads what concerns them.
+    pub fn reads_all(&self) -> bool {
+        self.admin || self.auditor
+    }
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
     }
@@ -80,8 +89,10 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Whether `user` may use this connection at all. An auditor never may: the read-only
+    /// role is enforced here too, behind the decision's own check.
     pub fn allows(&self, user: &User) -> bool {
-        self.access_groups.is_empty() || user.in_any(&self.access_groups)
+        !user.auditor && (self.access_groups.is_empty() || user.in_any(&self.access_groups))
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Actor<'a> {
     pub email: &'a str,
     pub groups: &'a [String],
     pub admin: bool,
+    /// Auditors decide nothing, whatever groups they are in.
+    pub auditor: bool,
 }
 
 impl Actor<'_> {
@@ -62,6 +64,8 @@ pub enum TransitionError {
     BadDuration(String),
     #[error("the window has not ended yet")]
     WindowOpen,
+    #[error("auditor accounts are read-only: they cannot decide reviews")]
+    ReadOnly,
 }
 
 impl TransitionError {
@@ -175,6 +179,9 @@ impl Review {
         input: ApproveInput,
         now: OffsetDateTime,
     ) -> Result<Review, TransitionError> {
+        if actor.auditor {
+            return Err(TransitionError::ReadOnly);
+        }
         self.ensure_pending(now)?;
         let reason = nonempty(input.reason.as_deref());
         if input.force {
@@ -278,6 +285,9 @@ impl Review {
         reason: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Review, TransitionError> {
+        if actor.auditor {
+            return Err(TransitionError::ReadOnly);
+        }
         self.ensure_pending(now)?;
         if actor.email == self.requester {
             return Err(TransitionError::SelfRejection);
@@ -364,6 +374,9 @@ impl Review {
         reason: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Review, TransitionError> {
+        if actor.auditor {
+            return Err(TransitionError::ReadOnly);
+        }
         if self.status.is_terminal() {
             return Err(TransitionError::Terminal(self.status.as_str()));
         }

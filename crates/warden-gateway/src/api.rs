@@ -736,6 +736,8 @@ struct ExportQuery {
     until: Option<String>,
     connection: Option<String>,
     format: Option<String>,
+    /// One review on its own, with Merkle inclusion proofs (JSON only).
+    review: Option<String>,
 }
 
 async fn audit_export(
@@ -744,6 +746,21 @@ async fn audit_export(
     Query(q): Query<ExportQuery>,
 ) -> ApiResult<Response> {
     let now = app.now();
+    if let Some(id) = q.review.as_deref().filter(|r| !r.is_empty()) {
+        if q.since.is_some() || q.until.is_some() || q.connection.is_some() {
+            return Err(ApiError(AppError::bad(
+                "invalid_request",
+                "review= exports one review: leave out since, until and connection",
+            )));
+        }
+        if q.format.as_deref().is_some_and(|f| f != "json") {
+            return Err(ApiError(AppError::bad(
+                "invalid_format",
+                "a single-review export is JSON (it carries proofs)",
+            )));
+        }
+        return Ok(axum::Json(app.export_review(&u, parse_uuid(id)?).await?).into_response());
+    }
     let filter = crate::app::ExportFilter {
         since: q
             .since

@@ -47,9 +47,14 @@ pub struct Config {
     /// Ed25519 key file (base64, 32 bytes) signing audit checkpoints (`WARDEN_CHECKPOINT_KEY`);
     /// keep it outside the store. Unset: no checkpoints.
     pub checkpoint_key: Option<PathBuf>,
-    /// Where signed checkpoints are appended as JSON lines (`WARDEN_CHECKPOINT_FILE`,
-    /// default `<data dir>/checkpoints.jsonl`); publish it somewhere the store's admins can't edit.
+    /// Where signed checkpoints are appended as JSON lines (`WARDEN_CHECKPOINT_FILE`, default
+    /// beside the data dir, never inside it: `<data dir>.checkpoints.jsonl`); publish it
+    /// somewhere the store's admins can't edit, and send it to a witness.
     pub checkpoint_file: PathBuf,
+    /// An external witness every checkpoint is POSTed to as JSON
+    /// (`WARDEN_CHECKPOINT_WITNESS_URL`): a copy the store's and the host's admins cannot
+    /// rewrite together with the chain.
+    pub checkpoint_witness_url: Option<Secret<String>>,
     /// Seconds between automatic checkpoints (`WARDEN_CHECKPOINT_INTERVAL`, 1h).
     pub checkpoint_interval_sec: i64,
     /// Session outputs older than this are pruned (`WARDEN_AUDIT_RETENTION`, e.g. `90d`; unset:
@@ -135,7 +140,8 @@ impl Config {
             checkpoint_key: env("WARDEN_CHECKPOINT_KEY").map(PathBuf::from),
             checkpoint_file: env("WARDEN_CHECKPOINT_FILE")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| data_dir.join("checkpoints.jsonl")),
+                .unwrap_or_else(|| default_checkpoint_file(&data_dir)),
+            checkpoint_witness_url: env("WARDEN_CHECKPOINT_WITNESS_URL").map(Secret::new),
             checkpoint_interval_sec: match env("WARDEN_CHECKPOINT_INTERVAL") {
                 Some(v) => warden_core::duration::parse_duration(&v)
                     .map_err(|e| anyhow::anyhow!("WARDEN_CHECKPOINT_INTERVAL: {e}"))?,
@@ -185,9 +191,24 @@ impl Config {
             notify_poll_ms: 200,
             notify_backoff_ms: 200,
             checkpoint_key: None,
-            checkpoint_file: data_dir.join("checkpoints.jsonl"),
+            checkpoint_file: default_checkpoint_file(&data_dir),
+            checkpoint_witness_url: None,
             checkpoint_interval_sec: 3600,
             audit_retention_sec: None,
         }
+    }
+}
+
+/// `<data dir>.checkpoints.jsonl`, beside the data dir: whoever copies, restores or rewrites
+/// the data dir does not carry the checkpoints along with it.
+pub fn default_checkpoint_file(data_dir: &std::path::Path) -> PathBuf {
+    match data_dir.file_name() {
+        Some(n) => {
+            let mut name = n.to_os_string();
+            name.push(".checkpoints.jsonl");
+            data_dir.with_file_name(name)
+        }
+        // `.`, `..` or `/`: the parent, still outside.
+        None => data_dir.join("..").join("warden.checkpoints.jsonl"),
     }
 }

@@ -175,13 +175,13 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "get",
         "/api/audit/export",
-        "One row per review plus the chain segment proving it. ?since=&until=&connection=&format=json|csv",
+        "One row per review plus the chain segment proving it. ?since=&until=&connection=&format=json|csv; or ?review=ID: one review alone with Merkle inclusion proofs against a signed checkpoint (admins and auditors)",
         true,
     ),
     (
         "get",
         "/api/audit/checkpoints",
-        "Signed checkpoints of the chain head.",
+        "Signed checkpoints of the chain head and Merkle root, each with its consistency proof from the previous one.",
         true,
     ),
     (

@@ -1,7 +1,11 @@
 //! Audit evidence on SQLite and PostgreSQL: tampering (altered, deleted, reordered, truncated)
 //! is caught and the first bad entry named; two gateway replicas on one PostgreSQL share one
 //! chain; exports re-verify offline; signed checkpoints expose a consistently rewritten chain;
-//! retention prunes outputs without breaking the chain.
+//! retention prunes outputs without breaking the chain; one review exported alone verifies with
+//! Merkle inclusion proofs and the public key; a witness holding the checkpoints catches the
+//! store and the local checkpoint file rewritten together.
+
+mod notify_support;
 
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -23,7 +27,9 @@ on_both_stores!(
     edited_rows_are_named,
     exports_reverify_offline,
     checkpoints_expose_a_rewritten_chain,
-    retention_keeps_the_chain
+    retention_keeps_the_chain,
+    one_review_verifies_alone,
+    the_witness_catches_store_and_file_rewritten_together,
 );
 
 /// Runs raw SQL against the gateway's store, bypassing the append-only triggers (an attacker
@@ -336,7 +342,12 @@ async fn checkpoints_expose_a_rewritten_chain(b: Backend) {
         warden_core::evidence::parse_key32(&warden_core::evidence::public_key_b64(&secret))
             .unwrap();
     let kp = key_path.clone();
-    let gw = TestGateway::spawn_with(b, move |c| c.checkpoint_key = Some(kp)).await;
+    let cp_file = keydir.path().join("checkpoints.jsonl");
+    let gw = TestGateway::spawn_with(b, move |c| {
+        c.checkpoint_key = Some(kp);
+        c.checkpoint_file = cp_file;
+    })
+    .await;
     activity(&gw).await;
     let (s, cp) = gw.admin("POST", "/api/audit/checkpoints", None).await;
     assert_eq!(s, 201, "{cp}");
@@ -389,6 +400,223 @@ async fn checkpoints_expose_a_rewritten_chain(b: Backend) {
     )
     .unwrap_err();
     assert!(err.to_string().contains("rewritten"), "{err}");
+    gw.stop().await;
+}
+
+/// A checkpoint key in a temp dir (with the checkpoint file beside it), and its public key.
+fn signing_key(dir: &tempfile::TempDir) -> (std::path::PathBuf, std::path::PathBuf, [u8; 32]) {
+    let key_path = dir.path().join("checkpoint.key");
+    let secret = [11u8; 32];
+    std::fs::write(&key_path, base64_std(&secret)).unwrap();
+    let public =
+        warden_core::evidence::parse_key32(&warden_core::evidence::public_key_b64(&secret))
+            .unwrap();
+    (key_path, dir.path().join("checkpoints.jsonl"), public)
+}
+
+/// Rewrites the chain from entry `from` on (a new actor, every later hash recomputed, the head
+/// moved along): the chain verifies on its own afterwards.
+async fn rewrite_chain_from(gw: &TestGateway, b: Backend, from: usize) {
+    let (_, entries) = gw.admin("GET", "/api/audit?limit=10000", None).await;
+    let mut all: Vec<warden_core::audit::AuditEntry> = serde_json::from_value(entries).unwrap();
+    all[from - 1].actor = "nobody@example.com".into();
+    let mut prev = all[from - 2].hash.clone();
+    let mut stmts = Vec::new();
+    for e in all.iter_mut().skip(from - 1) {
+        e.prev_hash = prev.clone();
+        e.hash = warden_core::audit::entry_hash(&e.prev_hash, e.seq, e.at, &e.actor, &e.event);
+        prev = e.hash.clone();
+        stmts.push(format!(
+            "UPDATE audit_log SET actor = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {}",
+            e.actor, e.prev_hash, e.hash, e.seq
+        ));
+    }
+    let last = all.last().unwrap();
+    stmts.push(format!(
+        "UPDATE audit_head SET hash = '{}' WHERE id = 1 AND seq = {}",
+        last.hash, last.seq
+    ));
+    let refs: Vec<&str> = stmts.iter().map(String::as_str).collect();
+    tamper(gw, b, &refs).await;
+}
+
+async fn one_review_verifies_alone(b: Backend) {
+    let keydir = tempfile::tempdir().unwrap();
+    let (key, file, public) = signing_key(&keydir);
+    let gw = TestGateway::spawn_with(b, move |c| {
+        c.checkpoint_key = Some(key);
+        c.checkpoint_file = file;
+    })
+    .await;
+    activity(&gw).await;
+    let (_, reviews) = gw.admin("GET", "/api/reviews?status=all", None).await;
+    let executed = reviews
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "EXECUTED")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // More activity after it, so the review's entries sit inside a larger tree.
+    activity_more(&gw).await;
+    let (s, x) = gw
+        .admin("GET", &format!("/api/audit/export?review={executed}"), None)
+        .await;
+    assert_eq!(s, 200, "{x}");
+    let x: warden_core::evidence::AuditExport = serde_json::from_value(x).unwrap();
+    assert_eq!(x.format, warden_core::evidence::REVIEW_EXPORT_FORMAT);
+    assert_eq!(x.rows.len(), 1);
+    let m = x.merkle.as_ref().unwrap();
+    assert!(x.entries.len() >= 3, "request, approval, execution");
+    assert!(x.entries.len() < x.head_seq as usize, "not the whole chain");
+    assert_eq!(m.proofs.len(), x.entries.len());
+    warden_core::evidence::verify_export(&x).unwrap();
+    warden_core::evidence::verify_export_signature(&public, &x).unwrap();
+    // The export's checkpoint is in the log and extends the previous ones.
+    let (_, cps) = gw.admin("GET", "/api/audit/checkpoints", None).await;
+    let cps: Vec<warden_core::evidence::Checkpoint> = serde_json::from_value(cps).unwrap();
+    assert_eq!(cps.last(), m.checkpoint.as_ref());
+    let (s, _) = gw.admin("POST", "/api/audit/checkpoints", None).await;
+    assert_eq!(s, 201);
+    let (_, cps) = gw.admin("GET", "/api/audit/checkpoints", None).await;
+    let cps: Vec<warden_core::evidence::Checkpoint> = serde_json::from_value(cps).unwrap();
+    assert_eq!(cps.len(), 2);
+    warden_core::evidence::verify_checkpoint_log(&public, &cps).unwrap();
+    // Edited on its way to the auditor (the approver swapped, the entry re-hashed): refused.
+    let mut y = x.clone();
+    let i = y
+        .entries
+        .iter()
+        .position(|e| e.event["kind"] == "review_approved")
+        .unwrap();
+    let e = &mut y.entries[i];
+    e.event["approver"] = json!("boss@example.com");
+    e.hash = warden_core::audit::entry_hash(&e.prev_hash, e.seq, e.at, &e.actor, &e.event);
+    y.rows[0].approvals[0].approver = "boss@example.com".into();
+    let err = warden_core::evidence::verify_export(&y).unwrap_err();
+    assert!(err.to_string().contains("inclusion"), "{err}");
+    // An auditor may export one review; an engineer may not; unknown ids are 404, bad ids 400.
+    let dev = gw.user("eng@example.com", &["dev"]).await;
+    let (s, _) = gw
+        .call(
+            "GET",
+            &format!("/api/audit/export?review={executed}"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = gw
+        .admin(
+            "GET",
+            &format!("/api/audit/export?review={}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = gw
+        .admin("GET", "/api/audit/export?review=not-an-id", None)
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = gw
+        .admin(
+            "GET",
+            &format!("/api/audit/export?review={executed}&format=csv"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+    gw.stop().await;
+}
+
+/// One more held command, approved and run.
+async fn activity_more(gw: &TestGateway) {
+    let dev = gw.user("dev2@example.com", &["dev"]).await;
+    let dba = gw.user("dba2@example.com", &["dba"]).await;
+    let (_, r) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "c", "command": "more"})),
+        )
+        .await;
+    let id = r["review"]["id"].as_str().unwrap().to_string();
+    gw.call(
+        "PUT",
+        &format!("/api/reviews/{id}/approve"),
+        Some(&dba),
+        Some(json!({"reason": "ok"})),
+    )
+    .await;
+    gw.call(
+        "GET",
+        &format!("/api/reviews/{id}/wait?timeout=10"),
+        Some(&dev),
+        None,
+    )
+    .await;
+}
+
+async fn the_witness_catches_store_and_file_rewritten_together(b: Backend) {
+    use notify_support::Fake;
+    use std::sync::Arc;
+    let witness = Fake::start(Arc::new(|_| (200, json!({"ok": true})))).await;
+    let keydir = tempfile::tempdir().unwrap();
+    let (key, file, public) = signing_key(&keydir);
+    let (k, f, url) = (key.clone(), file.clone(), witness.url.clone());
+    let gw = TestGateway::spawn_with(b, move |c| {
+        c.checkpoint_key = Some(k);
+        c.checkpoint_file = f;
+        c.checkpoint_witness_url = Some(warden_core::secret::Secret::new(format!("{url}/cp")));
+    })
+    .await;
+    activity(&gw).await;
+    let (s, _) = gw.admin("POST", "/api/audit/checkpoints", None).await;
+    assert_eq!(s, 201);
+    activity_more(&gw).await;
+    let (s, _) = gw.admin("POST", "/api/audit/checkpoints", None).await;
+    assert_eq!(s, 201);
+    let received = |w: &Fake| -> Vec<warden_core::evidence::Checkpoint> {
+        w.to("/cp")
+            .iter()
+            .map(|r| serde_json::from_value(r.json()).unwrap())
+            .collect()
+    };
+    let held = received(&witness);
+    assert_eq!(held.len(), 2, "each checkpoint reached the witness");
+    assert!(held[1].consistency.is_some());
+    warden_core::evidence::verify_checkpoint_log(&public, &held).unwrap();
+
+    // The attacker rewrites the chain from entry 3 in the store and deletes the local
+    // checkpoint file. The running gateway's tree still has the true chain: it refuses to sign.
+    rewrite_chain_from(&gw, b, 3).await;
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(verify(&gw).await.1["ok"], true, "the chain alone is fooled");
+    let (s, body) = gw.admin("POST", "/api/audit/checkpoints", None).await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["code"], "chain_rewritten", "{body}");
+    // Restarted (the tree rebuilt from the rewritten store), it signs what it finds, and the
+    // witness now holds a checkpoint that cannot prove it extends the ones before.
+    let (config, dir) = gw.stop().await;
+    let gw = TestGateway::start(config, dir, None).await;
+    let (s, body) = gw.admin("POST", "/api/audit/checkpoints", None).await;
+    assert_eq!(s, 201, "{body}");
+    let held = received(&witness);
+    assert_eq!(held.len(), 3);
+    let err = warden_core::evidence::verify_checkpoint_log(&public, &held).unwrap_err();
+    assert!(err.to_string().contains("extends"), "{err}");
+    // And against the live chain, the witness's first checkpoint names the rewrite.
+    let (_, entries) = gw.admin("GET", "/api/audit?limit=10000", None).await;
+    let at = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["seq"] == held[0].seq)
+        .map(|e| e["hash"].as_str().unwrap().to_string());
+    assert!(warden_core::evidence::verify_checkpoint(&public, &held[0], at.as_deref()).is_err());
     gw.stop().await;
 }
 

@@ -817,3 +817,47 @@ async fn a_store_that_cannot_record_stops_the_session_before_anything_unrecorded
     direct_psql(&format!("DROP TABLE {table}")).await;
     gw.stop().await;
 }
+
+/// An auditor is read-only on the wire too: psql with its token is refused at login (and the
+/// refusal is audited), even though it is in the connection's groups; an engineer made an
+/// auditor loses its live session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_cannot_open_native_sessions() {
+    let (gw, psql, _dev, _dba) = setup(Backend::Sqlite).await;
+    let (s, b) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "audit@example.com", "groups": ["dev"], "auditor": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, t) = gw
+        .admin(
+            "POST",
+            "/api/tokens",
+            Some(json!({"user": "audit@example.com"})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    let (code, out, err) = psql
+        .run("audit@example.com", &token, "pg", "SELECT 1")
+        .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("read-only"), "{err}");
+    // A live engineer session ends when the user becomes an auditor.
+    let ops = gw.user("ops@example.com", &["dev"]).await;
+    let (c, conn) = driver(psql.port, "ops@example.com", &ops).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    let (s, b) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "ops@example.com", "groups": ["dev"], "auditor": true, "overwrite": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let e = closed(conn).await;
+    assert!(e.contains("read-only"), "{e}");
+    gw.stop().await;
+}

@@ -542,6 +542,88 @@ async fn non_admins_get_the_403_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auditors_read_every_page_and_decide_nothing() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let dev = user(&gw, "dev@example.com", &["dev"], "dev-password-1").await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let id = held(&gw, &dev, "shell", "echo for-the-auditor").await;
+    // An auditor in the approver group and the connection's groups.
+    let (s, b) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "audit@example.com", "groups": ["dba", "dev"], "auditor": true, "password": "audit-password-1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let audit = Web::logged_in(&gw, "audit@example.com", "audit-password-1").await;
+    for path in [
+        "/reviews",
+        &format!("/reviews/{id}"),
+        "/sessions",
+        "/rules",
+        "/connections",
+        "/analytics",
+        "/analytics.csv",
+        "/sessions.csv",
+        "/reviews.csv",
+    ] {
+        let (s, body) = audit.page(path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, html) = audit.page(&format!("/reviews/{id}")).await;
+    assert!(html.contains("for-the-auditor"));
+    assert!(
+        !html.contains("id=\"approve\"") && !html.contains("id=\"reject\""),
+        "no decision buttons for an auditor: {html}"
+    );
+    let (_, html) = audit.page("/reviews").await;
+    assert!(html.contains("auditor</span>"), "the role is shown");
+    assert!(html.contains("/analytics") && html.contains("reviews.csv"));
+    assert!(!html.contains("href=\"/terminal\""), "no terminal link");
+    assert!(!html.contains("href=\"/deliveries\""));
+    for path in [
+        "/rules/new",
+        "/connections/new",
+        "/connections/shell/edit",
+        "/deliveries",
+    ] {
+        let (s, _) = audit.page(path).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    // Posting a decision with a valid CSRF token is refused and changes nothing.
+    let r = audit
+        .submit(
+            &format!("/reviews/{id}"),
+            &format!("/reviews/{id}/approve"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = audit
+        .submit(
+            &format!("/reviews/{id}"),
+            &format!("/reviews/{id}/reject"),
+            &[("reason", "no")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(review_status(&gw, &id).await, "PENDING");
+    // The terminal runs nothing for it.
+    let r = audit
+        .submit(
+            "/reviews",
+            "/terminal",
+            &[("connection", "shell"), ("command", "echo should-not-run")],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("read-only"), "{html}");
+    let (_, sessions) = gw.admin("GET", "/api/sessions", None).await;
+    assert!(!sessions.to_string().contains("audit@example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rule_form_shows_errors_next_to_fields_and_the_rule_takes_effect() {
     let gw = TestGateway::spawn(Backend::Sqlite).await;
     let dev = user(&gw, "dev@example.com", &["dev"], "dev-password-1").await;

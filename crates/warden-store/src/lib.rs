@@ -143,7 +143,7 @@ impl std::fmt::Debug for Store {
 /// Column lists, one per table, shared by every SELECT of that table.
 macro_rules! user_cols {
     () => {
-        "id, email, groups_json, admin, created_at_ms"
+        "id, email, groups_json, admin, auditor, created_at_ms"
     };
 }
 macro_rules! token_cols {
@@ -553,14 +553,17 @@ impl Store {
             }
             Some(_) => {
                 tx.execute(
-                    q("UPDATE users SET groups_json = $2, admin = $3, \
+                    q(
+                        "UPDATE users SET groups_json = $2, admin = $3, auditor = $6, \
                        password_hash = COALESCE($4, password_hash), updated_at_ms = $5 \
-                       WHERE email = $1")
+                       WHERE email = $1",
+                    )
                     .bind(email)
                     .bind(groups)
                     .bind(user.admin)
                     .bind(password_hash)
-                    .bind(audit.now),
+                    .bind(audit.now)
+                    .bind(user.auditor),
                 )
                 .await?;
             }
@@ -569,7 +572,8 @@ impl Store {
                     .execute(
                         q(
                             "INSERT INTO users (id, email, groups_json, admin, password_hash, \
-                           created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                           created_at_ms, updated_at_ms, auditor) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                         )
                         .bind(user.id)
                         .bind(email)
@@ -577,7 +581,8 @@ impl Store {
                         .bind(user.admin)
                         .bind(password_hash)
                         .bind(user.created_at)
-                        .bind(audit.now),
+                        .bind(audit.now)
+                        .bind(user.auditor),
                     )
                     .await;
                 dup(res, || {
@@ -804,7 +809,7 @@ impl Store {
             .fetch_optional(
                 q("SELECT t.id, t.user_id, t.user_email, t.name, t.created_at_ms, t.expires_at_ms, \
                    t.revoked_at_ms, u.id AS u_id, u.email AS u_email, u.groups_json AS u_groups_json, \
-                   u.admin AS u_admin, u.created_at_ms AS u_created_at_ms \
+                   u.admin AS u_admin, u.auditor AS u_auditor, u.created_at_ms AS u_created_at_ms \
                    FROM tokens t JOIN users u ON u.id = t.user_id \
                    WHERE t.token_sha256 = $1 AND t.revoked_at_ms IS NULL \
                    AND (t.expires_at_ms IS NULL OR t.expires_at_ms > $2)")
@@ -1582,6 +1587,17 @@ impl Store {
             )
             .await?;
         rows.into_iter().map(AuditRow::into_entry).collect()
+    }
+    /// `(seq, hash)` of the entries after `after`, in order: what the Merkle tree over the chain
+    /// is built from, without reading the events.
+    pub async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+        let mut h = self.db.read("reading the audit log's hashes").await?;
+        h.fetch_all(
+            q("SELECT seq, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after)
+                .bind(limit.max(0)),
+        )
+        .await
     }
     /// Like [`Store::audit_entries`] without the `statements` entries (the bulk of a busy log):
     /// what the notifier reads, since no statement is ever notified. Uses a partial index, so

@@ -74,6 +74,7 @@ pub(crate) struct UserRow {
     pub email: String,
     pub groups_json: String,
     pub admin: bool,
+    pub auditor: bool,
     pub created_at_ms: i64,
 }
 
@@ -84,6 +85,7 @@ impl UserRow {
             id: uuid("users", k, "id", &self.id)?,
             groups: json("users", k, "groups_json", &self.groups_json)?,
             admin: self.admin,
+            auditor: self.auditor,
             created_at: time("users", k, "created_at_ms", self.created_at_ms)?,
             email: self.email,
         })
@@ -125,6 +127,7 @@ pub(crate) struct TokenUserRow {
     pub u_email: String,
     pub u_groups_json: String,
     pub u_admin: bool,
+    pub u_auditor: bool,
     pub u_created_at_ms: i64,
 }
 
@@ -135,6 +138,7 @@ impl TokenUserRow {
             email: self.u_email,
             groups_json: self.u_groups_json,
             admin: self.u_admin,
+            auditor: self.u_auditor,
             created_at_ms: self.u_created_at_ms,
         }
         .into_user()?;

@@ -213,6 +213,7 @@ fn user(email: &str, groups: &[&str]) -> User {
         email: email.into(),
         groups: strings(groups),
         admin: false,
+        auditor: false,
         created_at: t0(),
     }
 }

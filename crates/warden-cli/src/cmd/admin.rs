@@ -82,8 +82,13 @@ pub enum Create {
         email: String,
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
-        #[arg(long)]
+        /// Full admin: changes users, connections, rules, integrations.
+        #[arg(long, conflicts_with = "auditor")]
         admin: bool,
+        /// Read-only auditor: reads every review, session, audit entry, export and analytics;
+        /// runs nothing, decides nothing, changes nothing.
+        #[arg(long)]
+        auditor: bool,
         #[arg(long)]
         password_stdin: bool,
         #[arg(long)]
@@ -402,6 +407,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             email,
             groups,
             admin,
+            auditor,
             password_stdin,
             overwrite,
             out,
@@ -413,7 +419,7 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             } else {
                 None
             };
-            let body = json!({"email": email, "groups": groups, "admin": admin, "password": password, "overwrite": overwrite});
+            let body = json!({"email": email, "groups": groups, "admin": admin, "auditor": auditor, "password": password, "overwrite": overwrite});
             let v: Value = client.call(Method::POST, "/api/users", Some(&body)).await?;
             one(out.format, &v, "created user");
         }

@@ -28,8 +28,13 @@ pub enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
-    /// Export one row per review (with the chain segment proving it) for auditors.
+    /// Export one row per review (with the chain segment proving it) for auditors, or with
+    /// --review one review alone, with Merkle inclusion proofs against a signed checkpoint
+    /// (verify it with `warden audit verify --file F --public-key KEY`).
     Export {
+        /// One review (its id), verifiable without the rest of the chain.
+        #[arg(long, conflicts_with_all = ["since", "until", "connection"])]
+        review: Option<String>,
         /// Start: RFC 3339 time or a duration back from now (30d).
         #[arg(long)]
         since: Option<String>,
@@ -71,12 +76,30 @@ pub enum ExportFormat {
     Csv,
 }
 
-fn verify_file(path: &std::path::Path, format: Format) -> Result<ExitCode> {
+fn verify_file(
+    path: &std::path::Path,
+    format: Format,
+    public_key: Option<&str>,
+) -> Result<ExitCode> {
+    use warden_core::evidence::{REVIEW_EXPORT_FORMAT, verify_export, verify_export_signature};
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let export: warden_core::evidence::AuditExport = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a JSON audit export", path.display()))?;
-    let result = warden_core::evidence::verify_export(&export);
+    let key = public_key
+        .map(warden_core::evidence::parse_key32)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let single = export.format == REVIEW_EXPORT_FORMAT;
+    let result = verify_export(&export).and_then(|()| match (&key, single) {
+        (Some(k), true) => verify_export_signature(k, &export),
+        _ => Ok(()),
+    });
+    if single && key.is_none() && result.is_ok() {
+        eprintln!(
+            "warning: the proofs check, but not who signed the tree: pass --public-key KEY (from warden audit keygen) to check the checkpoint's signature"
+        );
+    }
     if format == Format::Json {
         output::print_json(
             &serde_json::json!({"ok": result.is_ok(), "rows": export.rows.len(), "entries": export.entries.len(), "head_seq": export.head_seq, "error": result.as_ref().err().map(ToString::to_string)}),
@@ -109,10 +132,26 @@ async fn verify_checkpoints(
         .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut ok = true;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let cp: warden_core::evidence::Checkpoint =
-            serde_json::from_str(line).context("malformed checkpoint line")?;
+    let log: Vec<warden_core::evidence::Checkpoint> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).context("malformed checkpoint line"))
+        .collect::<Result<_>>()?;
+    // Offline first: every checkpoint extends the one before (consistency proofs).
+    let mut ok = match warden_core::evidence::verify_checkpoint_log(&key, &log) {
+        Ok(()) => {
+            println!(
+                "checkpoint log OK: {} checkpoints, each extends the one before",
+                log.len()
+            );
+            true
+        }
+        Err(e) => {
+            println!("checkpoint log FAILED: {e}");
+            false
+        }
+    };
+    for cp in log {
         let entries: Value = client
             .call(
                 Method::GET,
@@ -148,8 +187,11 @@ async fn verify_checkpoints(
 pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
     match c {
         Command::Verify {
-            file: Some(path), ..
-        } => verify_file(&path, Format::Table),
+            file: Some(path),
+            public_key,
+            out,
+            ..
+        } => verify_file(&path, out.format, public_key.as_deref()),
         Command::Keygen { out } => {
             use rand::RngCore;
             let mut key = [0u8; 32];
@@ -189,10 +231,12 @@ async fn run_online(client: &Client, c: Command) -> Result<ExitCode> {
         Command::Verify {
             file: Some(path),
             out,
+            public_key,
             ..
-        } => return verify_file(&path, out.format),
+        } => return verify_file(&path, out.format, public_key.as_deref()),
         Command::Keygen { .. } => return Ok(ExitCode::SUCCESS),
         Command::Export {
+            review,
             since,
             until,
             connection,
@@ -207,6 +251,7 @@ async fn run_online(client: &Client, c: Command) -> Result<ExitCode> {
                 }
             );
             for (k, v) in [
+                ("review", review),
                 ("since", since),
                 ("until", until),
                 ("connection", connection),

@@ -63,6 +63,7 @@ impl P {
             email: self.email,
             groups: &self.groups,
             admin: self.admin,
+            auditor: false,
         }
     }
 }
@@ -415,6 +416,18 @@ fn jit_windows_shorten_revoke_and_finish() {
         r.clone().mark_executed().is_err(),
         "a jit review is never 'executed' as a command"
     );
+    // an auditor in the approver group revokes nothing
+    let groups = vec!["dba".to_string()];
+    let auditor = Actor {
+        email: "audit@x",
+        groups: &groups,
+        admin: false,
+        auditor: true,
+    };
+    assert_eq!(
+        r.clone().revoke(auditor, None, later(20)).unwrap_err(),
+        TransitionError::ReadOnly
+    );
     // revoke: by a random user refused, by an admin allowed
     let nobody = p("n@x", &["dev"]);
     assert_eq!(
@@ -490,16 +503,16 @@ proptest! {
                     let (email, gs) = PEOPLE[i];
                     let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
                     let input = if f { force("because") } else { ok() };
-                    r.clone().approve(Actor { email, groups: &gs, admin: false }, input, later(t))
+                    r.clone().approve(Actor { email, groups: &gs, admin: false, auditor: false }, input, later(t))
                 }
                 Act::Reject(i) => {
                     let (email, gs) = PEOPLE[i];
                     let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
-                    r.clone().reject(Actor { email, groups: &gs, admin: false }, Some("no"), later(t))
+                    r.clone().reject(Actor { email, groups: &gs, admin: false, auditor: false }, Some("no"), later(t))
                 }
                 Act::Withdraw => {
                     let gs = vec!["dev".to_string()];
-                    r.clone().withdraw(Actor { email: "dev@x", groups: &gs, admin: false }, later(t))
+                    r.clone().withdraw(Actor { email: "dev@x", groups: &gs, admin: false, auditor: false }, later(t))
                 }
                 Act::Expire(s) => { t += s; r.clone().expire(later(t)) }
             };
@@ -528,4 +541,43 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn auditors_decide_nothing_whatever_their_groups() {
+    let ru = rule(RuleType::Command, &["dba"], false, 1, &["dba"]);
+    let groups = vec!["dba".to_string()];
+    let auditor = Actor {
+        email: "audit@x",
+        groups: &groups,
+        admin: false,
+        auditor: true,
+    };
+    let r = review(&ru);
+    assert_eq!(
+        r.clone().approve(auditor, ok(), later(1)).unwrap_err(),
+        TransitionError::ReadOnly
+    );
+    let force = ApproveInput {
+        force: true,
+        reason: Some("audit".into()),
+        ..ApproveInput::default()
+    };
+    assert_eq!(
+        r.clone().approve(auditor, force, later(1)).unwrap_err(),
+        TransitionError::ReadOnly
+    );
+    assert_eq!(
+        r.clone().reject(auditor, Some("no"), later(1)).unwrap_err(),
+        TransitionError::ReadOnly
+    );
+    // The same groups without the role decide.
+    let dba = Actor {
+        auditor: false,
+        ..auditor
+    };
+    assert_eq!(
+        r.approve(dba, ok(), later(1)).unwrap().status,
+        ReviewStatus::Approved
+    );
 }

@@ -229,9 +229,9 @@ pub fn aggregate(
 }
 
 impl App {
-    /// Analytics over the reviews matching `q` (admins only).
+    /// Analytics over the reviews matching `q` (admins and auditors).
     pub async fn analytics(&self, actor: &User, q: AnalyticsQuery) -> AppResult<Analytics> {
-        self.require_admin(actor)?;
+        self.require_reader(actor)?;
         let mut all: Vec<Review> = Vec::new();
         let mut truncated = false;
         let mut page = 1;
@@ -354,6 +354,7 @@ mod tests {
             email: "dba@x",
             groups: &groups,
             admin: false,
+            auditor: false,
         };
         let t0 = now - Duration::hours(5);
         let approved = review("db", "a@x", "SELECT 1", t0)
@@ -373,6 +374,7 @@ mod tests {
                     email: "b@x",
                     groups: &[],
                     admin: false,
+                    auditor: false,
                 },
                 now,
             )

@@ -104,13 +104,13 @@ const VERIFY_PAGE: i64 = 5000;
 const ROW_PAGE: u32 = 1000;
 
 impl App {
-    /// Admins see every session; others their own.
+    /// Admins and auditors see every session; others their own.
     pub async fn list_sessions(
         &self,
         user: &User,
         mut filter: SessionFilter,
     ) -> AppResult<(Vec<Session>, i64)> {
-        if !user.admin {
+        if !user.reads_all() {
             filter.user = Some(user.email.clone());
         }
         Ok(self.store.list_sessions(&filter).await?)
@@ -118,7 +118,7 @@ impl App {
 
     pub async fn get_session(&self, user: &User, id: Uuid) -> AppResult<Session> {
         match self.store.get_session(id).await? {
-            Some(s) if user.admin || s.user == user.email => Ok(s),
+            Some(s) if user.reads_all() || s.user == user.email => Ok(s),
             _ => Err(AppError::NotFound(format!("no session {id}"))),
         }
     }
@@ -159,14 +159,14 @@ impl App {
         after: i64,
         limit: i64,
     ) -> AppResult<Vec<AuditEntry>> {
-        self.require_admin(user)?;
+        self.require_reader(user)?;
         Ok(self.store.audit_entries(after, limit).await?)
     }
 
     /// Walks the whole chain page by page, up to the head recorded when the walk started, and
     /// checks that the last entry *is* that head (entries deleted from the end are caught too).
     pub async fn verify_audit(&self, user: &User) -> AppResult<VerifyReport> {
-        self.require_admin(user)?;
+        self.require_reader(user)?;
         // Rows written after this instant may belong to entries after the head read next.
         let walk_start = self.now();
         let recorded = self.store.audit_head().await?;

@@ -465,7 +465,7 @@ impl App {
         let all = self.store.list_connections().await?;
         Ok(all
             .into_iter()
-            .filter(|c| actor.admin || c.allows(actor))
+            .filter(|c| actor.reads_all() || c.allows(actor))
             .map(shown)
             .collect())
     }
@@ -473,7 +473,7 @@ impl App {
     pub async fn get_connection(&self, actor: &User, name: &str) -> AppResult<Connection> {
         let rec = self.store.get_connection(name).await?;
         match rec {
-            Some(r) if actor.admin || r.connection.allows(actor) => Ok(shown(r.connection)),
+            Some(r) if actor.reads_all() || r.connection.allows(actor) => Ok(shown(r.connection)),
             _ => Err(AppError::NotFound(format!(
                 "no connection {name:?} (see warden admin get connections)"
             ))),

@@ -1,16 +1,24 @@
-//! Audit evidence: exports auditors can re-verify offline, signed checkpoints of the chain head,
-//! and the retention policy for session outputs (which never touches the chain).
+//! Audit evidence: exports auditors can re-verify offline (a period's, or one review's with
+//! Merkle inclusion proofs), signed checkpoints of the chain head and Merkle root (each with
+//! the consistency proof from the previous one, appended to the checkpoint file and sent to
+//! the witness), and the retention policy for session outputs (which never touches the chain).
+//!
+//! It must never sign a tree it has not checked: a checkpoint is refused when the chain no
+//! longer extends the previous checkpoint's tree.
 
 use std::io::Write;
 
 use anyhow::Context;
 use time::OffsetDateTime;
+use tokio::sync::MutexGuard;
 use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::evidence::{
-    AuditExport, Checkpoint, EXPORT_FORMAT, ExportApproval, ExportRow, parse_key32, sign_checkpoint,
+    AuditExport, Checkpoint, ConsistencyLink, EXPORT_FORMAT, EntryProof, ExportApproval, ExportRow,
+    MerkleEvidence, REVIEW_EXPORT_FORMAT, parse_key32, sign_checkpoint,
 };
-use warden_core::{RuleType, User};
+use warden_core::merkle::{ChainTree, verify_consistency};
+use warden_core::{Review, RuleType, User};
 use warden_store::AuditCtx;
 
 use super::{App, AppError, AppResult};
@@ -31,7 +39,7 @@ impl App {
     /// rows are chosen by the chain, not by the store's rows, so a review row deleted from the
     /// store leaves a request in the segment without its row, and `verify_export` names it.
     pub async fn export_audit(&self, user: &User, f: ExportFilter) -> AppResult<AuditExport> {
-        self.require_admin(user)?;
+        self.require_reader(user)?;
         let (head_seq, head_hash) = self
             .store
             .audit_head()
@@ -89,43 +97,7 @@ impl App {
                 })
                 .map(|e| e.seq)
                 .collect();
-            let session = if r.kind == RuleType::Command {
-                self.store.session_for_review(r.id).await?
-            } else {
-                None
-            };
-            rows.push(ExportRow {
-                review_id: r.id,
-                kind: r.kind.as_str().into(),
-                status: r.status.as_str().into(),
-                requester: r.requester.clone(),
-                connection: r.connection.clone(),
-                rule: r.rule.clone(),
-                command: r.command.clone(),
-                command_sha256: r.command_sha256.clone(),
-                duration_sec: r.duration_sec,
-                request_reason: r.request_reason.clone(),
-                requested_at: r.created_at,
-                approvals: r
-                    .approvals
-                    .iter()
-                    .map(|a| ExportApproval {
-                        approver: a.approver.clone(),
-                        group: a.group.clone(),
-                        forced: a.forced,
-                        auto: a.auto,
-                        reason: a.reason.clone(),
-                        at: a.at,
-                    })
-                    .collect(),
-                forced: r.forced,
-                decided_by: r.decided_by.clone(),
-                decision_reason: r.reason.clone(),
-                decided_at: r.decided_at,
-                exit_code: session.as_ref().and_then(|s| s.exit_code),
-                output_sha256: session.as_ref().and_then(|s| s.output_sha256.clone()),
-                entry_seqs,
-            });
+            rows.push(self.export_row(&r, entry_seqs).await?);
         }
         Ok(AuditExport {
             format: EXPORT_FORMAT.into(),
@@ -137,7 +109,260 @@ impl App {
             connection: f.connection,
             rows,
             entries,
+            review: None,
+            merkle: None,
         })
+    }
+
+    async fn export_row(&self, r: &Review, entry_seqs: Vec<i64>) -> AppResult<ExportRow> {
+        let session = if r.kind == RuleType::Command {
+            self.store.session_for_review(r.id).await?
+        } else {
+            None
+        };
+        Ok(ExportRow {
+            review_id: r.id,
+            kind: r.kind.as_str().into(),
+            status: r.status.as_str().into(),
+            requester: r.requester.clone(),
+            connection: r.connection.clone(),
+            rule: r.rule.clone(),
+            command: r.command.clone(),
+            command_sha256: r.command_sha256.clone(),
+            duration_sec: r.duration_sec,
+            request_reason: r.request_reason.clone(),
+            requested_at: r.created_at,
+            approvals: r
+                .approvals
+                .iter()
+                .map(|a| ExportApproval {
+                    approver: a.approver.clone(),
+                    group: a.group.clone(),
+                    forced: a.forced,
+                    auto: a.auto,
+                    reason: a.reason.clone(),
+                    at: a.at,
+                })
+                .collect(),
+            forced: r.forced,
+            decided_by: r.decided_by.clone(),
+            decision_reason: r.reason.clone(),
+            decided_at: r.decided_at,
+            exit_code: session.as_ref().and_then(|s| s.exit_code),
+            output_sha256: session.as_ref().and_then(|s| s.output_sha256.clone()),
+            entry_seqs,
+        })
+    }
+
+    /// One review on its own: its entries, each with an inclusion proof in the Merkle tree of
+    /// the chain at the head, and (with a signing key) a checkpoint of that tree made now — an
+    /// outsider checks the review with the public key alone, without the rest of the chain.
+    pub async fn export_review(&self, user: &User, id: Uuid) -> AppResult<AuditExport> {
+        self.require_reader(user)?;
+        let review = self
+            .store
+            .get_review(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no review {id}")))?;
+        let key = match self.config.checkpoint_key {
+            Some(_) => Some(self.checkpoint_key()?),
+            None => None,
+        };
+        let (tree, head_seq, head_hash) = self.tree_at_head().await?;
+        let mut entries = self.store.audit_for_review(id).await?;
+        entries.retain(|e| e.seq <= head_seq);
+        let proofs = entries
+            .iter()
+            .map(|e| {
+                Ok(EntryProof {
+                    seq: e.seq,
+                    proof: tree.inclusion(e.seq).map_err(anyhow::Error::from)?,
+                })
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        let root = tree.root();
+        let checkpoint = match key {
+            Some(k) => Some(
+                self.sign_and_publish(&k, &tree, head_seq, &head_hash)
+                    .await?,
+            ),
+            None => None,
+        };
+        drop(tree);
+        let row = self
+            .export_row(&review, entries.iter().map(|e| e.seq).collect())
+            .await?;
+        Ok(AuditExport {
+            format: REVIEW_EXPORT_FORMAT.into(),
+            generated_at: self.now(),
+            head_seq,
+            head_hash,
+            since: None,
+            until: None,
+            connection: None,
+            rows: vec![row],
+            entries,
+            review: Some(id),
+            merkle: Some(MerkleEvidence {
+                tree_size: head_seq,
+                root,
+                checkpoint,
+                proofs,
+            }),
+        })
+    }
+
+    /// The Merkle tree grown to the head read now, under the tree's lock (held by the caller
+    /// while it proves and signs, so the tree never runs ahead of a head read under it). A
+    /// chain that lost entries the tree already has, or whose head no longer is the tree's
+    /// last leaf, is an error: its rows were rewritten after the tree read them.
+    async fn tree_at_head(&self) -> AppResult<(MutexGuard<'_, ChainTree>, i64, String)> {
+        let broken = |m: String| {
+            tracing::error!("audit chain: {m}");
+            AppError::conflict("chain_rewritten", m)
+        };
+        let mut tree = self.merkle.lock().await;
+        let (head_seq, head_hash) = self
+            .store
+            .audit_head()
+            .await?
+            .unwrap_or((0, warden_core::audit::GENESIS_HASH.into()));
+        let size = |t: &ChainTree| i64::try_from(t.len()).unwrap_or(i64::MAX);
+        if size(&tree) > head_seq {
+            return Err(broken(format!(
+                "the chain's head is entry {head_seq}, but {} entries were read before: entries were deleted from the store",
+                size(&tree)
+            )));
+        }
+        while size(&tree) < head_seq {
+            let after = size(&tree);
+            let page = self.store.audit_hashes(after, 10_000).await?;
+            if page.is_empty() {
+                return Err(broken(format!(
+                    "the chain ends at entry {after}, before its head {head_seq}"
+                )));
+            }
+            for (seq, hash) in page {
+                if seq > head_seq {
+                    break;
+                }
+                if seq != size(&tree) + 1 {
+                    return Err(broken(format!(
+                        "entry {} is missing from the chain",
+                        size(&tree) + 1
+                    )));
+                }
+                tree.push(&hash).map_err(anyhow::Error::from)?;
+            }
+        }
+        if head_seq > 0 && tree.leaf(head_seq).as_deref() != Some(head_hash.as_str()) {
+            return Err(broken(format!(
+                "the chain's head {head_seq} is not the entry read before: the chain was rewritten"
+            )));
+        }
+        Ok((tree, head_seq, head_hash))
+    }
+
+    /// The last checkpoint of the checkpoint file, if any.
+    fn last_checkpoint(&self) -> AppResult<Option<Checkpoint>> {
+        let text = match std::fs::read_to_string(&self.config.checkpoint_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(AppError::Internal(e.into())),
+        };
+        match text.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(line) => Ok(Some(serde_json::from_str(line).map_err(|e| {
+                AppError::Internal(anyhow::anyhow!("corrupt checkpoint line: {e}"))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Signs the tree (which the caller holds at the head), with the consistency proof from the
+    /// previous checkpoint checked first; appends it to the checkpoint file and sends it to the
+    /// witness. Refuses to sign a chain that does not extend the previous checkpoint's.
+    async fn sign_and_publish(
+        &self,
+        key: &[u8; 32],
+        tree: &ChainTree,
+        seq: i64,
+        hash: &str,
+    ) -> AppResult<Checkpoint> {
+        let root = tree.root();
+        let mut cp = sign_checkpoint(key, seq, hash, Some(&root), self.now());
+        if let Some(prev) = self.last_checkpoint()? {
+            let refuse = |why: String| {
+                metrics::counter!("warden_audit_checkpoints_refused_total").increment(1);
+                tracing::error!(
+                    previous = prev.seq,
+                    head = seq,
+                    "refusing to sign an audit checkpoint: {why}"
+                );
+                AppError::conflict(
+                    "chain_rewritten",
+                    format!(
+                        "refusing to sign a checkpoint: {why} (compare the chain with the witness's checkpoints: warden audit verify --checkpoints FILE --public-key KEY)"
+                    ),
+                )
+            };
+            if prev.seq > seq {
+                return Err(refuse(format!(
+                    "the chain has {seq} entries, fewer than the {} of checkpoint #{}",
+                    prev.seq, prev.seq
+                )));
+            }
+            if let Some(prev_root) = prev.root.clone() {
+                let old = u64::try_from(prev.seq).unwrap_or(0);
+                let proof = tree.consistency(old).map_err(anyhow::Error::from)?;
+                verify_consistency(old, &prev_root, tree.len(), &root, &proof)
+                    .map_err(|e| refuse(e.to_string()))?;
+                cp.consistency = Some(ConsistencyLink {
+                    from_seq: prev.seq,
+                    from_root: prev_root,
+                    proof,
+                });
+            } else if prev.seq == seq && prev.hash != hash {
+                return Err(refuse(format!(
+                    "entry {seq} no longer has the hash checkpoint #{} signed",
+                    prev.seq
+                )));
+            }
+        }
+        let line = serde_json::to_string(&cp).map_err(anyhow::Error::from)?;
+        let path = &self.config.checkpoint_file;
+        let mut f = crate::datadir::append_private(path).context("opening the checkpoint file")?;
+        writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        f.sync_all().ok();
+        self.send_to_witness(&cp).await;
+        Ok(cp)
+    }
+
+    /// POSTs the checkpoint (JSON) to `WARDEN_CHECKPOINT_WITNESS_URL`. A witness that cannot
+    /// be reached is logged and counted; the checkpoint stays in the local file (and the next
+    /// one, with its consistency proof, reaches the witness when it is back).
+    async fn send_to_witness(&self, cp: &Checkpoint) {
+        let Some(url) = &self.config.checkpoint_witness_url else {
+            return;
+        };
+        let sent = super::notify::http()
+            .post(url.expose())
+            .timeout(std::time::Duration::from_secs(10))
+            .json(cp)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                metrics::counter!("warden_audit_checkpoints_witnessed_total").increment(1);
+            }
+            Ok(r) => {
+                metrics::counter!("warden_audit_checkpoint_witness_failures_total").increment(1);
+                tracing::warn!(seq = cp.seq, status = %r.status(), "the checkpoint witness refused the checkpoint");
+            }
+            Err(e) => {
+                metrics::counter!("warden_audit_checkpoint_witness_failures_total").increment(1);
+                tracing::warn!(seq = cp.seq, error = %e, "the checkpoint witness is unreachable");
+            }
+        }
     }
 
     /// The first entry dated `since` or later (`head + 1` when none): a binary search over
@@ -171,18 +396,16 @@ impl App {
         })
     }
 
-    /// Signs the current head and appends the checkpoint to the checkpoint file.
+    /// Signs the current head and Merkle root; appends the checkpoint to the checkpoint file
+    /// and sends it to the witness.
     pub async fn checkpoint_now(&self) -> AppResult<Option<Checkpoint>> {
         let key = self.checkpoint_key()?;
-        let Some((seq, hash)) = self.store.audit_head().await? else {
+        let (tree, seq, hash) = self.tree_at_head().await?;
+        if seq == 0 {
             return Ok(None);
-        };
-        let cp = sign_checkpoint(&key, seq, &hash, self.now());
-        let line = serde_json::to_string(&cp).map_err(anyhow::Error::from)?;
-        let path = &self.config.checkpoint_file;
-        let mut f = crate::datadir::append_private(path).context("opening the checkpoint file")?;
-        writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
-        f.sync_all().ok();
+        }
+        let cp = self.sign_and_publish(&key, &tree, seq, &hash).await?;
+        drop(tree);
         Ok(Some(cp))
     }
 
@@ -192,7 +415,7 @@ impl App {
     }
 
     pub async fn list_checkpoints(&self, user: &User) -> AppResult<Vec<Checkpoint>> {
-        self.require_admin(user)?;
+        self.require_reader(user)?;
         let text = match std::fs::read_to_string(&self.config.checkpoint_file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),

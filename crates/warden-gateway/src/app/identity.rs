@@ -24,6 +24,9 @@ pub struct CreateUser {
     pub groups: Vec<String>,
     #[serde(default)]
     pub admin: bool,
+    /// A read-only account (see [`User::auditor`]); never together with `admin`.
+    #[serde(default)]
+    pub auditor: bool,
     #[serde(default)]
     pub password: Option<Secret<String>>,
     #[serde(default)]
@@ -66,7 +69,7 @@ pub fn validate_groups(field: &str, groups: &[String]) -> AppResult<Vec<String>>
 }
 
 fn user_json(u: &User) -> serde_json::Value {
-    json!({"email": u.email, "groups": u.groups, "admin": u.admin})
+    json!({"email": u.email, "groups": u.groups, "admin": u.admin, "auditor": u.auditor})
 }
 
 impl App {
@@ -88,6 +91,7 @@ impl App {
             email: email.clone(),
             groups: vec!["admins".into()],
             admin: true,
+            auditor: false,
             created_at: now,
         };
         let hash = auth::hash_password(&password)?;
@@ -216,6 +220,12 @@ impl App {
         self.require_admin(actor)?;
         let email = validate_email(&req.email)?;
         let groups = validate_groups("groups", &req.groups)?;
+        if req.admin && req.auditor {
+            return Err(AppError::bad(
+                "admin_and_auditor",
+                "a user is an admin or an auditor, not both: auditors are read-only",
+            ));
+        }
         let hash = match &req.password {
             Some(p) if p.expose().len() < 8 => {
                 return Err(AppError::bad(
@@ -239,6 +249,7 @@ impl App {
             email: email.clone(),
             groups,
             admin: req.admin,
+            auditor: req.auditor,
             created_at: before.as_ref().map(|u| u.created_at).unwrap_or(now),
         };
         let ev = AuditEvent::AdminChange {

@@ -146,6 +146,9 @@ pub struct App {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// How `command` connections are kept from the gateway (decided at start).
     pub isolation: Arc<warden_exec::sandbox::Isolation>,
+    /// The Merkle tree over the chain, grown to the head whenever a checkpoint or a proof is
+    /// made (under this lock, so the tree is never larger than a head read under it).
+    pub(crate) merkle: tokio::sync::Mutex<warden_core::merkle::ChainTree>,
 }
 
 impl std::fmt::Debug for App {
@@ -184,6 +187,7 @@ impl App {
             failures: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            merkle: tokio::sync::Mutex::new(warden_core::merkle::ChainTree::new()),
         })
     }
 
@@ -261,6 +265,17 @@ impl App {
             Ok(())
         } else {
             Err(AppError::Forbidden("this action requires an admin".into()))
+        }
+    }
+
+    /// Reading every review, session and audit entry: admins and auditors.
+    fn require_reader(&self, actor: &User) -> AppResult<()> {
+        if actor.reads_all() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "this page requires an admin or auditor account".into(),
+            ))
         }
     }
 }

@@ -44,11 +44,12 @@ pub(crate) fn actor(u: &User) -> Actor<'_> {
         email: &u.email,
         groups: &u.groups,
         admin: u.admin,
+        auditor: u.auditor,
     }
 }
 
 pub fn can_view(user: &User, r: &Review) -> bool {
-    user.admin
+    user.reads_all()
         || r.requester == user.email
         || user.in_any(&r.policy.approval_groups)
         || user.in_any(&r.policy.force_approval_groups)
@@ -94,7 +95,7 @@ impl App {
         user: &User,
         filter: ReviewFilter,
     ) -> AppResult<(Vec<ReviewView>, i64)> {
-        let (reviews, total) = if user.admin {
+        let (reviews, total) = if user.reads_all() {
             self.store.list_reviews(&filter).await?
         } else {
             let wide = ReviewFilter {
@@ -434,7 +435,8 @@ impl App {
             Decision::Deny(d) => {
                 self.audit_denied(user, connection, &d.message()).await;
                 return Err(match d {
-                    warden_core::decision::DenyReason::NoAccess { .. } => {
+                    warden_core::decision::DenyReason::NoAccess { .. }
+                    | warden_core::decision::DenyReason::ReadOnly => {
                         AppError::Forbidden(d.message())
                     }
                     _ => AppError::bad("invalid_request", d.message()),

@@ -247,7 +247,7 @@ impl PageQuery {
 /// every cell quoted and neutralised against formula injection (commands are attacker text).
 async fn csv(State(app): State<AppState>, viewer: Viewer, Query(q): Query<PageQuery>) -> WebResult {
     use super::sessions::{csv_line, csv_response};
-    viewer.admin_only("analytics", "only admins can see analytics")?;
+    viewer.reader_only("analytics", "only admins and auditors can see analytics")?;
     let fail = fail(&viewer, "analytics");
     let a = app
         .analytics(
@@ -321,7 +321,7 @@ async fn page(
     viewer: Viewer,
     Query(q): Query<PageQuery>,
 ) -> WebResult {
-    viewer.admin_only("analytics", "only admins can see analytics")?;
+    viewer.reader_only("analytics", "only admins and auditors can see analytics")?;
     let fail = fail(&viewer, "analytics");
     let period = q.period();
     let connection = q.connection();

@@ -238,6 +238,16 @@ impl Viewer {
         }
     }
 
+    /// The gate of pages that read everything (analytics, exports): admins and auditors.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn reader_only(&self, active: &'static str, what: &str) -> Result<(), Response> {
+        if self.user.reads_all() {
+            Ok(())
+        } else {
+            Err(forbidden(self, active, what))
+        }
+    }
+
     /// The session token (for logout only; never rendered).
     pub(crate) fn token(&self) -> &str {
         &self.token
@@ -248,6 +258,7 @@ impl Viewer {
         Some(Nav {
             email: self.user.email.clone(),
             admin: self.user.admin,
+            auditor: self.user.auditor,
             csrf: self.csrf.clone(),
             active,
         })
@@ -259,6 +270,8 @@ impl Viewer {
 pub struct Nav {
     pub email: String,
     pub admin: bool,
+    /// A read-only account: sees what admins see, runs and decides nothing.
+    pub auditor: bool,
     pub csrf: String,
     pub active: &'static str,
 }

@@ -172,7 +172,8 @@ impl Actions {
 fn actions_for(user: &User, v: &ReviewView, now: OffsetDateTime) -> Actions {
     let r = &v.review;
     let p = &r.policy;
-    let pending = r.status == ReviewStatus::Pending && now < r.expires_at;
+    // Auditors decide nothing (the review's transitions refuse them too).
+    let pending = !user.auditor && r.status == ReviewStatus::Pending && now < r.expires_at;
     let own = r.requester == user.email;
     let approver = user.in_any(&p.approval_groups);
     let forcer = user.in_any(&p.force_approval_groups);
@@ -182,7 +183,8 @@ fn actions_for(user: &User, v: &ReviewView, now: OffsetDateTime) -> Actions {
         reject: pending && !own && (approver || forcer),
         force: pending && forcer && !approved_already,
         withdraw: pending && own,
-        revoke: r.kind == RuleType::Jit
+        revoke: !user.auditor
+            && r.kind == RuleType::Jit
             && r.status == ReviewStatus::Approved
             && (user.admin || approver || forcer),
     }

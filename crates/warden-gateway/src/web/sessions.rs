@@ -168,7 +168,7 @@ async fn list(
         nav: viewer.nav("sessions"),
         rows: sessions.iter().map(row).collect(),
         total,
-        admin: viewer.user.admin,
+        admin: viewer.user.reads_all(),
         prev_href: if page > 1 {
             href(page - 1)
         } else {
@@ -282,7 +282,7 @@ async fn sessions_csv(
     viewer: Viewer,
     Query(q): Query<ListQuery>,
 ) -> WebResult {
-    viewer.admin_only("sessions", "only admins can export sessions")?;
+    viewer.reader_only("sessions", "only admins and auditors can export sessions")?;
     let fail = fail(&viewer, "sessions");
     let base = filter_of(&q).map_err(&fail)?;
     let mut out = String::new();
@@ -400,7 +400,7 @@ async fn reviews_csv(
     viewer: Viewer,
     Query(q): Query<ReviewCsvQuery>,
 ) -> WebResult {
-    viewer.admin_only("reviews", "only admins can export reviews")?;
+    viewer.reader_only("reviews", "only admins and auditors can export reviews")?;
     let fail = fail(&viewer, "reviews");
     let (base, _) = super::reviews::parse_filter(
         q.status.as_deref(),
