@@ -175,6 +175,50 @@ impl Client {
         Err(ApiError { status, message }.into())
     }
 
+    /// Reads a streaming GET (NDJSON) line by line, calling `line` for each non-empty one, until
+    /// the gateway ends the body. No overall timeout (a followed stream stays open); API errors
+    /// as in [`Client::call_raw`], a dropped connection as "unreachable".
+    pub async fn stream_lines(&self, path: &str, mut line: impl FnMut(&str)) -> Result<()> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("warden-cli/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut req = http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let unreachable = |e: reqwest::Error| {
+            anyhow!(
+                "cannot reach the gateway at {}: {e}. Is it running (warden gateway)?",
+                self.base
+            )
+        };
+        let mut resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            let message = v
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("gateway answered {status}"));
+            return Err(ApiError { status, message }.into());
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            pending.extend_from_slice(&chunk);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let rest = pending.split_off(i + 1);
+                let text = String::from_utf8_lossy(&pending[..i]).to_string();
+                pending = rest;
+                if !text.trim().is_empty() {
+                    line(&text);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A GET returning the raw body (CSV exports); API errors as in [`Client::call_raw`].
     pub async fn get_text(&self, path: &str) -> Result<String> {
         let mut req = self.http.get(format!("{}{path}", self.base));

@@ -11,6 +11,7 @@
 //! - [`fingerprint`]: normalising commands for analytics (literals replaced).
 //! - [`evidence`]: exports verifiable offline, signed checkpoints and their log.
 //! - [`merkle`]: the RFC 6962 tree over the chain: inclusion and consistency proofs.
+//! - [`ocsf`]: each audit entry as one OCSF 1.1 event line for SIEMs (`docs/siem.md`).
 //! - [`text`]: commands and reasons rendered for people, hidden code points escaped.
 //! - [`timefmt`]: the one time format written everywhere (RFC 3339, UTC, milliseconds).
 //!
@@ -26,6 +27,7 @@ pub mod evidence;
 pub mod fingerprint;
 pub mod merkle;
 pub mod model;
+pub mod ocsf;
 pub mod review;
 pub mod rule;
 pub mod secret;

@@ -171,6 +171,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions/{id}/statements", get(session_statements))
         .route("/api/audit", get(audit_entries))
         .route("/api/audit/verify", get(audit_verify))
+        .route("/api/audit/stream", get(audit_stream))
         .route("/api/audit/export", get(audit_export))
         .route("/api/analytics", get(analytics))
         .route(
@@ -690,6 +691,77 @@ async fn audit_entries(
         )
         .await?;
     Ok(axum::Json(entries).into_response())
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    after: Option<i64>,
+    follow: Option<bool>,
+}
+
+/// How often a following stream looks for new entries, and sends a blank heartbeat line when
+/// there were none for [`STREAM_HEARTBEAT`].
+const STREAM_POLL: Duration = Duration::from_millis(500);
+const STREAM_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `application/x-ndjson`: one OCSF line per chain entry after `after` (`docs/siem.md`); with
+/// `follow=true` it stays open and sends new entries as they are appended. The caller's token is
+/// checked again before every page, so a revoked token or a lost role ends the stream; a client
+/// resumes with `after=` the last line's `metadata.sequence`.
+async fn audit_stream(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Caller(u): Caller,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult<Response> {
+    if !u.reads_all() {
+        return Err(ApiError(AppError::Forbidden(
+            "the audit stream requires an admin or auditor token".into(),
+        )));
+    }
+    let token = bearer(&headers).unwrap_or_default().to_string();
+    let follow = q.follow.unwrap_or(false);
+    let start = (
+        app,
+        token,
+        q.after.unwrap_or(0).max(0),
+        tokio::time::Instant::now(),
+    );
+    let lines = futures::stream::unfold(start, move |(app, token, after, mut idle)| async move {
+        loop {
+            let user = app.authenticate(&token).await.ok()?;
+            let page = app.audit_entries(&user, after, 500).await.ok()?;
+            if let Some(last) = page.last().map(|e| e.seq) {
+                let mut buf = String::new();
+                for e in &page {
+                    buf.push_str(&warden_core::ocsf::entry_line(e).to_string());
+                    buf.push('\n');
+                }
+                let chunk = Ok::<_, std::convert::Infallible>(bytes::Bytes::from(buf));
+                return Some((chunk, (app, token, last, tokio::time::Instant::now())));
+            }
+            if !follow {
+                return None;
+            }
+            if idle.elapsed() >= STREAM_HEARTBEAT {
+                idle = tokio::time::Instant::now();
+                let beat = Ok(bytes::Bytes::from_static(b"\n"));
+                return Some((beat, (app, token, after, idle)));
+            }
+            tokio::select! {
+                _ = app.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(STREAM_POLL) => {}
+            }
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 async fn audit_verify(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Response> {

@@ -174,6 +174,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     ),
     (
         "get",
+        "/api/audit/stream",
+        "NDJSON, one OCSF 1.1 line per audit entry (docs/siem.md). ?after=SEQ&follow=true keeps it open; blank lines are heartbeats (admins and auditors)",
+        true,
+    ),
+    (
+        "get",
         "/api/audit/export",
         "One row per review plus the chain segment proving it. ?since=&until=&connection=&format=json|csv; or ?review=ID: one review alone with Merkle inclusion proofs against a signed checkpoint (admins and auditors)",
         true,

@@ -30,6 +30,7 @@ on_both_stores!(
     retention_keeps_the_chain,
     one_review_verifies_alone,
     the_witness_catches_store_and_file_rewritten_together,
+    the_siem_stream_is_ocsf_resumable_and_follows,
 );
 
 /// Runs raw SQL against the gateway's store, bypassing the append-only triggers (an attacker
@@ -617,6 +618,126 @@ async fn the_witness_catches_store_and_file_rewritten_together(b: Backend) {
         .find(|e| e["seq"] == held[0].seq)
         .map(|e| e["hash"].as_str().unwrap().to_string());
     assert!(warden_core::evidence::verify_checkpoint(&public, &held[0], at.as_deref()).is_err());
+    gw.stop().await;
+}
+
+/// Reads NDJSON lines from a streaming response until `want` lines are in (10 s at most).
+async fn read_lines(resp: &mut reqwest::Response, buf: &mut Vec<u8>, want: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines: Vec<Value> = buf
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect();
+        if lines.len() >= want {
+            return lines;
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("stream lines in time")
+            .expect("stream read");
+        match chunk {
+            Some(c) => buf.extend_from_slice(&c),
+            None => return lines,
+        }
+    }
+}
+
+async fn the_siem_stream_is_ocsf_resumable_and_follows(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    let (dev, _) = activity(&gw).await;
+    let (_, entries) = gw.admin("GET", "/api/audit?limit=10000", None).await;
+    let n = entries.as_array().unwrap().len();
+    let http = reqwest::Client::new();
+    let get = |path: String, token: String| {
+        let http = http.clone();
+        let base = gw.base.clone();
+        async move {
+            http.get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The whole chain as OCSF lines; the entries they carry re-verify as a chain.
+    let mut r = get("/api/audit/stream".into(), gw.admin_token.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let lines = read_lines(&mut r, &mut Vec::new(), usize::MAX).await;
+    assert_eq!(lines.len(), n, "one line per entry, and the stream ends");
+    let back: Vec<warden_core::audit::AuditEntry> = lines
+        .iter()
+        .map(|l| warden_core::ocsf::entry_of_line(l).unwrap())
+        .collect();
+    warden_core::audit::verify_chain(&back, None).unwrap();
+    for l in &lines {
+        assert!(l["class_uid"].is_u64() && l["type_uid"].is_u64(), "{l}");
+        assert_eq!(l["metadata"]["product"]["name"], "Warden");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["class_uid"] == 3005 && l["status_id"] == 2),
+        "the rejection is a refused privilege"
+    );
+    // Resumable: after=N gives exactly what follows N.
+    let mut r = get(
+        format!("/api/audit/stream?after={}", n - 2),
+        gw.admin_token.clone(),
+    )
+    .await;
+    let tail = read_lines(&mut r, &mut Vec::new(), usize::MAX).await;
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[0]["metadata"]["sequence"], (n - 1) as i64);
+    // Engineers are refused; an auditor follows the live chain.
+    let r = get("/api/audit/stream".into(), dev).await;
+    assert_eq!(r.status(), 403);
+    let (_, u) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "audit@example.com", "auditor": true})),
+        )
+        .await;
+    assert_eq!(u["auditor"], true);
+    let (_, t) = gw
+        .admin(
+            "POST",
+            "/api/tokens",
+            Some(json!({"user": "audit@example.com"})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    let (_, tokens) = gw.admin("GET", "/api/tokens", None).await;
+    let token_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["user"] == "audit@example.com" || t["user_email"] == "audit@example.com")
+        .and_then(|t| t["id"].as_str())
+        .expect("the auditor's token")
+        .to_string();
+    let (_, now) = gw.admin("GET", "/api/audit?limit=10000", None).await;
+    let head = now.as_array().unwrap().len();
+    let mut r = get(format!("/api/audit/stream?after={head}&follow=true"), token).await;
+    assert_eq!(r.status(), 200);
+    gw.user("new@example.com", &["dev"]).await;
+    let mut buf = Vec::new();
+    let live = read_lines(&mut r, &mut buf, 1).await;
+    assert_eq!(live[0]["metadata"]["sequence"], (head + 1) as i64);
+    assert_eq!(live[0]["api"]["operation"], "admin_change");
+    // Revoking the auditor's token ends its stream.
+    let (s, _) = gw
+        .admin("DELETE", &format!("/api/tokens/{token_id}"), None)
+        .await;
+    assert!(s < 300);
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = r.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended after the token was revoked");
     gw.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! `warden audit verify|log`: prove the hash chain unbroken; read entries.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reqwest::Method;
@@ -59,10 +60,15 @@ pub enum Command {
         #[arg(long = "out")]
         out: std::path::PathBuf,
     },
-    /// Print audit entries after a sequence number.
+    /// Print audit entries after a sequence number. With --follow, keep printing new entries as
+    /// they are written (reconnecting and resuming where it stopped); with -o json each entry is
+    /// one OCSF line for a SIEM (docs/siem.md): `warden audit log --follow -o json >> siem.ndjson`.
     Log {
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// Keep the stream open and print entries as they are appended.
+        #[arg(long)]
+        follow: bool,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         #[command(flatten)]
@@ -121,6 +127,58 @@ fn verify_file(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Follows the audit stream from `after`, printing each entry (an OCSF line with `-o json`, a
+/// short line otherwise); reconnects with backoff when the connection drops, resuming after the
+/// last entry printed, so nothing is skipped or printed twice. Ends only on an API error (a bad
+/// token, a missing role) or Ctrl-C.
+async fn follow_log(client: &Client, after: i64, format: Format) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut last = after;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let path = format!("/api/audit/stream?after={last}&follow=true");
+        let result = client
+            .stream_lines(&path, |text| {
+                let Ok(v) = serde_json::from_str::<Value>(text) else {
+                    return;
+                };
+                let Some(seq) = v.pointer("/metadata/sequence").and_then(Value::as_i64) else {
+                    return;
+                };
+                if seq <= last {
+                    return;
+                }
+                last = seq;
+                let mut out = std::io::stdout().lock();
+                let _ = if format == Format::Json {
+                    writeln!(out, "{text}")
+                } else {
+                    writeln!(
+                        out,
+                        "#{seq}  {}  {}  {}",
+                        output::cell(v.pointer("/unmapped/warden/at")),
+                        output::cell(v.pointer("/unmapped/warden/actor")),
+                        output::cell(v.get("message"))
+                    )
+                };
+                let _ = out.flush();
+            })
+            .await;
+        match result {
+            Err(e) if e.downcast_ref::<crate::client::ApiError>().is_some() => return Err(e),
+            Err(e) => {
+                eprintln!("audit stream interrupted ({e}); resuming after #{last}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Ok(()) => {
+                backoff = Duration::from_millis(500);
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
 }
 
 async fn verify_checkpoints(
@@ -326,7 +384,15 @@ async fn run_online(client: &Client, c: Command) -> Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
-        Command::Log { after, limit, out } => {
+        Command::Log {
+            after,
+            follow: true,
+            out,
+            ..
+        } => return follow_log(client, after, out.format).await,
+        Command::Log {
+            after, limit, out, ..
+        } => {
             let v: Value = client
                 .call(
                     Method::GET,
