@@ -58,6 +58,26 @@ pub struct ExportRow {
     pub entry_seqs: Vec<i64>,
 }
 
+/// One session (exec, web terminal or proxied), flattened for auditors: who ran what where,
+/// when, and how it ended. Proxied statements themselves are in the cited entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportSession {
+    pub session_id: Uuid,
+    pub kind: String,
+    pub user: String,
+    pub connection: String,
+    pub review_id: Option<Uuid>,
+    pub command: Option<String>,
+    #[serde(with = "crate::timefmt::rfc3339_ms")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "crate::timefmt::rfc3339_ms::option")]
+    pub ended_at: Option<OffsetDateTime>,
+    pub exit_code: Option<i32>,
+    pub output_sha256: Option<String>,
+    /// Sequence numbers of this session's audit entries (all inside `entries` of the export).
+    pub entry_seqs: Vec<i64>,
+}
+
 /// The JSON export: the chain segment of the period (from the last entry before `since`, the
 /// anchor, up to the head) and one row per review the segment records as requested in the
 /// period (`since`, `until`, `connection`). Exports of format 1 carried no period; their
@@ -76,6 +96,9 @@ pub struct AuditExport {
     #[serde(default)]
     pub connection: Option<String>,
     pub rows: Vec<ExportRow>,
+    /// One row per session the segment records as started in the period (format 3).
+    #[serde(default)]
+    pub sessions: Vec<ExportSession>,
     pub entries: Vec<AuditEntry>,
     /// A single-review export ([`REVIEW_EXPORT_FORMAT`]): the review it proves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,7 +129,10 @@ pub struct EntryProof {
     pub proof: String,
 }
 
-pub const EXPORT_FORMAT: &str = "warden-audit-export/2";
+pub const EXPORT_FORMAT: &str = "warden-audit-export/3";
+/// Exports with a period and review completeness, written before session rows: verified
+/// without the session checks.
+pub const EXPORT_FORMAT_V2: &str = "warden-audit-export/2";
 /// One review on its own: its entries (not contiguous), each with an inclusion proof.
 pub const REVIEW_EXPORT_FORMAT: &str = "warden-audit-review/1";
 /// Exports written before completeness was provable: verified without the completeness checks.
@@ -122,6 +148,8 @@ pub enum EvidenceError {
     Head(i64),
     #[error("review {review}: {problem}")]
     Row { review: Uuid, problem: String },
+    #[error("session {session}: {problem}")]
+    Session { session: Uuid, problem: String },
     #[error("incomplete: {0}")]
     Incomplete(String),
     #[error("checkpoint #{seq}: {problem}")]
@@ -142,7 +170,7 @@ fn field<'a>(e: &'a AuditEntry, k: &str) -> Option<&'a Value> {
 pub fn verify_export(x: &AuditExport) -> Result<(), EvidenceError> {
     if x.format == REVIEW_EXPORT_FORMAT {
         verify_review_entries(x)?;
-    } else if x.format != EXPORT_FORMAT && x.format != EXPORT_FORMAT_V1 {
+    } else if ![EXPORT_FORMAT, EXPORT_FORMAT_V2, EXPORT_FORMAT_V1].contains(&x.format.as_str()) {
         return Err(EvidenceError::Format(x.format.clone()));
     } else {
         if let Some(first) = x.entries.first() {
@@ -155,8 +183,99 @@ pub fn verify_export(x: &AuditExport) -> Result<(), EvidenceError> {
         }
     }
     verify_rows(x)?;
-    if x.format == EXPORT_FORMAT {
+    if x.format == EXPORT_FORMAT || x.format == EXPORT_FORMAT_V2 {
         verify_complete(x)?;
+    }
+    if x.format == EXPORT_FORMAT {
+        verify_sessions(x)?;
+    }
+    Ok(())
+}
+
+/// Every session row agrees with the entries it cites (its start: user, connection, review and
+/// command digest; its end: exit code and output digest), lies in the period, and every session
+/// the segment records as started in the period has its row.
+fn verify_sessions(x: &AuditExport) -> Result<(), EvidenceError> {
+    let str_of = |e: &AuditEntry, k: &str| field(e, k).and_then(Value::as_str).map(str::to_string);
+    for s in &x.sessions {
+        let bad = |problem: String| EvidenceError::Session {
+            session: s.session_id,
+            problem,
+        };
+        let id = s.session_id.to_string();
+        let mine: Vec<&AuditEntry> = s
+            .entry_seqs
+            .iter()
+            .map(|q| {
+                x.entries
+                    .iter()
+                    .find(|e| e.seq == *q)
+                    .ok_or_else(|| bad(format!("cites entry {q} missing from the export")))
+            })
+            .collect::<Result<_, _>>()?;
+        if mine
+            .iter()
+            .any(|e| field(e, "session_id").and_then(Value::as_str) != Some(id.as_str()))
+        {
+            return Err(bad("cites an entry of another session".into()));
+        }
+        let kind = |e: &AuditEntry| str_of(e, "kind").unwrap_or_default();
+        let started = mine
+            .iter()
+            .find(|e| kind(e) == "session_started")
+            .ok_or_else(|| bad("no start entry".into()))?;
+        if started.actor != s.user
+            || str_of(started, "connection").as_deref() != Some(s.connection.as_str())
+            || str_of(started, "review_id") != s.review_id.map(|r| r.to_string())
+        {
+            return Err(bad(
+                "user, connection or review differ from what the chain recorded at its start"
+                    .into(),
+            ));
+        }
+        // Sessions started before the digest was recorded have none to compare with.
+        match (&s.command, str_of(started, "command_sha256")) {
+            (Some(cmd), Some(recorded))
+                if hex::encode(Sha256::digest(cmd.as_bytes())) != recorded =>
+            {
+                return Err(bad(
+                    "command does not match the SHA-256 recorded at its start".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "the chain recorded a command that the row no longer has".into(),
+                ));
+            }
+            _ => {}
+        }
+        if s.exit_code.is_some() || s.output_sha256.is_some() {
+            let ended = mine.iter().any(|e| {
+                kind(e) == "session_ended"
+                    && field(e, "exit_code").and_then(Value::as_i64) == s.exit_code.map(i64::from)
+                    && str_of(e, "output_sha256") == s.output_sha256
+            });
+            if !ended {
+                return Err(bad("its result does not match the chain".into()));
+            }
+        }
+        if !in_period(x, started) {
+            return Err(bad(
+                "its start is outside the export's period: the chain does not put it here".into(),
+            ));
+        }
+    }
+    for e in &x.entries {
+        if field(e, "kind").and_then(Value::as_str) != Some("session_started") || !in_period(x, e) {
+            continue;
+        }
+        let id = field(e, "session_id").and_then(Value::as_str).unwrap_or("");
+        if !x.sessions.iter().any(|s| s.session_id.to_string() == id) {
+            return Err(EvidenceError::Incomplete(format!(
+                "session {id} (started at entry {}) is in the chain but not in the export",
+                e.seq
+            )));
+        }
     }
     Ok(())
 }
@@ -305,7 +424,7 @@ fn verify_rows(x: &AuditExport) -> Result<(), EvidenceError> {
         if row.status == "REJECTED" && !mine.iter().any(|e| kind(e) == "review_rejected") {
             return Err(bad("rejected, but the chain has no rejection".into()));
         }
-        if x.format == EXPORT_FORMAT && !in_period(x, requested) {
+        if (x.format == EXPORT_FORMAT || x.format == EXPORT_FORMAT_V2) && !in_period(x, requested) {
             return Err(bad(
                 "its request is outside the export's period: the chain does not put it here".into(),
             ));
@@ -632,10 +751,94 @@ mod tests {
             until: None,
             connection: None,
             rows: vec![row],
+            sessions: vec![],
             entries,
             review: None,
             merkle: None,
         }
+    }
+
+    /// [`export`] plus an exec session run without review (no rule): its start and end entries
+    /// appended to the chain, and its row.
+    fn export_with_session() -> AuditExport {
+        let mut x = export();
+        let sid = Uuid::new_v4();
+        let cmd = "rm -rf /tmp/x";
+        for ev in [
+            AuditEvent::SessionStarted {
+                session_id: sid,
+                session_kind: "exec".into(),
+                connection: "shell".into(),
+                review_id: None,
+                command_sha256: Some(crate::command_sha256(cmd)),
+            },
+            AuditEvent::SessionEnded {
+                session_id: sid,
+                exit_code: Some(0),
+                output_sha256: Some("out".into()),
+            },
+        ] {
+            let prev = x.entries.last().map(|e| (e.seq, e.hash.clone()));
+            let e = next_entry(
+                prev.as_ref().map(|(s, h)| (*s, h.as_str())),
+                t(),
+                "ops@x",
+                &ev,
+            );
+            x.entries.push(e);
+        }
+        let last = x.entries.last().unwrap().clone();
+        x.head_seq = last.seq;
+        x.head_hash = last.hash;
+        x.sessions.push(ExportSession {
+            session_id: sid,
+            kind: "exec".into(),
+            user: "ops@x".into(),
+            connection: "shell".into(),
+            review_id: None,
+            command: Some(cmd.into()),
+            started_at: t(),
+            ended_at: Some(t()),
+            exit_code: Some(0),
+            output_sha256: Some("out".into()),
+            entry_seqs: vec![last.seq - 1, last.seq],
+        });
+        x
+    }
+
+    #[test]
+    fn sessions_without_review_are_exported_and_checked() {
+        let x = export_with_session();
+        verify_export(&x).unwrap();
+        let mut y = x.clone();
+        y.sessions.clear();
+        assert!(
+            matches!(verify_export(&y), Err(EvidenceError::Incomplete(_))),
+            "a session row deleted from the store (or cut from the file) is named"
+        );
+        let mut y = x.clone();
+        y.sessions[0].command = Some("ls".into());
+        assert!(verify_export(&y).is_err(), "command swapped");
+        let mut y = x.clone();
+        y.sessions[0].exit_code = Some(1);
+        assert!(verify_export(&y).is_err(), "result edited");
+        let mut y = x.clone();
+        y.sessions[0].user = "someone@x".into();
+        assert!(verify_export(&y).is_err(), "user swapped");
+        let mut y = x.clone();
+        y.sessions[0].entry_seqs = vec![1];
+        assert!(verify_export(&y).is_err(), "cites another entry");
+        let mut y = x.clone();
+        y.connection = Some("pg".into());
+        assert!(
+            verify_export(&y).is_err(),
+            "outside the period's connection"
+        );
+        // Format 2 exports (before session rows) are verified without them.
+        let mut y = x;
+        y.format = EXPORT_FORMAT_V2.into();
+        y.sessions.clear();
+        verify_export(&y).unwrap();
     }
 
     /// A chain of `noise` unrelated entries, then the review's three entries interleaved with

@@ -331,6 +331,43 @@ async fn exports_reverify_offline(b: Backend) {
             .0,
         400
     );
+    // Sessions run without review (no rule) are exported too, and checked: one deleted from
+    // the store is named.
+    let (dev, _) = (gw.user("free@example.com", &["dev"]).await, ());
+    gw.command_connection("free", &["sh"], &[]).await;
+    let (s, r) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "free", "command": "echo unreviewed"})),
+        )
+        .await;
+    assert_eq!(s, 200, "runs at once: {r}");
+    let (_, x) = gw
+        .admin("GET", "/api/audit/export?since=1d&connection=free", None)
+        .await;
+    let free: warden_core::evidence::AuditExport = serde_json::from_value(x).unwrap();
+    assert!(free.rows.is_empty());
+    assert_eq!(free.sessions.len(), 1, "{:?}", free.sessions);
+    assert_eq!(free.sessions[0].command.as_deref(), Some("echo unreviewed"));
+    assert_eq!(free.sessions[0].exit_code, Some(0));
+    warden_core::evidence::verify_export(&free).unwrap();
+    let mut edited = free.clone();
+    edited.sessions[0].command = Some("echo something else".into());
+    assert!(warden_core::evidence::verify_export(&edited).is_err());
+    tamper(&gw, b, &["DELETE FROM sessions WHERE connection = 'free'"]).await;
+    let (_, x) = gw
+        .admin("GET", "/api/audit/export?since=1d&connection=free", None)
+        .await;
+    let gutted: warden_core::evidence::AuditExport = serde_json::from_value(x).unwrap();
+    let err = warden_core::evidence::verify_export(&gutted)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("session") && err.contains("not in the export"),
+        "{err}"
+    );
     gw.stop().await;
 }
 

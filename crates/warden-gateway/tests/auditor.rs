@@ -263,6 +263,16 @@ async fn auditors_change_nothing(b: Backend) {
     .await;
     refused("DELETE", "/api/rules/shell".into(), None).await;
     refused("POST", "/api/audit/checkpoints".into(), None).await;
+    // Integrations and metrics stay with admins.
+    refused("GET", "/api/webhooks".into(), None).await;
+    refused(
+        "POST",
+        "/api/webhooks".into(),
+        Some(json!({"url": "https://example.com/hook"})),
+    )
+    .await;
+    refused("GET", "/api/deliveries".into(), None).await;
+    refused("GET", "/metrics".into(), None).await;
 
     // Nothing changed: the review is still pending with no approval, the connection and rule
     // are as they were, no user was added; the only new entries are the refused attempts.

@@ -89,8 +89,18 @@ pub struct ReviewFilter {
     pub kind: Option<RuleType>,
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
+    /// Only the reviews this user may see: their own, and those whose approval or
+    /// force-approval groups include one of theirs (`None`: every review).
+    pub visible_to: Option<Visibility>,
     pub page: u32,
     pub per_page: u32,
+}
+
+/// Who is looking at a review listing (see [`ReviewFilter::visible_to`]).
+#[derive(Debug, Clone, Default)]
+pub struct Visibility {
+    pub email: String,
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -317,6 +327,29 @@ fn review_where(f: &ReviewFilter, query: &mut Q) -> String {
     }
     if let Some(t) = f.until {
         cond(&mut w, query, "created_at_ms < ?", t);
+    }
+    if let Some(v) = &f.visible_to {
+        // The deciders table holds each review's approval and force-approval groups, written
+        // with the review (its policy never changes): one indexed lookup per group.
+        let me = query.next_param();
+        query.push(v.email.as_str());
+        let groups: Vec<String> = v
+            .groups
+            .iter()
+            .map(|g| {
+                let p = query.next_param();
+                query.push(g.as_str());
+                p
+            })
+            .collect();
+        w.push(if groups.is_empty() {
+            format!("requester = {me}")
+        } else {
+            format!(
+                "(requester = {me} OR id IN (SELECT review_id FROM review_deciders WHERE grp IN ({})))",
+                groups.join(", ")
+            )
+        });
     }
     where_sql(&w)
 }
@@ -1135,6 +1168,22 @@ impl Store {
             )
             .await;
         dup(res, || format!("review {} already exists", r.id))?;
+        let mut deciders: Vec<&String> = r
+            .policy
+            .approval_groups
+            .iter()
+            .chain(&r.policy.force_approval_groups)
+            .collect();
+        deciders.sort();
+        deciders.dedup();
+        for g in deciders {
+            tx.execute(
+                q("INSERT INTO review_deciders (review_id, grp) VALUES ($1, $2)")
+                    .bind(r.id)
+                    .bind(g),
+            )
+            .await?;
+        }
         if claimed {
             tx.execute(
                 q("UPDATE reviews SET exec_claimed_at_ms = $2 WHERE id = $1")
@@ -1313,16 +1362,19 @@ impl Store {
         }
         Ok(())
     }
-    /// APPROVED command reviews nobody has claimed (crash between approval and execution).
-    pub async fn unclaimed_approved(&self) -> Result<Vec<Review>> {
+    /// APPROVED command reviews nobody has claimed (crash between approval and execution),
+    /// decided before `decided_before`: a review approved a moment ago is about to be claimed
+    /// by the request that approved it, which must not lose that race to the recovery.
+    pub async fn unclaimed_approved(&self, decided_before: OffsetDateTime) -> Result<Vec<Review>> {
         self.reviews_where(
             "finding unclaimed approved reviews",
             q(concat!(
                 "SELECT ",
                 review_cols!(),
                 " FROM reviews WHERE status = 'APPROVED' AND kind = 'command' \
-                 AND exec_claimed_at_ms IS NULL ORDER BY created_at_ms, id"
-            )),
+                 AND exec_claimed_at_ms IS NULL AND decided_at_ms < $1 ORDER BY created_at_ms, id"
+            ))
+            .bind(decided_before),
         )
         .await
     }
@@ -1459,6 +1511,40 @@ impl Store {
             )
             .await?;
         row.map(SessionRow::into_session).transpose()
+    }
+    /// The latest session of each of `review_ids` (one query for a page of reviews).
+    pub async fn sessions_for_reviews(
+        &self,
+        review_ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Session>> {
+        let mut out = std::collections::HashMap::new();
+        if review_ids.is_empty() {
+            return Ok(out);
+        }
+        let mut query = Q::one_off(String::new());
+        let params: Vec<String> = review_ids
+            .iter()
+            .map(|id| {
+                let p = query.next_param();
+                query.push(*id);
+                p
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE review_id IN ({}) ORDER BY started_at_ms, id",
+            session_cols!(),
+            params.join(", ")
+        );
+        let mut h = self.db.read("reading the sessions of reviews").await?;
+        let rows: Vec<SessionRow> = h.fetch_all(query.with_sql(sql)).await?;
+        for row in rows {
+            let s = row.into_session()?;
+            if let Some(r) = s.review_id {
+                // Ordered by start: the latest one wins, as in `session_for_review`.
+                out.insert(r, s);
+            }
+        }
+        Ok(out)
     }
     /// Appends proxied statements to the audit chain in one transaction.
     ///

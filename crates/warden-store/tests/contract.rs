@@ -165,6 +165,7 @@ contract_tests!(
     rules_and_bindings,
     racing_rule_bindings_one_wins,
     reviews_insert_get_list,
+    listings_filter_visibility_in_the_query,
     review_update_and_version_conflict,
     concurrent_review_updates_one_wins,
     expiry_windows_and_claims,
@@ -1120,6 +1121,78 @@ async fn reviews_insert_get_list(h: &Harness) {
     );
 }
 
+/// A non-admin's listing is filtered by the store, uncapped: with more than 5,000 newer reviews
+/// on a connection bob does not decide, bob still sees the one waiting for him (and the reviews
+/// he asked for), and the total counts exactly those.
+async fn listings_filter_visibility_in_the_query(h: &Harness) {
+    let s = &h.store;
+    let mine = {
+        let mut r = review("pg", "dev@x", RuleType::Command, t0());
+        r.policy.approval_groups = strings(&["dba"]);
+        r.policy.force_approval_groups = vec![];
+        insert(s, &r).await
+    };
+    let own = insert(s, &review("other", "bob@x", RuleType::Command, t0())).await;
+    for i in 0..5_100 {
+        let mut r = review(
+            "other",
+            "eng@x",
+            RuleType::Command,
+            t0() + Duration::seconds(i + 1),
+        );
+        r.policy.approval_groups = strings(&["finance"]);
+        r.policy.force_approval_groups = strings(&["cfo"]);
+        insert(s, &r).await;
+    }
+    let bob = warden_store::Visibility {
+        email: "bob@x".into(),
+        groups: strings(&["dba", "sre"]),
+    };
+    let (page, total) = s
+        .list_reviews(&ReviewFilter {
+            status: Some(ReviewStatus::Pending),
+            visible_to: Some(bob.clone()),
+            page: 1,
+            per_page: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut got: Vec<Uuid> = page.iter().map(|r| r.id).collect();
+    got.sort();
+    let mut want = vec![mine.id, own.id];
+    want.sort();
+    assert_eq!(got, want, "his own request and the one his group decides");
+    assert_eq!(total, 2);
+    // Force-approval groups count too; someone in no group sees only their own.
+    let (_, cfo) = s
+        .list_reviews(&ReviewFilter {
+            visible_to: Some(warden_store::Visibility {
+                email: "x@x".into(),
+                groups: strings(&["cfo"]),
+            }),
+            per_page: 1,
+            page: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cfo, 5_100);
+    let (none, total) = s
+        .list_reviews(&ReviewFilter {
+            visible_to: Some(warden_store::Visibility {
+                email: "nobody@x".into(),
+                groups: vec![],
+            }),
+            page: 1,
+            per_page: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty() && total == 0);
+}
+
 async fn review_update_and_version_conflict(h: &Harness) {
     let s = &h.store;
     let r = insert(s, &review("db", "alice@x.io", RuleType::Jit, t0())).await;
@@ -1317,7 +1390,21 @@ async fn expiry_windows_and_claims(h: &Harness) {
     );
 
     // Claims: only APPROVED reviews, once.
-    assert_eq!(ids(s.unclaimed_approved().await.unwrap()), set(&[&cmd]));
+    assert_eq!(
+        ids(s
+            .unclaimed_approved(t0() + Duration::days(365))
+            .await
+            .unwrap()),
+        set(&[&cmd])
+    );
+    assert_eq!(
+        ids(s
+            .unclaimed_approved(t0() - Duration::days(1))
+            .await
+            .unwrap()),
+        set(&[]),
+        "an approval younger than the grace is left to the request that made it"
+    );
     assert!(
         !s.claim_execution(fresh.id, now).await.unwrap(),
         "a PENDING review cannot be claimed"
@@ -1326,7 +1413,13 @@ async fn expiry_windows_and_claims(h: &Harness) {
     let claimed_at = now + Duration::seconds(1);
     assert!(s.claim_execution(cmd.id, claimed_at).await.unwrap());
     assert!(!s.claim_execution(cmd.id, claimed_at).await.unwrap());
-    assert_eq!(ids(s.unclaimed_approved().await.unwrap()), set(&[]));
+    assert_eq!(
+        ids(s
+            .unclaimed_approved(t0() + Duration::days(365))
+            .await
+            .unwrap()),
+        set(&[])
+    );
     assert_eq!(
         ids(s.stale_claims(claimed_at).await.unwrap()),
         set(&[]),

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::evidence::{
     AuditExport, Checkpoint, ConsistencyLink, EXPORT_FORMAT, EntryProof, ExportApproval, ExportRow,
-    MerkleEvidence, REVIEW_EXPORT_FORMAT, parse_key32, sign_checkpoint,
+    ExportSession, MerkleEvidence, REVIEW_EXPORT_FORMAT, parse_key32, sign_checkpoint,
 };
 use warden_core::merkle::{ChainTree, verify_consistency};
 use warden_core::{Review, RuleType, User};
@@ -99,6 +99,60 @@ impl App {
                 .collect();
             rows.push(self.export_row(&r, entry_seqs).await?);
         }
+        // Sessions too, reviewed or not (no rule, exempt users, windows): chosen by the chain's
+        // start entries, so a session row deleted from the store is named by the verifier.
+        let started: Vec<Uuid> = entries
+            .iter()
+            .filter(|e| e.seq >= from && until.is_none_or(|u| e.at <= u))
+            .filter_map(
+                |e| match serde_json::from_value::<AuditEvent>(e.event.clone()) {
+                    Ok(AuditEvent::SessionStarted {
+                        session_id,
+                        connection,
+                        ..
+                    }) if f.connection.as_ref().is_none_or(|c| *c == connection) => {
+                        Some(session_id)
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        if started.len() > MAX_EXPORT_ROWS {
+            return Err(AppError::bad(
+                "export_too_large",
+                format!("more than {MAX_EXPORT_ROWS} sessions: narrow --since/--until"),
+            ));
+        }
+        let mut sessions = Vec::with_capacity(started.len());
+        for id in started {
+            let Some(s) = self.store.get_session(id).await? else {
+                tracing::warn!(session = %id, "export: the chain records a session the store does not have");
+                continue;
+            };
+            let sid = id.to_string();
+            sessions.push(ExportSession {
+                session_id: s.id,
+                kind: s.kind.as_str().into(),
+                user: s.user,
+                connection: s.connection,
+                review_id: s.review_id,
+                command: s.command,
+                started_at: s.started_at,
+                ended_at: s.ended_at,
+                exit_code: s.exit_code,
+                output_sha256: s.output_sha256,
+                entry_seqs: entries
+                    .iter()
+                    .filter(|e| {
+                        e.event
+                            .get("session_id")
+                            .and_then(serde_json::Value::as_str)
+                            == Some(sid.as_str())
+                    })
+                    .map(|e| e.seq)
+                    .collect(),
+            });
+        }
         Ok(AuditExport {
             format: EXPORT_FORMAT.into(),
             generated_at: self.now(),
@@ -108,6 +162,7 @@ impl App {
             until: f.until,
             connection: f.connection,
             rows,
+            sessions,
             entries,
             review: None,
             merkle: None,
@@ -201,6 +256,7 @@ impl App {
             until: None,
             connection: None,
             rows: vec![row],
+            sessions: vec![],
             entries,
             review: Some(id),
             merkle: Some(MerkleEvidence {

@@ -89,31 +89,36 @@ impl App {
         Ok(self.store.audit_for_review(id).await?)
     }
 
-    /// Admins see every review; others see their own and those they may decide.
+    /// Admins and auditors see every review; others see their own and those they may decide
+    /// ([`can_view`]), filtered by the store's query (never in memory, never capped).
     pub async fn list_reviews(
         &self,
         user: &User,
-        filter: ReviewFilter,
+        mut filter: ReviewFilter,
     ) -> AppResult<(Vec<ReviewView>, i64)> {
-        let (reviews, total) = if user.reads_all() {
-            self.store.list_reviews(&filter).await?
-        } else {
-            let wide = ReviewFilter {
-                page: 1,
-                per_page: 5000,
-                ..filter.clone()
-            };
-            let (all, _) = self.store.list_reviews(&wide).await?;
-            let visible: Vec<Review> = all.into_iter().filter(|r| can_view(user, r)).collect();
-            let total = visible.len() as i64;
-            let per = filter.per_page.max(1) as usize;
-            let start = (filter.page.max(1) as usize - 1) * per;
-            (visible.into_iter().skip(start).take(per).collect(), total)
-        };
-        let mut out = Vec::with_capacity(reviews.len());
-        for r in reviews {
-            out.push(self.view(r).await?);
+        if !user.reads_all() {
+            filter.visible_to = Some(warden_store::Visibility {
+                email: user.email.clone(),
+                groups: user.groups.clone(),
+            });
         }
+        let (reviews, total) = self.store.list_reviews(&filter).await?;
+        // One query for the page's results, not one per executed review.
+        let executed: Vec<Uuid> = reviews
+            .iter()
+            .filter(|r| r.kind == RuleType::Command && r.status == ReviewStatus::Executed)
+            .map(|r| r.id)
+            .collect();
+        let mut results = self.store.sessions_for_reviews(&executed).await?;
+        let out = reviews
+            .into_iter()
+            .map(|review| ReviewView {
+                url: self.review_url(review.id),
+                progress: review.progress(),
+                result: results.remove(&review.id),
+                review,
+            })
+            .collect();
         Ok((out, total))
     }
 

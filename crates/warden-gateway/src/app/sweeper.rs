@@ -46,7 +46,10 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        for r in self.store.unclaimed_approved().await? {
+        // Only approvals a few seconds old: younger ones belong to the request that approved
+        // them (which runs them at once); the sweeper recovers what a crash left behind.
+        let recover_before = now - time::Duration::seconds(2);
+        for r in self.store.unclaimed_approved(recover_before).await? {
             let app = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = app.execute_review(r.id).await {
