@@ -47,6 +47,9 @@ pub struct Config {
     /// Ed25519 key file (base64, 32 bytes) signing audit checkpoints (`WARDEN_CHECKPOINT_KEY`);
     /// keep it outside the store. Unset: no checkpoints.
     pub checkpoint_key: Option<PathBuf>,
+    /// Failed proxy logins per minute before refusing: one user from one address, one user
+    /// from anywhere, one address for any users (`WARDEN_PG_LOGIN_FAILURES`, `5,20,100`).
+    pub pg_login_failures: (u32, u32, u32),
     /// Where signed checkpoints are appended as JSON lines (`WARDEN_CHECKPOINT_FILE`, default
     /// beside the data dir, never inside it: `<data dir>.checkpoints.jsonl`); publish it
     /// somewhere the store's admins can't edit, and send it to a witness.
@@ -138,6 +141,10 @@ impl Config {
             require_tls: parse_bool("WARDEN_REQUIRE_TLS", false)?,
             pg_audit_stall_sec: parse_num("WARDEN_PG_AUDIT_STALL_SEC", 30)?,
             checkpoint_key: env("WARDEN_CHECKPOINT_KEY").map(PathBuf::from),
+            pg_login_failures: match env("WARDEN_PG_LOGIN_FAILURES") {
+                Some(v) => parse_login_failures(&v)?,
+                None => (5, 20, 100),
+            },
             checkpoint_file: env("WARDEN_CHECKPOINT_FILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| default_checkpoint_file(&data_dir)),
@@ -191,6 +198,7 @@ impl Config {
             notify_poll_ms: 200,
             notify_backoff_ms: 200,
             checkpoint_key: None,
+            pg_login_failures: (5, 20, 100),
             checkpoint_file: default_checkpoint_file(&data_dir),
             checkpoint_witness_url: None,
             checkpoint_interval_sec: 3600,
@@ -210,5 +218,23 @@ pub fn default_checkpoint_file(data_dir: &std::path::Path) -> PathBuf {
         }
         // `.`, `..` or `/`: the parent, still outside.
         None => data_dir.join("..").join("warden.checkpoints.jsonl"),
+    }
+}
+
+/// `PER_USER_AND_ADDRESS,PER_USER,PER_ADDRESS`, each at least 1.
+fn parse_login_failures(v: &str) -> anyhow::Result<(u32, u32, u32)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "WARDEN_PG_LOGIN_FAILURES={v:?}: give three limits per minute, e.g. 5,20,100 (one user from one address, one user from anywhere, one address)"
+        )
+    };
+    let n: Vec<u32> = v
+        .split(',')
+        .map(|p| p.trim().parse::<u32>().ok().filter(|n| *n >= 1))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    match n.as_slice() {
+        [a, b, c] => Ok((*a, *b, *c)),
+        _ => Err(bad()),
     }
 }

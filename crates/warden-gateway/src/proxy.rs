@@ -605,6 +605,9 @@ pub fn spawn(
         require_tls: app.config.require_tls,
         relay_threads,
         audit_stall_timeout: std::time::Duration::from_secs(app.config.pg_audit_stall_sec),
+        max_auth_failures: app.config.pg_login_failures.0,
+        max_auth_failures_per_user: app.config.pg_login_failures.1,
+        max_auth_failures_per_address: app.config.pg_login_failures.2,
         ..ProxyConfig::default()
     };
     let backend = Arc::new(Backend {

@@ -1,7 +1,10 @@
 //! Maps the cancel keys the proxy hands its clients to the upstream servers' keys.
 //!
-//! A client's `CancelRequest` carries the (pid, secret) from the proxy's `BackendKeyData`; the
-//! upstream's own key never leaves the proxy. Entries live exactly as long as their session.
+//! The client sees the upstream server's real backend pid (so `pg_terminate_backend`,
+//! `pg_stat_activity` look-ups and notification pids work as direct) with a secret of the
+//! proxy's own: a client's `CancelRequest` carries (pid, proxy secret), and the upstream's own
+//! secret never leaves the proxy. Pids of different upstream servers may coincide; the secret
+//! tells them apart. Entries live exactly as long as their session.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,19 +23,19 @@ pub(crate) struct CancelTarget {
 
 #[derive(Default)]
 pub(crate) struct CancelRegistry {
-    map: Mutex<HashMap<i32, (i32, CancelTarget)>>,
+    map: Mutex<HashMap<(i32, i32), CancelTarget>>,
 }
 
 /// Removes its entry when the session ends.
 pub(crate) struct CancelGuard {
     registry: Arc<CancelRegistry>,
-    pid: i32,
+    key: (i32, i32),
 }
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
         if let Ok(mut m) = self.registry.map.lock() {
-            m.remove(&self.pid);
+            m.remove(&self.key);
         }
     }
 }
@@ -43,40 +46,39 @@ fn random_i32() -> i32 {
 }
 
 impl CancelRegistry {
-    /// Registers a session's upstream key; returns the proxy's own (pid, secret) for the client.
+    /// Registers a session's upstream key; returns the (pid, secret) for the client: the
+    /// upstream's pid and a fresh secret of the proxy's.
     pub fn register(self: &Arc<Self>, target: CancelTarget) -> (i32, i32, CancelGuard) {
-        let secret = random_i32();
+        let pid = target.pid;
         let Ok(mut m) = self.map.lock() else {
             // A poisoned registry only disables cancel; the session still works.
             return (
-                0,
-                secret,
+                pid,
+                random_i32(),
                 CancelGuard {
                     registry: self.clone(),
-                    pid: 0,
+                    key: (0, 0),
                 },
             );
         };
-        let mut pid = random_i32() & 0x7fff_ffff;
-        while pid == 0 || m.contains_key(&pid) {
-            pid = random_i32() & 0x7fff_ffff;
+        let mut secret = random_i32();
+        while m.contains_key(&(pid, secret)) {
+            secret = random_i32();
         }
-        m.insert(pid, (secret, target));
+        m.insert((pid, secret), target);
         (
             pid,
             secret,
             CancelGuard {
                 registry: self.clone(),
-                pid,
+                key: (pid, secret),
             },
         )
     }
 
-    /// The upstream target for a client's key, if the key is live and the secret matches.
+    /// The upstream target for a client's key, if the key is live (pid and secret both match).
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
         let m = self.map.lock().ok()?;
-        let (s, t) = m.get(&pid)?;
-        // Constant-time-ish comparison is moot for 32 bits; a mismatch is simply ignored.
-        (*s == secret).then(|| t.clone())
+        m.get(&(pid, secret)).cloned()
     }
 }

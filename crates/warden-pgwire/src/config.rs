@@ -19,9 +19,14 @@ pub struct ProxyConfig {
     /// Cap on one client message's body. A longer (or malformed) message ends that session with
     /// an ErrorResponse. Also caps an extended-protocol batch held for statement review.
     pub max_message: usize,
-    /// Failed logins per client IP and per user within `auth_failure_window` before further
-    /// logins are refused without asking the backend.
+    /// Failed logins of one user from one client address within `auth_failure_window` before
+    /// that user's logins from there are refused without asking the backend.
     pub max_auth_failures: u32,
+    /// Failed logins of one user from any address (a distributed guess at one account).
+    pub max_auth_failures_per_user: u32,
+    /// Failed logins from one address for any users (spraying): high, so one shared address
+    /// (NAT, CI, a bastion) is not locked out by one user's typos.
+    pub max_auth_failures_per_address: u32,
     pub auth_failure_window: Duration,
     /// Time allowed from accept to the end of the client's startup and password messages.
     pub startup_timeout: Duration,
@@ -54,6 +59,8 @@ impl Default for ProxyConfig {
             require_tls: false,
             max_message: 64 << 20,
             max_auth_failures: 5,
+            max_auth_failures_per_user: 20,
+            max_auth_failures_per_address: 100,
             auth_failure_window: Duration::from_secs(60),
             startup_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(15),
@@ -75,6 +82,14 @@ impl std::fmt::Debug for ProxyConfig {
             .field("require_tls", &self.require_tls)
             .field("max_message", &self.max_message)
             .field("max_auth_failures", &self.max_auth_failures)
+            .field(
+                "max_auth_failures_per_user",
+                &self.max_auth_failures_per_user,
+            )
+            .field(
+                "max_auth_failures_per_address",
+                &self.max_auth_failures_per_address,
+            )
             .field("auth_failure_window", &self.auth_failure_window)
             .field("relay_threads", &self.relay_threads)
             .finish_non_exhaustive()

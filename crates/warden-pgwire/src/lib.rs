@@ -33,11 +33,13 @@
 //! - `SSLRequest` → TLS when [`ProxyConfig::tls`] is set, `N` otherwise; `GSSENCRequest` → `N`;
 //!   [`ProxyConfig::require_tls`] refuses clear-text startups (FATAL 28000).
 //! - Login: `AuthenticationCleartextPassword` (protect it with TLS). Bad credentials → FATAL
-//!   28P01; denied → FATAL 28000. After [`ProxyConfig::max_auth_failures`] failures per client
-//!   IP or per user within the window, logins are refused (28P01 "too many failed attempts")
-//!   without asking the backend.
-//! - The client receives the upstream's `ParameterStatus` messages and a `BackendKeyData` of
-//!   the proxy's own; a `CancelRequest` with that key is sent on to the upstream with its key.
+//!   28P01; denied → FATAL 28000. After [`ProxyConfig::max_auth_failures`] failures of one user
+//!   from one address (or the higher per-user and per-address limits) within the window, logins
+//!   are refused (28P01 "too many failed attempts") without asking the backend; one shared
+//!   address is not locked out by one user's failures.
+//! - The client receives the upstream's `ParameterStatus` messages and a `BackendKeyData` with
+//!   the upstream's real pid and a secret of the proxy's own; a `CancelRequest` with that key is
+//!   sent on to the upstream with its real secret, which never reaches the client.
 //! - Relay: `type + i32 length` frames, each length checked against
 //!   [`ProxyConfig::max_message`]; broken input ends that session with FATAL (08P01 / 54000).
 //!   Bytes pass through in 64 KiB reads and one write per read; only `Q`, `P`, `E`, `C`, `S`,

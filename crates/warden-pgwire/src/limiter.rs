@@ -1,5 +1,10 @@
-//! Brute-force protection for proxy logins: failures are counted per client IP and per user in
-//! a fixed window; past the limit, logins are refused before the backend is asked.
+//! Brute-force protection for proxy logins: failures are counted in a fixed window per user
+//! *at* an address, per user (from any address) and per address (any user); past a limit,
+//! logins are refused before the backend is asked.
+//!
+//! The limits are layered so one shared address (NAT, CI, a bastion) cannot lock out everyone
+//! behind it: a user guessing wrong blocks that user at that address first; an address blocks
+//! as a whole only at the much higher spraying limit.
 //!
 //! It only counts and answers "blocked or not"; it never authenticates anyone.
 
@@ -10,38 +15,59 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    Ip(IpAddr),
+    /// One user from one address.
+    Pair(IpAddr, String),
+    /// One user, from anywhere (a distributed guess at one account).
     User(String),
+    /// One address, any user (spraying many accounts).
+    Ip(IpAddr),
+}
+
+/// The limits, each within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub per_user_and_address: u32,
+    pub per_user: u32,
+    pub per_address: u32,
+    pub window: Duration,
 }
 
 /// Counts authentication failures.
 pub(crate) struct FailureLimiter {
-    max: u32,
-    window: Duration,
+    limits: Limits,
     counts: Mutex<HashMap<Key, (Instant, u32)>>,
 }
 
 impl FailureLimiter {
-    pub fn new(max: u32, window: Duration) -> Self {
+    pub fn new(limits: Limits) -> Self {
         Self {
-            max,
-            window,
+            limits,
             counts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// True when the peer or the user has reached the failure limit in the current window.
+    /// The three counters one attempt touches, each with its limit.
+    fn keys(&self, ip: IpAddr, user: &str) -> [(Key, u32); 3] {
+        let user = user.to_lowercase();
+        let l = &self.limits;
+        [
+            (Key::Pair(ip, user.clone()), l.per_user_and_address),
+            (Key::User(user), l.per_user),
+            (Key::Ip(ip), l.per_address),
+        ]
+    }
+
+    /// True when any of the user-at-address, user or address counts reached its limit in the
+    /// current window (fail closed on a poisoned lock).
     pub fn blocked(&self, ip: IpAddr, user: &str, now: Instant) -> bool {
         let Ok(counts) = self.counts.lock() else {
             return true;
         };
-        [Key::Ip(ip), Key::User(user.to_lowercase())]
-            .iter()
-            .any(|k| {
-                counts.get(k).is_some_and(|(start, n)| {
-                    now.duration_since(*start) < self.window && *n >= self.max
-                })
+        self.keys(ip, user).iter().any(|(k, limit)| {
+            counts.get(k).is_some_and(|(start, n)| {
+                now.duration_since(*start) < self.limits.window && *n >= *limit
             })
+        })
     }
 
     pub fn failed(&self, ip: IpAddr, user: &str, now: Instant) {
@@ -49,23 +75,25 @@ impl FailureLimiter {
             return;
         };
         if counts.len() > 100_000 {
-            let window = self.window;
+            let window = self.limits.window;
             counts.retain(|_, (start, _)| now.duration_since(*start) < window);
         }
-        for k in [Key::Ip(ip), Key::User(user.to_lowercase())] {
+        for (k, _) in self.keys(ip, user) {
             let e = counts.entry(k).or_insert((now, 0));
-            if now.duration_since(e.0) >= self.window {
+            if now.duration_since(e.0) >= self.limits.window {
                 *e = (now, 0);
             }
             e.1 = e.1.saturating_add(1);
         }
     }
 
-    /// A successful login clears the user's count (not the IP's: one good account must not
-    /// launder guesses against others from the same address).
-    pub fn succeeded(&self, user: &str) {
+    /// A successful login clears the user's counts (not the address's: one good account must
+    /// not launder guesses against others from the same address).
+    pub fn succeeded(&self, ip: IpAddr, user: &str) {
         if let Ok(mut counts) = self.counts.lock() {
-            counts.remove(&Key::User(user.to_lowercase()));
+            let user = user.to_lowercase();
+            counts.remove(&Key::Pair(ip, user.clone()));
+            counts.remove(&Key::User(user));
         }
     }
 }
@@ -74,21 +102,71 @@ impl FailureLimiter {
 mod tests {
     use super::*;
 
+    fn limits() -> Limits {
+        Limits {
+            per_user_and_address: 3,
+            per_user: 6,
+            per_address: 10,
+            window: Duration::from_secs(60),
+        }
+    }
+
     #[test]
-    fn blocks_after_limit_then_window_passes() {
-        let l = FailureLimiter::new(3, Duration::from_secs(60));
-        let ip: IpAddr = [127, 0, 0, 1].into();
+    fn a_user_guessing_wrong_blocks_only_that_user_at_that_address() {
+        let l = FailureLimiter::new(limits());
+        let nat: IpAddr = [10, 0, 0, 1].into();
         let t = Instant::now();
         for _ in 0..3 {
-            assert!(!l.blocked(ip, "a@x", t));
+            assert!(!l.blocked(nat, "a@x", t));
+            l.failed(nat, "a@x", t);
+        }
+        assert!(l.blocked(nat, "A@X", t), "case-insensitive");
+        assert!(
+            !l.blocked(nat, "b@x", t),
+            "others behind the same address log in"
+        );
+        assert!(
+            !l.blocked([10, 0, 0, 2].into(), "a@x", t),
+            "same user elsewhere"
+        );
+        assert!(!l.blocked(nat, "a@x", t + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn one_account_guessed_from_many_addresses_and_spraying_from_one_are_blocked() {
+        let l = FailureLimiter::new(limits());
+        let t = Instant::now();
+        for i in 0..6u8 {
+            l.failed([10, 0, 1, i].into(), "victim@x", t);
+        }
+        assert!(l.blocked([10, 0, 9, 9].into(), "victim@x", t), "per user");
+        let ip: IpAddr = [10, 0, 0, 7].into();
+        for i in 0..10 {
+            l.failed(ip, &format!("u{i}@x"), t);
+        }
+        assert!(
+            l.blocked(ip, "fresh@x", t),
+            "per address, at the spraying limit"
+        );
+    }
+
+    #[test]
+    fn success_clears_the_user_not_the_address() {
+        let l = FailureLimiter::new(limits());
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let t = Instant::now();
+        for _ in 0..2 {
             l.failed(ip, "a@x", t);
         }
-        assert!(l.blocked(ip, "a@x", t));
-        assert!(
-            l.blocked([10, 0, 0, 1].into(), "A@X", t),
-            "per user, case-insensitive"
-        );
-        assert!(l.blocked(ip, "b@x", t), "per IP");
-        assert!(!l.blocked(ip, "a@x", t + Duration::from_secs(61)));
+        l.succeeded(ip, "a@x");
+        for _ in 0..2 {
+            l.failed(ip, "a@x", t);
+        }
+        assert!(!l.blocked(ip, "a@x", t), "the count started over");
+        for i in 0..6 {
+            l.failed(ip, &format!("o{i}@x"), t);
+        }
+        l.succeeded(ip, "a@x");
+        assert!(l.blocked(ip, "z@x", t), "the address count is not cleared");
     }
 }

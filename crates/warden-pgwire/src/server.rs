@@ -42,7 +42,12 @@ pub async fn serve<B: ProxyBackend>(
     let mut next_worker = 0usize;
     let ctx = Arc::new(Ctx {
         backend,
-        limiter: FailureLimiter::new(config.max_auth_failures, config.auth_failure_window),
+        limiter: FailureLimiter::new(crate::limiter::Limits {
+            per_user_and_address: config.max_auth_failures,
+            per_user: config.max_auth_failures_per_user,
+            per_address: config.max_auth_failures_per_address,
+            window: config.auth_failure_window,
+        }),
         config,
         audit,
         cancels: Arc::new(CancelRegistry::default()),

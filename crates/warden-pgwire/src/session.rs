@@ -273,7 +273,7 @@ async fn startup<B: ProxyBackend>(
             ));
         }
     };
-    ctx.limiter.succeeded(&user);
+    ctx.limiter.succeeded(peer.ip(), &user);
     // Only names that the upstream may see pass through.
     let params = params
         .into_iter()
@@ -297,7 +297,17 @@ fn bad_password(user: &str) -> Refusal {
 
 async fn read_startup(stream: &mut Stream, buf: &mut BytesMut) -> Result<StartupPacket, Refusal> {
     loop {
-        if let Some((packet, len)) = frame::startup(buf)? {
+        // As PostgreSQL: a startup length out of range is logged, and the connection closed
+        // without a reply (a client that sent Terminate first, or HTTP, gets no FATAL).
+        let parsed = match frame::startup(buf) {
+            Err(e @ (frame::FrameError::BadLength { .. } | frame::FrameError::TooLarge { .. })) => {
+                return Err(Refusal::silent(format!(
+                    "invalid length of startup packet ({e})"
+                )));
+            }
+            other => other?,
+        };
+        if let Some((packet, len)) = parsed {
             let _ = buf.split_to(len);
             return Ok(packet);
         }

@@ -2,7 +2,8 @@
 
 Usage: psycopg_client.py CONNINFO TABLE. Prints "OK <n checks>" on success; any failure raises.
 Exercises server-side parameters (extended protocol), prepared statements, pipeline mode,
-executemany, COPY both ways, a transaction rolled back, and notices.
+executemany, COPY both ways, a transaction rolled back, notices, and the backend pid the
+client sees (the server's own, as in notifications).
 """
 import sys
 
@@ -49,6 +50,15 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
     except psycopg.errors.UndefinedTable:
         check(True, "error expected")
     check(conn.execute("SELECT 42").fetchone()[0] == 42, "after error")
+    # The client sees the server's real backend pid: its own queries and notifications agree.
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    check(conn.info.backend_pid == pid, "conn.info.backend_pid is the server's pid")
+    got = []
+    conn.add_notify_handler(lambda n: got.append(n))
+    conn.execute("LISTEN warden_pid_check")
+    conn.execute("NOTIFY warden_pid_check, 'x'")
+    conn.execute("SELECT 1")
+    check(len(got) == 1 and got[0].pid == pid, "a notification carries the session's pid")
     conn.execute(f"DROP TABLE {table}")
 
 check.ok()

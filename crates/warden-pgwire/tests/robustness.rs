@@ -42,11 +42,20 @@ async fn malformed_and_oversized_input_end_only_that_session() {
     let got = read_all(&mut s).await;
     assert!(contains(&got, "malformed Query"), "{got:?}");
 
-    // Garbage instead of a startup packet.
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-    let got = read_all(&mut s).await;
-    assert!(contains(&got, "08P01"), "{got:?}");
+    // Garbage instead of a startup packet, or Terminate sent first: the connection is closed
+    // without a reply, exactly as PostgreSQL itself does (asked the same bytes here).
+    for bytes in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[b'X', 0, 0, 0, 4][..]] {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let got = read_all(&mut s).await;
+        let mut direct = TcpStream::connect("127.0.0.1:5432")
+            .await
+            .expect("PostgreSQL is required for this test (127.0.0.1:5432)");
+        direct.write_all(bytes).await.unwrap();
+        let real = read_all(&mut direct).await;
+        assert_eq!(got, real, "{bytes:?}: the proxy answers as PostgreSQL does");
+        assert!(got.is_empty(), "{got:?}");
+    }
 
     // Bytes smuggled after SSLRequest are refused.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
@@ -117,6 +126,19 @@ async fn wrong_password_then_rate_limit() {
         db.message()
     );
     assert_eq!(*proxy.backend.auth_calls.lock().unwrap(), calls);
+    // Another user behind the same address is not locked out: the backend is asked.
+    let err = tokio_postgres::connect(&bad("colleague@example.com"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "28P01");
+    assert!(
+        !db.message().contains("too many failed attempts"),
+        "{}",
+        db.message()
+    );
+    assert_eq!(*proxy.backend.auth_calls.lock().unwrap(), calls + 1);
     proxy.stop().await;
 }
 
