@@ -405,26 +405,7 @@ async fn checkpoints_expose_a_rewritten_chain(b: Backend) {
         .unwrap();
     // An attacker rewrites entry 3 and recomputes every later hash and the head: the chain
     // verifies on its own, but no longer matches the signed checkpoint.
-    let mut all: Vec<warden_core::audit::AuditEntry> = serde_json::from_value(entries).unwrap();
-    all[2].actor = "nobody@example.com".into();
-    let mut prev = all[1].hash.clone();
-    let mut stmts = Vec::new();
-    for e in all.iter_mut().skip(2) {
-        e.prev_hash = prev.clone();
-        e.hash = warden_core::audit::entry_hash(&e.prev_hash, e.seq, e.at, &e.actor, &e.event);
-        prev = e.hash.clone();
-        stmts.push(format!(
-            "UPDATE audit_log SET actor = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {}",
-            e.actor, e.prev_hash, e.hash, e.seq
-        ));
-    }
-    let last = all.last().unwrap();
-    stmts.push(format!(
-        "UPDATE audit_head SET hash = '{}' WHERE id = 1 AND seq = {}",
-        last.hash, last.seq
-    ));
-    let refs: Vec<&str> = stmts.iter().map(String::as_str).collect();
-    tamper(&gw, b, &refs).await;
+    rewrite_chain_from(&gw, b, 3).await;
     assert_eq!(
         verify(&gw).await.1["ok"],
         true,
