@@ -632,3 +632,51 @@ async fn teams_cards() {
     assert!(!log.to_string().contains("SECRETSIG"), "{log}");
     gw.stop().await;
 }
+
+/// Another entry point for a decision: an auditor in the approver group clicks Approve in Slack.
+/// The click is signed and its user known, and it is still refused (read-only), ephemerally;
+/// the review stays PENDING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditors_slack_click_decides_nothing() {
+    let Setup { gw, slack, dev, .. } = setup().await;
+    let (s, b) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": EVE.1, "groups": ["dba"], "auditor": true, "overwrite": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = held(&gw, &dev, "echo never").await;
+    for action in [
+        format!("warden_approve:{id}:dba"),
+        format!("warden_reject:{id}"),
+    ] {
+        let c = click(EVE.0, &action, &format!("{}/response/audit", slack.url));
+        let (s, _) = slack_post(
+            &gw.base,
+            "/api/slack/interactions",
+            &c,
+            now_unix(),
+            SIGNING_SECRET,
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(review(&gw, &id).await["status"], "PENDING", "{action}");
+    }
+    let reqs = slack
+        .wait_for("the ephemeral refusal", |r| {
+            r.iter().any(|r| r.path == "/response/audit")
+        })
+        .await;
+    let refusal = reqs
+        .iter()
+        .find(|r| r.path == "/response/audit")
+        .unwrap()
+        .json();
+    assert!(
+        refusal["text"].as_str().unwrap_or("").contains("read-only"),
+        "{refusal}"
+    );
+    gw.stop().await;
+}
