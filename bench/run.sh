@@ -17,9 +17,12 @@
 #
 # Usage: bench/run.sh   (env: DURATION=15 ROUNDS=3 CLIENTS=8 JOBS=2 SCALE=10 PGHOST=127.0.0.1 PGPORT=5432
 #                        PGUSER=postgres PGDATABASE=test WARDEN_THREADS=2 RELAY_THREADS=nproc/2 GATEWAY_RELAY_THREADS=(gateway default)
-#                        WORKLOADS="select-only tpcb-like rows-10k"
+#                        WORKLOADS="select-only tpcb-like rows-10k" (or connect)
+#                        CONNECTS=200
 #                        TARGETS="direct pgbouncer forward warden gateway" TLS=0)
 # rows-10k: one query returning 10,000 rows of pgbench_accounts per transaction (large results).
+# connect: CONNECTS connections opened one after the other through psycopg (bench/connect.py),
+# startup packet to ReadyForQuery; p50/p99 per target and the p50's distance to direct.
 # Rounds are interleaved (direct, pgbouncer, warden back to back for each case) and the median
 # per case is reported, so a burst of load from elsewhere on the machine skews one sample only.
 # Needs: PostgreSQL reachable as above, pgbench, cargo; installs pgbouncer (Debian) if missing.
@@ -139,8 +142,10 @@ gateway_token=$("$warden_bin" admin create token --user admin@warden.local -o js
 "$warden_bin" admin create user engineer@warden.local --groups dev >/dev/null
 engineer_token=$("$warden_bin" admin create token --user engineer@warden.local -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 
-echo "initialising pgbench tables (scale $SCALE, direct)…" >&2
-pgbench -i -q -s "$SCALE" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" "$PGDATABASE" >/dev/null 2>&1
+if [ "$WORKLOADS" != connect ]; then
+    echo "initialising pgbench tables (scale $SCALE, direct)…" >&2
+    pgbench -i -q -s "$SCALE" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" "$PGDATABASE" >/dev/null 2>&1
+fi
 
 # target -> "host port user"
 declare -A target=(
@@ -161,6 +166,14 @@ run_one() { # workload mode target
     read -r host port user <<<"${target[$name]}"
     [ "$name" = gateway ] && db=bench password=$gateway_token
     [ "$name" = gateway-rule ] && db=bench-rule password=$engineer_token
+    if [ "$workload" = connect ]; then
+        local p50 p90 p99 mean
+        read -r p50 p90 p99 mean < <(python3 "$root/bench/connect.py" "$host" "$port" "$user" "$db" "$password" "${CONNECTS:-200}") \
+            || { echo "connect.py failed against $name" >&2; exit 1; }
+        printf '%s\t%s\t%s\t%s\t%s\n' connect - "$name" "$p50" "$p99" >>"$results"
+        printf '  %-11s %-9s p50 %8s ms  p99 %8s ms  (load %s)\n' connect "$name" "$p50" "$p99" "$(cut -d' ' -f1 /proc/loadavg)" >&2
+        return
+    fi
     case $workload in
         select-only) script_args=(-S) ;;
         rows-10k) script_args=(-f "$work/rows.sql") ;;
@@ -179,7 +192,9 @@ echo "pgbench: $CLIENTS clients, $JOBS threads, ${DURATION}s per run, $ROUNDS ro
     "warden: $WARDEN_THREADS runtime worker threads, $RELAY_THREADS relay threads" >&2
 for _ in $(seq "$ROUNDS"); do
     for workload in $WORKLOADS; do
-        for mode in simple prepared; do
+        modes="simple prepared"
+        [ "$workload" = connect ] && modes=-
+        for mode in $modes; do
             for name in $TARGETS; do
                 run_one "$workload" "$mode" "$name"
             done
@@ -192,6 +207,7 @@ echo "| workload | mode | target | tps (median) | latency avg (ms, median) | vs 
 echo "|---|---|---|---:|---:|---:|---:|"
 gawk -F'\t' '
     function median(list,   a, n) { n = split(list, a, " "); asort(a); return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    $1 == "connect" { next }
     { key = $1 FS $2 FS $3; tps[key] = tps[key] " " $4; lat[key] = lat[key] " " $5; if (!(key in seen)) { seen[key] = ++n; keys[n] = key } }
     END {
         for (i = 1; i <= n; i++) {
@@ -204,6 +220,16 @@ gawk -F'\t' '
             printf "| %s | %s | %s | %.0f | %.3f | %.2f× | %s |\n", k[1], k[2], k[3], median(tps[key]), median(lat[key]), median(tps[key]) / median(tps[d]), vs
         }
     }' "$results"
+if grep -q '^connect' "$results"; then
+    echo
+    echo "| connect (psycopg, startup to ReadyForQuery) | p50 (ms, median of rounds) | p99 (ms, median) | p50 − direct |"
+    echo "|---|---:|---:|---:|"
+    gawk -F'\t' '
+        function median(list,   a, n) { n = split(list, a, " "); asort(a); return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+        $1 == "connect" { p50[$3] = p50[$3] " " $4; p99[$3] = p99[$3] " " $5; if (!($3 in seen)) { seen[$3] = ++n; keys[n] = $3 } }
+        END { for (i = 1; i <= n; i++) { k = keys[i]; printf "| %s | %.2f | %.2f | %+.2f ms |\n", k, median(p50[k]), median(p99[k]), median(p50[k]) - median(p50["direct"]) } }
+    ' "$results"
+fi
 kill -INT "$proxy_pid" "$review_pid" 2>/dev/null || true
 sleep 1
 tail -n 1 "$work/warden.log" >&2

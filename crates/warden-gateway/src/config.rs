@@ -50,6 +50,10 @@ pub struct Config {
     /// Failed proxy logins per minute before refusing: one user from one address, one user
     /// from anywhere, one address for any users (`WARDEN_PG_LOGIN_FAILURES`, `5,20,100`).
     pub pg_login_failures: (u32, u32, u32),
+    /// Warm upstream logins kept per connection, startup parameters and relay thread
+    /// (`WARDEN_PG_WARM_UPSTREAMS`, 2; 0: open each upstream on demand). Each is a fresh login
+    /// used by one session only, closed after 30 s if no session takes it.
+    pub pg_warm_upstreams: usize,
     /// Where signed checkpoints are appended as JSON lines (`WARDEN_CHECKPOINT_FILE`, default
     /// beside the data dir, never inside it: `<data dir>.checkpoints.jsonl`); publish it
     /// somewhere the store's admins can't edit, and send it to a witness.
@@ -145,6 +149,7 @@ impl Config {
                 Some(v) => parse_login_failures(&v)?,
                 None => (5, 20, 100),
             },
+            pg_warm_upstreams: parse_num("WARDEN_PG_WARM_UPSTREAMS", 2)?,
             checkpoint_file: env("WARDEN_CHECKPOINT_FILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| default_checkpoint_file(&data_dir)),
@@ -199,6 +204,7 @@ impl Config {
             notify_backoff_ms: 200,
             checkpoint_key: None,
             pg_login_failures: (5, 20, 100),
+            pg_warm_upstreams: 2,
             checkpoint_file: default_checkpoint_file(&data_dir),
             checkpoint_witness_url: None,
             checkpoint_interval_sec: 3600,

@@ -214,7 +214,6 @@ impl Backend {
                 return Err(self.denied(conn, &user.email, msg).await);
             }
         };
-        let now = app.now();
         let rec = decided.connection;
         let access = access_of(&decided.decision);
         let (review_statements, window) = match &access {
@@ -224,7 +223,6 @@ impl Backend {
             NativeAccess::Free { window } => (false, *window),
             NativeAccess::Reviewed => (true, None),
         };
-        let internal = |e: warden_store::StoreError| AuthFailure::Internal(e.to_string());
         let target = app
             .target_for(&rec)
             .map_err(|e| AuthFailure::Internal(e.to_string()))?;
@@ -234,36 +232,9 @@ impl Backend {
             .map(|u| u.expose().clone())
             .unwrap_or_default();
         let upstream = upstream_from_url(&url).map_err(|e| AuthFailure::Internal(e.to_string()))?;
-        let session = Session {
-            id: Uuid::now_v7(),
-            kind: SessionKind::Proxy,
-            user: user.email.clone(),
-            connection: conn.into(),
-            review_id: window.map(|w| w.0),
-            command: None,
-            started_at: now,
-            ended_at: None,
-            exit_code: None,
-            output: None,
-            output_truncated: false,
-            output_sha256: None,
-            duration_ms: None,
-            rows_json: None,
-        };
-        let events = vec![
-            AuditEvent::LoginSucceeded { via: "pg".into() },
-            AuditEvent::SessionStarted {
-                session_id: session.id,
-                session_kind: "proxy".into(),
-                connection: conn.into(),
-                review_id: session.review_id,
-                command_sha256: None,
-            },
-        ];
-        app.store
-            .insert_session(&session, AuditCtx::new(&user.email, now, events))
-            .await
-            .map_err(internal)?;
+        // The session's row and entries are written by `start_session`, while the proxy opens
+        // the upstream (the login costs the slower of the two, not their sum).
+        let session_id = Uuid::now_v7();
         let revoked = window.map(|(id, _)| app.register_grant(id));
         let (end_tx, terminate) = tokio::sync::watch::channel(None);
         let watcher = tokio::spawn(watch_session(
@@ -273,18 +244,17 @@ impl Backend {
                 email: user.email.clone(),
                 connection: conn.to_string(),
                 access,
-                session_id: session.id,
+                session_id,
             },
             self.held.clone(),
             end_tx,
             revoked,
         ));
         if let Ok(mut w) = self.watchers.lock() {
-            w.insert(session.id, watcher.abort_handle());
+            w.insert(session_id, watcher.abort_handle());
         }
-        metrics::counter!("warden_proxy_sessions_total").increment(1);
         Ok(SessionGrant {
-            session_id: session.id,
+            session_id,
             user: user.email,
             connection: conn.into(),
             upstream,
@@ -443,6 +413,43 @@ impl Backend {
 impl ProxyBackend for Backend {
     async fn authenticate(&self, login: Login) -> Result<SessionGrant, AuthFailure> {
         self.login(login).await
+    }
+
+    async fn start_session(&self, grant: &SessionGrant) -> Result<(), String> {
+        let app = &self.app;
+        let now = app.now();
+        let session = Session {
+            id: grant.session_id,
+            kind: SessionKind::Proxy,
+            user: grant.user.clone(),
+            connection: grant.connection.clone(),
+            review_id: grant.review_id,
+            command: None,
+            started_at: now,
+            ended_at: None,
+            exit_code: None,
+            output: None,
+            output_truncated: false,
+            output_sha256: None,
+            duration_ms: None,
+            rows_json: None,
+        };
+        let events = vec![
+            AuditEvent::LoginSucceeded { via: "pg".into() },
+            AuditEvent::SessionStarted {
+                session_id: session.id,
+                session_kind: "proxy".into(),
+                connection: session.connection.clone(),
+                review_id: session.review_id,
+                command_sha256: None,
+            },
+        ];
+        app.store
+            .insert_session(&session, AuditCtx::new(&grant.user, now, events))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        metrics::counter!("warden_proxy_sessions_total").increment(1);
+        Ok(())
     }
 
     async fn authorize(
@@ -608,6 +615,7 @@ pub fn spawn(
         max_auth_failures: app.config.pg_login_failures.0,
         max_auth_failures_per_user: app.config.pg_login_failures.1,
         max_auth_failures_per_address: app.config.pg_login_failures.2,
+        warm_upstreams: app.config.pg_warm_upstreams,
         ..ProxyConfig::default()
     };
     let backend = Arc::new(Backend {

@@ -58,6 +58,10 @@ impl ProxyBackend for BenchBackend {
         })
     }
 
+    async fn start_session(&self, _grant: &SessionGrant) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn authorize(
         &self,
         _grant: &SessionGrant,

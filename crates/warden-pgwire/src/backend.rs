@@ -24,6 +24,16 @@ pub trait ProxyBackend: Send + Sync + 'static {
         login: Login,
     ) -> impl Future<Output = Result<SessionGrant, AuthFailure>> + Send;
 
+    /// Makes the start of a granted session durable (the gateway's session row and audit
+    /// entries). Called once per grant, while the upstream connection is being opened (the two
+    /// overlap: a login costs the slower of them, not their sum); the client is told it is
+    /// logged in only once both succeeded. An `Err` (its text is logged, never shown) refuses
+    /// the session and drops the upstream before the client can send it anything.
+    fn start_session(
+        &self,
+        grant: &SessionGrant,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
     /// Decides one statement. Called only when `grant.review_statements` is true: once per
     /// simple-protocol `Query` (its whole text, which may hold several statements) and once per
     /// `Execute` of an extended-protocol batch (the prepared text and its parameters). The
@@ -45,8 +55,9 @@ pub trait ProxyBackend: Send + Sync + 'static {
         batch: Vec<StatementLog>,
     ) -> impl Future<Output = Result<(), Unrecorded>> + Send;
 
-    /// Called once when a session that was granted ends, whatever the reason — after every
-    /// record of a relayed session has been handed to [`ProxyBackend::record`].
+    /// Called once when a session that was granted ends, whatever the reason (a refusal after
+    /// the grant included, whether or not [`ProxyBackend::start_session`] succeeded) — after
+    /// every record of a relayed session has been handed to [`ProxyBackend::record`].
     fn session_ended(&self, grant: &SessionGrant) -> impl Future<Output = ()> + Send;
 }
 
@@ -66,7 +77,7 @@ pub struct Login {
 /// How the proxy secures its connection to the upstream server. Mirrors libpq's `sslmode` of
 /// the same name: `Require` encrypts but does not verify the server certificate (as libpq's
 /// `require` does not); certificate verification (`verify-full`) is not offered yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum UpstreamTls {
     /// Plain TCP.
     Disable,

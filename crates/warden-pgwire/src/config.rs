@@ -49,6 +49,11 @@ pub struct ProxyConfig {
     /// (measurably faster on small machines: see `bench/README.md`). The backend's futures then
     /// run on those threads too.
     pub relay_threads: usize,
+    /// Warm upstream logins kept per upstream, startup parameters and relay thread, opened
+    /// after a granted session so the next one need not wait for the server to start a
+    /// backend; each is used by one session only (see `pool`). `0` opens every upstream on
+    /// demand.
+    pub warm_upstreams: usize,
 }
 
 impl Default for ProxyConfig {
@@ -70,6 +75,7 @@ impl Default for ProxyConfig {
             audit_stall_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             relay_threads: 0,
+            warm_upstreams: 0,
         }
     }
 }
@@ -92,6 +98,7 @@ impl std::fmt::Debug for ProxyConfig {
             )
             .field("auth_failure_window", &self.auth_failure_window)
             .field("relay_threads", &self.relay_threads)
+            .field("warm_upstreams", &self.warm_upstreams)
             .finish_non_exhaustive()
     }
 }

@@ -91,6 +91,7 @@ mod config;
 pub mod frame;
 mod limiter;
 pub mod message;
+mod pool;
 mod prepared;
 mod relay;
 mod server;

@@ -40,6 +40,7 @@ pub async fn serve<B: ProxyBackend>(
         .map(Worker::start)
         .collect::<io::Result<Vec<_>>>()?;
     let mut next_worker = 0usize;
+    let pool = crate::pool::WarmPool::new(config.warm_upstreams, config.connect_timeout);
     let ctx = Arc::new(Ctx {
         backend,
         limiter: FailureLimiter::new(crate::limiter::Limits {
@@ -51,8 +52,20 @@ pub async fn serve<B: ProxyBackend>(
         config,
         audit,
         cancels: Arc::new(CancelRegistry::default()),
+        pool,
         shutdown: stop_rx,
     });
+    // Warm logins nobody took are closed once they are too old to hand out.
+    let pruner = {
+        let pool = ctx.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                pool.prune();
+            }
+        })
+    };
     info!(listen = %listener.local_addr()?, "PostgreSQL proxy listening");
     let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
@@ -107,6 +120,7 @@ pub async fn serve<B: ProxyBackend>(
         sessions.abort_all();
         while sessions.join_next().await.is_some() {}
     }
+    pruner.abort();
     drop(workers);
     drop(ctx);
     let _ = audit_task.await;

@@ -34,6 +34,8 @@ pub(crate) struct Ctx<B> {
     pub audit: AuditSink,
     pub limiter: FailureLimiter,
     pub cancels: Arc<CancelRegistry>,
+    /// Warm upstream logins (see `pool`).
+    pub pool: Arc<crate::pool::WarmPool>,
     /// Becomes true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -334,7 +336,20 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     } else {
         params
     };
-    let opened = open_upstream(&ctx, &grant, &params).await;
+    // The session's start is recorded while the upstream opens; the client hears nothing
+    // until both are done, and a start that could not be recorded drops the upstream unused.
+    let (opened, started) = tokio::join!(
+        open_upstream(&ctx, &grant, &params),
+        ctx.backend.start_session(&grant)
+    );
+    if let Err(e) = started {
+        warn!("the start of the session could not be recorded: {e}");
+        let refusal = Refusal::fatal(
+            sqlstate::INTERNAL_ERROR,
+            "Warden could not record the start of this session; it was not opened",
+        );
+        return refuse_session(&ctx, client, &grant, refusal).await;
+    }
     let (up, key_guard) = match opened {
         Ok(v) => v,
         Err(refusal) => return refuse_session(&ctx, client, &grant, refusal).await,
@@ -624,11 +639,19 @@ async fn open_upstream<B: ProxyBackend>(
             "Warden: the access window has ended",
         ));
     }
-    let connected = tokio::time::timeout(
-        ctx.config.connect_timeout,
-        upstream::connect(&grant.upstream, params),
-    )
-    .await;
+    let key = crate::pool::Key::new(&grant.upstream, params);
+    let connected = match ctx.pool.take(&key) {
+        Some(warm) => Ok(Ok(warm)),
+        None => {
+            tokio::time::timeout(
+                ctx.config.connect_timeout,
+                upstream::connect(&grant.upstream, params),
+            )
+            .await
+        }
+    };
+    // The next session of this key finds a login waiting.
+    ctx.pool.refill(key, grant.upstream.clone());
     let up = match connected {
         Ok(Ok(up)) => up,
         Ok(Err(e)) => {

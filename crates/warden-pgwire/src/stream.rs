@@ -29,6 +29,16 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The TCP socket under the stream (`None` once detached).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(t) => Some(t),
+            Stream::ServerTls(s) => Some(s.get_ref().0),
+            Stream::ClientTls(s) => Some(s.get_ref().0),
+            Stream::Detached => None,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::ServerTls(_) | Stream::ClientTls(_))
     }

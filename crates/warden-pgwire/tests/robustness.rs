@@ -335,3 +335,111 @@ async fn nothing_runs_while_statement_records_cannot_be_made_durable() {
         proxy.stop().await;
     }
 }
+
+/// The start of a session is recorded while the upstream opens; when it cannot be, the client
+/// is refused (never greeted, so it cannot send a statement) and the session is ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_start_cannot_be_recorded_is_refused() {
+    let proxy = Proxy::start(TestBackend::allow_all()).await;
+    proxy
+        .backend
+        .refuse_starts
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = tokio_postgres::connect(&proxy.conninfo("disable"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("the login is refused");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("could not record the start of this session"),
+        "{text}"
+    );
+    assert!(proxy.backend.started.lock().unwrap().is_empty());
+    assert_eq!(proxy.backend.ended.lock().unwrap().len(), 1);
+    assert!(proxy.backend.logs().is_empty());
+
+    proxy
+        .backend
+        .refuse_starts
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let c = proxy.connect().await;
+    c.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(proxy.backend.started.lock().unwrap().len(), 1);
+    proxy.stop().await;
+}
+
+/// Warm upstream logins: the next session finds one already open (its server backend started
+/// before the client connected), each is used by one session only and closed with it, and a
+/// reviewed session through one is pinned exactly as one opened on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_upstream_logins_serve_one_session_each() {
+    for review in [false, true] {
+        let config = warden_pgwire::ProxyConfig {
+            warm_upstreams: 2,
+            relay_threads: 1,
+            ..Default::default()
+        };
+        let backend = if review {
+            TestBackend::reviewing(vec![])
+        } else {
+            TestBackend::allow_all()
+        };
+        let proxy = Proxy::start_with(backend, config).await;
+        let d = direct().await;
+        let mut pids = Vec::new();
+        for round in 0..3 {
+            // Give the refill time to log in before the next client arrives.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let c = proxy.connect().await;
+            let rows = c
+                .simple_query(
+                    "SELECT pg_backend_pid()::text, (extract(epoch FROM now() - backend_start) * 1000)::int::text, \
+                     current_setting('default_transaction_read_only') \
+                     FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                )
+                .await
+                .unwrap();
+            let Some(row) = rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            }) else {
+                panic!("expected a row")
+            };
+            let pid: i32 = row.get(0).unwrap().parse().unwrap();
+            let age_ms: i32 = row.get(1).unwrap().parse().unwrap();
+            assert_eq!(
+                row.get(2),
+                Some(if review { "on" } else { "off" }),
+                "review={review}: pinned as on demand"
+            );
+            if round > 0 {
+                assert!(
+                    age_ms >= 200,
+                    "review={review}: round {round} should run on a warm login, its backend is {age_ms} ms old"
+                );
+            }
+            assert!(!pids.contains(&pid), "a login is never handed out twice");
+            pids.push(pid);
+            drop(c);
+            // The session's backend ends with it.
+            let mut gone = false;
+            for _ in 0..50 {
+                let n: i64 = d
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if n == 0 {
+                    gone = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(gone, "review={review}: backend {pid} outlived its session");
+        }
+        proxy.stop().await;
+    }
+}

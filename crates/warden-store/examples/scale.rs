@@ -1,7 +1,8 @@
 //! Review listings at scale (issue 17 item 3), through the store's own API on SQLite and
 //! PostgreSQL: seeds `SCALE_REVIEWS` reviews (each with its `review_requested` entry, so the
-//! chain stays valid), 1 in 100 decided by `dba`, one in ten pending, then times an admin's and
-//! an approver's pending list (first page of 50) `SCALE_QUERIES` times each and prints p50/p99.
+//! chain stays valid, and is verified after; `SCALE_BATCH` per transaction through
+//! `Store::insert_reviews`), 1 in 100 decided by `dba`, one in ten pending, then times an
+//! admin's and an approver's pending list (first page of 50) `SCALE_QUERIES` times each and prints p50/p99.
 //!
 //! Run by `bench/scale.sh`; prints, never asserts (timings are not tests).
 
@@ -72,23 +73,43 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: scale STORE_URL"))?;
     let store = Store::connect(&url).await?;
     let now = OffsetDateTime::now_utc();
+    let batch = env_num("SCALE_BATCH", 5_000).max(1);
     let t = Instant::now();
-    for i in 0..n {
-        let r = review(i, now);
-        let ev = AuditEvent::ReviewRequested {
-            review_id: r.id,
-            review_type: "command".into(),
-            connection: r.connection.clone(),
-            rule: r.rule.clone(),
-            command_sha256: r.command_sha256.clone(),
-            duration_sec: None,
-            reason: None,
-        };
-        store
-            .insert_review(&r, AuditCtx::new(&r.requester, r.created_at, vec![ev]))
-            .await?;
+    // SCALE_SEED=0 reuses a store seeded by an earlier run (to compare query plans).
+    let mut i = if env_num("SCALE_SEED", 1) == 0 { n } else { 0 };
+    while i < n {
+        // Oldest first, so the chain's times only move forward.
+        let items: Vec<_> = (i..n.min(i + batch))
+            .map(|k| {
+                let r = review(n - 1 - k, now);
+                let ev = AuditEvent::ReviewRequested {
+                    review_id: r.id,
+                    review_type: "command".into(),
+                    connection: r.connection.clone(),
+                    rule: r.rule.clone(),
+                    command_sha256: r.command_sha256.clone(),
+                    duration_sec: None,
+                    reason: None,
+                };
+                let ctx = AuditCtx::new(&r.requester, r.created_at, vec![ev]);
+                (r, ctx)
+            })
+            .collect();
+        store.insert_reviews(&items).await?;
+        i += items.len();
     }
     let seeded = t.elapsed().as_secs_f64();
+    // The chain as the store holds it, walked page by page with the core's own check.
+    let (mut entries, mut after, mut head) = (0usize, 0i64, None::<(i64, String)>);
+    loop {
+        let page = store.audit_entries(after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        entries += page.len();
+        let start = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+        head = warden_core::audit::verify_chain(&page, start)
+            .map_err(|e| anyhow::anyhow!("the seeded chain does not verify: {e}"))?;
+    }
     let pending = |visible_to: Option<Visibility>| ReviewFilter {
         status: Some(ReviewStatus::Pending),
         visible_to,
@@ -117,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     println!(
-        "{} reviews seeded in {seeded:.1} s ({:.0}/s)",
+        "{} reviews seeded in {seeded:.1} s ({:.0}/s, {batch} per transaction); chain of {entries} entries verifies",
         n,
         n as f64 / seeded
     );

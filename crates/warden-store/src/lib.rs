@@ -307,8 +307,9 @@ fn where_sql(w: &[String]) -> String {
     }
 }
 
-/// The WHERE clause of a review listing, binding its values onto `query`.
-fn review_where(f: &ReviewFilter, query: &mut Q) -> String {
+/// The conditions of a review listing other than visibility, binding their values onto
+/// `query`. The columns named exist in `reviews` and in `review_deciders` alike.
+fn review_conds(f: &ReviewFilter, query: &mut Q) -> Vec<String> {
     let mut w = Vec::new();
     if let Some(s) = f.status {
         cond(&mut w, query, "status = ?", s.as_str());
@@ -328,11 +329,33 @@ fn review_where(f: &ReviewFilter, query: &mut Q) -> String {
     if let Some(t) = f.until {
         cond(&mut w, query, "created_at_ms < ?", t);
     }
-    if let Some(v) = &f.visible_to {
-        // The deciders table holds each review's approval and force-approval groups, written
-        // with the review (its policy never changes): one indexed lookup per group.
-        let me = query.next_param();
-        query.push(v.email.as_str());
+    w
+}
+
+/// The reviews `v` may see that match `f`, as `(id, created_at_ms)` rows: their own (off the
+/// `reviews` index by requester) united with those one of their groups decides (off the
+/// deciders' own index, which carries the filtered columns). Both are read from covering
+/// indexes; no review that does not match is visited. With `newest`, each half stops at that
+/// many rows, newest first (a page needs no more than `offset + limit` of either).
+fn visible_ids(f: &ReviewFilter, v: &Visibility, query: &mut Q, newest: Option<i64>) -> String {
+    let limit = |query: &mut Q, order: &str| match newest {
+        Some(n) => {
+            let p = query.next_param();
+            query.push(n);
+            format!(" ORDER BY {order} LIMIT {p}")
+        }
+        None => String::new(),
+    };
+    let me = query.next_param();
+    query.push(v.email.as_str());
+    let mut own = vec![format!("requester = {me}")];
+    own.extend(review_conds(f, query));
+    let own_limit = limit(query, "created_at_ms DESC, id DESC");
+    let mut sql = format!(
+        "SELECT * FROM (SELECT id, created_at_ms FROM reviews{}{own_limit}) own",
+        where_sql(&own)
+    );
+    if !v.groups.is_empty() {
         let groups: Vec<String> = v
             .groups
             .iter()
@@ -342,16 +365,16 @@ fn review_where(f: &ReviewFilter, query: &mut Q) -> String {
                 p
             })
             .collect();
-        w.push(if groups.is_empty() {
-            format!("requester = {me}")
-        } else {
-            format!(
-                "(requester = {me} OR id IN (SELECT review_id FROM review_deciders WHERE grp IN ({})))",
-                groups.join(", ")
-            )
-        });
+        let mut decided = vec![format!("grp IN ({})", groups.join(", "))];
+        decided.extend(review_conds(f, query));
+        let decided_limit = limit(query, "created_at_ms DESC, id DESC");
+        sql.push_str(&format!(
+            " UNION SELECT * FROM (SELECT DISTINCT review_id AS id, created_at_ms \
+             FROM review_deciders{}{decided_limit}) decided",
+            where_sql(&decided)
+        ));
     }
-    where_sql(&w)
+    sql
 }
 
 fn session_where(f: &SessionFilter, query: &mut Q) -> String {
@@ -394,6 +417,79 @@ fn dup<T>(res: Result<T>, msg: impl FnOnce() -> String) -> Result<T> {
         Err(e) if e.is_unique_violation() => Err(StoreError::Duplicate(msg())),
         other => other,
     }
+}
+
+/// One review's rows (the review, its deciders, its claim) and audit entries, inside `tx`.
+async fn insert_review_tx(
+    tx: &mut WriteTx,
+    r: &Review,
+    audit: &AuditCtx,
+    claimed: bool,
+) -> Result<()> {
+    let res = tx
+            .execute(
+                q("INSERT INTO reviews (id, kind, status, connection, requester, requester_groups_json, \
+                   rule_name, policy_json, command, command_sha256, duration_sec, request_reason, \
+                   approvals_json, decided_by, reason, forced, created_at_ms, decided_at_ms, \
+                   expires_at_ms, window_end_ms, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                   $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)")
+                .bind(r.id)
+                .bind(r.kind.as_str())
+                .bind(r.status.as_str())
+                .bind(&r.connection)
+                .bind(&r.requester)
+                .bind(to_json("requester groups", &r.requester_groups)?)
+                .bind(&r.rule)
+                .bind(to_json("policy", &r.policy)?)
+                .bind(&r.command)
+                .bind(&r.command_sha256)
+                .bind(r.duration_sec)
+                .bind(&r.request_reason)
+                .bind(to_json("approvals", &r.approvals)?)
+                .bind(&r.decided_by)
+                .bind(&r.reason)
+                .bind(r.forced)
+                .bind(r.created_at)
+                .bind(r.decided_at)
+                .bind(r.expires_at)
+                .bind(r.window_end)
+                .bind(r.version),
+            )
+            .await;
+    dup(res, || format!("review {} already exists", r.id))?;
+    let mut deciders: Vec<&String> = r
+        .policy
+        .approval_groups
+        .iter()
+        .chain(&r.policy.force_approval_groups)
+        .collect();
+    deciders.sort();
+    deciders.dedup();
+    for g in deciders {
+        tx.execute(
+            q(
+                "INSERT INTO review_deciders (review_id, grp, status, created_at_ms, connection, \
+                   requester, kind) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(r.id)
+            .bind(g)
+            .bind(r.status.as_str())
+            .bind(r.created_at)
+            .bind(&r.connection)
+            .bind(&r.requester)
+            .bind(r.kind.as_str()),
+        )
+        .await?;
+    }
+    if claimed {
+        tx.execute(
+            q("UPDATE reviews SET exec_claimed_at_ms = $2 WHERE id = $1")
+                .bind(r.id)
+                .bind(r.created_at),
+        )
+        .await?;
+    }
+    tx.audit(audit.now, &audit.actor, &audit.events)
 }
 
 /// Inserts or replaces a rule and its bindings inside `tx`. With `replace_by_name`, an existing
@@ -1135,67 +1231,31 @@ impl Store {
         audit: AuditCtx,
         claimed: bool,
     ) -> Result<Review> {
-        let r = review;
-        let mut tx = self.db.write(format!("creating review {}", r.id)).await?;
-        let res = tx
-            .execute(
-                q("INSERT INTO reviews (id, kind, status, connection, requester, requester_groups_json, \
-                   rule_name, policy_json, command, command_sha256, duration_sec, request_reason, \
-                   approvals_json, decided_by, reason, forced, created_at_ms, decided_at_ms, \
-                   expires_at_ms, window_end_ms, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                   $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)")
-                .bind(r.id)
-                .bind(r.kind.as_str())
-                .bind(r.status.as_str())
-                .bind(&r.connection)
-                .bind(&r.requester)
-                .bind(to_json("requester groups", &r.requester_groups)?)
-                .bind(&r.rule)
-                .bind(to_json("policy", &r.policy)?)
-                .bind(&r.command)
-                .bind(&r.command_sha256)
-                .bind(r.duration_sec)
-                .bind(&r.request_reason)
-                .bind(to_json("approvals", &r.approvals)?)
-                .bind(&r.decided_by)
-                .bind(&r.reason)
-                .bind(r.forced)
-                .bind(r.created_at)
-                .bind(r.decided_at)
-                .bind(r.expires_at)
-                .bind(r.window_end)
-                .bind(r.version),
-            )
-            .await;
-        dup(res, || format!("review {} already exists", r.id))?;
-        let mut deciders: Vec<&String> = r
-            .policy
-            .approval_groups
-            .iter()
-            .chain(&r.policy.force_approval_groups)
-            .collect();
-        deciders.sort();
-        deciders.dedup();
-        for g in deciders {
-            tx.execute(
-                q("INSERT INTO review_deciders (review_id, grp) VALUES ($1, $2)")
-                    .bind(r.id)
-                    .bind(g),
-            )
+        let mut tx = self
+            .db
+            .write(format!("creating review {}", review.id))
             .await?;
-        }
-        if claimed {
-            tx.execute(
-                q("UPDATE reviews SET exec_claimed_at_ms = $2 WHERE id = $1")
-                    .bind(r.id)
-                    .bind(r.created_at),
-            )
-            .await?;
-        }
-        tx.audit(audit.now, &audit.actor, &audit.events)?;
-        let stored = review_in_tx(&mut tx, r.id).await?;
+        insert_review_tx(&mut tx, review, &audit, claimed).await?;
+        let stored = review_in_tx(&mut tx, review.id).await?;
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// Inserts many reviews, each with its own audit entries, in one transaction: all of them
+    /// or none. What an import (or `bench/scale.sh`'s seeding) uses; the rows and the chain
+    /// are exactly those of as many [`Store::insert_review`] calls.
+    pub async fn insert_reviews(&self, batch: &[(Review, AuditCtx)]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .db
+            .write(format!("creating {} reviews", batch.len()))
+            .await?;
+        for (review, audit) in batch {
+            insert_review_tx(&mut tx, review, audit, false).await?;
+        }
+        tx.commit().await
     }
     pub async fn get_review(&self, id: Uuid) -> Result<Option<Review>> {
         let mut h = self.db.read(format!("reading review {id}")).await?;
@@ -1217,16 +1277,45 @@ impl Store {
     /// 1000 per page.
     pub async fn list_reviews(&self, filter: &ReviewFilter) -> Result<(Vec<Review>, i64)> {
         let mut h = self.db.read("listing reviews").await?;
-        let (rows, total): (Vec<ReviewRow>, i64) = fetch_page(
-            &mut h,
-            "reviews",
-            review_cols!(),
-            "created_at_ms DESC, id DESC",
-            |q| review_where(filter, q),
-            filter.page,
-            filter.per_page,
-        )
-        .await?;
+        let (rows, total): (Vec<ReviewRow>, i64) = match &filter.visible_to {
+            None => {
+                fetch_page(
+                    &mut h,
+                    "reviews",
+                    review_cols!(),
+                    "created_at_ms DESC, id DESC",
+                    |q| where_sql(&review_conds(filter, q)),
+                    filter.page,
+                    filter.per_page,
+                )
+                .await?
+            }
+            Some(v) => {
+                // Counted and paged on the visible ids alone; only the page's reviews are read.
+                let mut count = Q::dynamic(String::new());
+                let ids = visible_ids(filter, v, &mut count, None);
+                let count = count.with_sql(format!("SELECT COUNT(*) FROM ({ids}) v"));
+                let (total,): (i64,) = h.fetch_one(count).await?;
+                let (limit, offset) = limit_offset(filter.page, filter.per_page);
+                let mut page = Q::dynamic(String::new());
+                let ids = visible_ids(filter, v, &mut page, Some(offset + limit));
+                let lim = page.next_param();
+                page.push(limit);
+                let off = page.next_param();
+                page.push(offset);
+                let page = page.with_sql(format!(
+                    concat!(
+                        "SELECT ",
+                        review_cols!(),
+                        " FROM reviews WHERE id IN (SELECT id FROM ({}) v \
+                         ORDER BY created_at_ms DESC, id DESC LIMIT {} OFFSET {}) \
+                         ORDER BY created_at_ms DESC, id DESC"
+                    ),
+                    ids, lim, off
+                ));
+                (h.fetch_all(page).await?, total)
+            }
+        };
         Ok((
             rows.into_iter()
                 .map(ReviewRow::into_review)
@@ -1274,6 +1363,13 @@ impl Store {
                 StoreError::NotFound(format!("review {} not found", r.id))
             });
         }
+        // The deciders' copy of the status follows the review's (listings filter on it).
+        tx.execute(
+            q("UPDATE review_deciders SET status = $2 WHERE review_id = $1 AND status <> $2")
+                .bind(r.id)
+                .bind(r.status.as_str()),
+        )
+        .await?;
         tx.audit(audit.now, &audit.actor, &audit.events)?;
         let stored = review_in_tx(&mut tx, r.id).await?;
         tx.commit().await?;

@@ -1191,6 +1191,77 @@ async fn listings_filter_visibility_in_the_query(h: &Harness) {
         .await
         .unwrap();
     assert!(none.is_empty() && total == 0);
+
+    // The listing follows each review's status: once approved, the review leaves bob's pending
+    // list and joins his approved one. A review he asked for on a connection his own group
+    // decides is listed (and counted) once.
+    let at = t0() + Duration::days(1);
+    s.update_review(
+        &approved(&mine, "dana@x", at),
+        approved_ctx(&mine, "dana@x", at),
+    )
+    .await
+    .unwrap();
+    let both = {
+        let mut r = review("pg", "bob@x", RuleType::Command, t0() + Duration::days(2));
+        r.policy.approval_groups = strings(&["dba"]);
+        insert(s, &r).await
+    };
+    let bob_list = |status: ReviewStatus, connection: Option<&str>| ReviewFilter {
+        status: Some(status),
+        connection: connection.map(str::to_string),
+        visible_to: Some(bob.clone()),
+        page: 1,
+        per_page: 50,
+        ..Default::default()
+    };
+    let (page, total) = s
+        .list_reviews(&bob_list(ReviewStatus::Pending, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![both.id, own.id],
+        "newest first, each once"
+    );
+    assert_eq!(total, 2);
+    let (page, total) = s
+        .list_reviews(&bob_list(ReviewStatus::Approved, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.iter().map(|r| r.id).collect::<Vec<_>>(), total),
+        (vec![mine.id], 1)
+    );
+    // Other filters apply to both halves (his own and his groups').
+    let (page, total) = s
+        .list_reviews(&bob_list(ReviewStatus::Pending, Some("other")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.iter().map(|r| r.id).collect::<Vec<_>>(), total),
+        (vec![own.id], 1)
+    );
+    // Pages of a visible listing do not overlap and cover it.
+    let cfo_page = |page: u32| ReviewFilter {
+        visible_to: Some(warden_store::Visibility {
+            email: "x@x".into(),
+            groups: strings(&["cfo"]),
+        }),
+        page,
+        per_page: 1_000,
+        ..Default::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for p in 1..=6 {
+        let (page, total) = s.list_reviews(&cfo_page(p)).await.unwrap();
+        assert_eq!(total, 5_100);
+        assert_eq!(page.len(), if p < 6 { 1_000 } else { 100 });
+        assert!(page.windows(2).all(|w| w[0].created_at >= w[1].created_at));
+        for r in page {
+            assert!(seen.insert(r.id), "review {} listed twice", r.id);
+        }
+    }
 }
 
 async fn review_update_and_version_conflict(h: &Harness) {

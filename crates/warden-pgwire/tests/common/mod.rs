@@ -57,6 +57,10 @@ pub struct TestBackend {
     pub terminators: Mutex<VecDeque<watch::Sender<Option<String>>>>,
     /// While set, `record` fails as a store that is away would.
     pub refuse_records: std::sync::atomic::AtomicBool,
+    /// While set, `start_session` fails (the session's start cannot be recorded).
+    pub refuse_starts: std::sync::atomic::AtomicBool,
+    /// Sessions whose start was recorded.
+    pub started: Mutex<Vec<Uuid>>,
 }
 
 impl TestBackend {
@@ -126,6 +130,14 @@ impl ProxyBackend for TestBackend {
             ends_at: self.ends_in.map(|d| SystemTime::now() + d),
             terminate: rx,
         })
+    }
+
+    async fn start_session(&self, grant: &SessionGrant) -> Result<(), String> {
+        if self.refuse_starts.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the test store is away".into());
+        }
+        self.started.lock().unwrap().push(grant.session_id);
+        Ok(())
     }
 
     async fn authorize(
