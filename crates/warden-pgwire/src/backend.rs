@@ -25,10 +25,11 @@ pub trait ProxyBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SessionGrant, AuthFailure>> + Send;
 
     /// Makes the start of a granted session durable (the gateway's session row and audit
-    /// entries). Called once per grant, while the upstream connection is being opened (the two
-    /// overlap: a login costs the slower of them, not their sum); the client is told it is
-    /// logged in only once both succeeded. An `Err` (its text is logged, never shown) refuses
-    /// the session and drops the upstream before the client can send it anything.
+    /// entries). Called once per grant, as its own task, while the upstream connection opens
+    /// and the client is greeted: it is off the connect's critical path, but nothing the
+    /// client sends is forwarded before it succeeded. An `Err` (its text is logged, never
+    /// shown) ends the session before its first message reaches the server.
+    /// [`ProxyBackend::session_ended`] is called only after it finished.
     fn start_session(
         &self,
         grant: &SessionGrant,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
+use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -336,23 +337,23 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     } else {
         params
     };
-    // The session's start is recorded while the upstream opens; the client hears nothing
-    // until both are done, and a start that could not be recorded drops the upstream unused.
-    let (opened, started) = tokio::join!(
-        open_upstream(&ctx, &grant, &params),
-        ctx.backend.start_session(&grant)
-    );
-    if let Err(e) = started {
-        warn!("the start of the session could not be recorded: {e}");
-        let refusal = Refusal::fatal(
-            sqlstate::INTERNAL_ERROR,
-            "Warden could not record the start of this session; it was not opened",
-        );
-        return refuse_session(&ctx, client, &grant, refusal).await;
-    }
+    // The session's start is recorded while the upstream opens and the client is greeted:
+    // it is off the connect's critical path, but nothing the client sends reaches the server
+    // before it is durable (the client half waits for it), and one that could not be recorded
+    // ends the session before its first message. The session's end is reported after it.
+    let started = {
+        let (backend, grant) = (ctx.backend.clone(), grant.clone());
+        tokio::spawn(async move { backend.start_session(&grant).await })
+            .map(|r| r.unwrap_or_else(|e| Err(format!("recording task failed: {e}"))))
+            .shared()
+    };
+    let opened = open_upstream(&ctx, &grant, &params).await;
     let (up, key_guard) = match opened {
         Ok(v) => v,
-        Err(refusal) => return refuse_session(&ctx, client, &grant, refusal).await,
+        Err(refusal) => {
+            let _ = started.await;
+            return refuse_session(&ctx, client, &grant, refusal).await;
+        }
     };
     let pinned = if grant.review_statements {
         match check_pins(&up.parameters) {
@@ -369,6 +370,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     message::backend_key_data(&mut hello, proxy_pid, proxy_secret);
     message::ready_for_query(&mut hello, up.status);
     if upstream::send(&mut client, &hello).await.is_err() {
+        let _ = started.await;
         ctx.backend.session_ended(&grant).await;
         return;
     }
@@ -388,16 +390,27 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     // The client half runs as its own task so that a packet from one side only wakes the
     // half that handles it.
     let c2u = {
-        let (shared, audit, backend, grant) = (
+        let (shared, audit, backend, grant, started) = (
             shared.clone(),
             ctx.audit.clone(),
             ctx.backend.clone(),
             grant.clone(),
+            started.clone(),
         );
         async move {
             // The upstream writer outlives the client half's loop: dropping it closes the
             // server's side, and the FATAL that says why must be queued before that.
             let mut up_w = up_w;
+            if let Err(e) = started.await {
+                warn!("the start of the session could not be recorded: {e}");
+                shared.end(Ending::Fatal(message::error_frame(
+                    Severity::Fatal,
+                    sqlstate::INTERNAL_ERROR,
+                    "Warden could not record the start of this session; nothing was sent to the server",
+                )));
+                drop(up_w);
+                return;
+            }
             let r = if grant.review_statements {
                 relay::client_to_upstream_reviewed(
                     client_r,
@@ -501,9 +514,10 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     if !leftover.is_empty() {
         ctx.audit.push(leftover).await;
     }
-    // The backend hears of the end only after every record of the session: what it finds
-    // unrecorded then did not report back.
+    // The backend hears of the end only after every record of the session (and its start):
+    // what it finds unrecorded then did not report back.
     ctx.audit.flush().await;
+    let _ = started.await;
     info!("session ended");
     ctx.backend.session_ended(&grant).await;
 }

@@ -336,25 +336,47 @@ async fn nothing_runs_while_statement_records_cannot_be_made_durable() {
     }
 }
 
-/// The start of a session is recorded while the upstream opens; when it cannot be, the client
-/// is refused (never greeted, so it cannot send a statement) and the session is ended.
+/// The start of a session is recorded while the upstream opens and the client is greeted; when
+/// it cannot be recorded, nothing the client sends reaches the server and the session ends
+/// saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_whose_start_cannot_be_recorded_is_refused() {
+async fn a_session_whose_start_cannot_be_recorded_runs_nothing() {
     let proxy = Proxy::start(TestBackend::allow_all()).await;
     proxy
         .backend
         .refuse_starts
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let err = tokio_postgres::connect(&proxy.conninfo("disable"), tokio_postgres::NoTls)
-        .await
-        .err()
-        .expect("the login is refused");
-    let text = format!("{err:?}");
+    let table = format!("start_refused_{}", uuid::Uuid::new_v4().simple());
+    let failed =
+        match tokio_postgres::connect(&proxy.conninfo("disable"), tokio_postgres::NoTls).await {
+            Err(e) => format!("{e:?}"),
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                let err = c
+                    .simple_query(&format!("CREATE TABLE {table} (v int)"))
+                    .await
+                    .expect_err("nothing runs before the start is recorded");
+                format!("{err:?}")
+            }
+        };
     assert!(
-        text.contains("could not record the start of this session"),
-        "{text}"
+        failed.contains("could not record the start of this session"),
+        "{failed}"
     );
+    let d = direct().await;
+    let exists: Option<String> = d
+        .query_one(&format!("SELECT to_regclass('{table}')::text"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exists, None, "the statement reached the server");
     assert!(proxy.backend.started.lock().unwrap().is_empty());
+    for _ in 0..50 {
+        if !proxy.backend.ended.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(proxy.backend.ended.lock().unwrap().len(), 1);
     assert!(proxy.backend.logs().is_empty());
 
