@@ -333,3 +333,33 @@ pub struct Session {
     #[serde(default)]
     pub rows_json: Option<serde_json::Value>,
 }
+
+impl Session {
+    /// A session that starts at `at` and has not ended: no outcome yet.
+    pub fn starting(
+        id: Uuid,
+        kind: SessionKind,
+        user: &str,
+        connection: &str,
+        review_id: Option<Uuid>,
+        command: Option<String>,
+        at: OffsetDateTime,
+    ) -> Session {
+        Session {
+            id,
+            kind,
+            user: user.into(),
+            connection: connection.into(),
+            review_id,
+            command,
+            started_at: at,
+            ended_at: None,
+            exit_code: None,
+            output: None,
+            output_truncated: false,
+            output_sha256: None,
+            duration_ms: None,
+            rows_json: None,
+        }
+    }
+}

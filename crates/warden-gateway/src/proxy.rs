@@ -418,22 +418,15 @@ impl ProxyBackend for Backend {
     async fn start_session(&self, grant: &SessionGrant) -> Result<(), String> {
         let app = &self.app;
         let now = app.now();
-        let session = Session {
-            id: grant.session_id,
-            kind: SessionKind::Proxy,
-            user: grant.user.clone(),
-            connection: grant.connection.clone(),
-            review_id: grant.review_id,
-            command: None,
-            started_at: now,
-            ended_at: None,
-            exit_code: None,
-            output: None,
-            output_truncated: false,
-            output_sha256: None,
-            duration_ms: None,
-            rows_json: None,
-        };
+        let session = Session::starting(
+            grant.session_id,
+            SessionKind::Proxy,
+            &grant.user,
+            &grant.connection,
+            grant.review_id,
+            None,
+            now,
+        );
         let events = vec![
             AuditEvent::LoginSucceeded { via: "pg".into() },
             AuditEvent::SessionStarted {

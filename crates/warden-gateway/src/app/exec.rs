@@ -275,22 +275,15 @@ impl App {
     ) -> AppResult<Session> {
         let target = self.target_for(rec)?;
         let started_at = self.now();
-        let mut session = Session {
-            id: Uuid::now_v7(),
+        let mut session = Session::starting(
+            Uuid::now_v7(),
             kind,
-            user: user.into(),
-            connection: rec.connection.name.clone(),
+            user,
+            &rec.connection.name,
             review_id,
-            command: Some(command.into()),
+            Some(command.into()),
             started_at,
-            ended_at: None,
-            exit_code: None,
-            output: None,
-            output_truncated: false,
-            output_sha256: None,
-            duration_ms: None,
-            rows_json: None,
-        };
+        );
         self.store
             .insert_session(
                 &session,
