@@ -664,10 +664,13 @@ async fn open_upstream<B: ProxyBackend>(
             .await
         }
     };
-    // The next session of this key finds a login waiting.
-    ctx.pool.refill(key, grant.upstream.clone());
     let up = match connected {
-        Ok(Ok(up)) => up,
+        Ok(Ok(up)) => {
+            // The next session of this key finds a login waiting (never after a failed login:
+            // a server that refuses is not asked again on the proxy's own account).
+            ctx.pool.refill(key, grant.upstream.clone());
+            up
+        }
         Ok(Err(e)) => {
             warn!("upstream connection failed: {e}");
             let detail = match &e {

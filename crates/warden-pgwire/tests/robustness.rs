@@ -351,12 +351,14 @@ async fn a_session_whose_start_cannot_be_recorded_runs_nothing() {
         match tokio_postgres::connect(&proxy.conninfo("disable"), tokio_postgres::NoTls).await {
             Err(e) => format!("{e:?}"),
             Ok((c, conn)) => {
-                tokio::spawn(conn);
+                let conn = tokio::spawn(conn);
                 let err = c
                     .simple_query(&format!("CREATE TABLE {table} (v int)"))
                     .await
                     .expect_err("nothing runs before the start is recorded");
-                format!("{err:?}")
+                // The FATAL may reach the connection task before the query does.
+                let ended = conn.await.unwrap();
+                format!("{err:?} / {ended:?}")
             }
         };
     assert!(
@@ -464,4 +466,58 @@ async fn warm_upstream_logins_serve_one_session_each() {
         }
         proxy.stop().await;
     }
+}
+
+/// A server that refuses the proxy's login is asked once per session, never again on the warm
+/// pool's account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_upstream_gets_no_warm_logins() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut startup = [0u8; 512];
+                    let _ = s.read(&mut startup).await;
+                    let refusal = warden_pgwire::message::error_frame(
+                        warden_pgwire::message::Severity::Fatal,
+                        "28P01",
+                        "password authentication failed",
+                    );
+                    let _ = s.write_all(&refusal).await;
+                });
+            }
+        });
+    }
+    let backend = TestBackend {
+        upstream: Some(warden_pgwire::Upstream {
+            host: "127.0.0.1".into(),
+            port,
+            user: "app".into(),
+            password: None,
+            database: "appdb".into(),
+            tls: warden_pgwire::UpstreamTls::Disable,
+        }),
+        ..TestBackend::allow_all()
+    };
+    let config = warden_pgwire::ProxyConfig {
+        warm_upstreams: 2,
+        ..Default::default()
+    };
+    let proxy = Proxy::start_with(backend, config).await;
+    for _ in 0..2 {
+        let err = tokio_postgres::connect(&proxy.conninfo("disable"), tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("the upstream refuses");
+        assert!(format!("{err:?}").contains("28P01"), "{err:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    proxy.stop().await;
 }
