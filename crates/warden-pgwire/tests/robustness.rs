@@ -521,3 +521,41 @@ async fn a_refusing_upstream_gets_no_warm_logins() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     proxy.stop().await;
 }
+
+/// Warm logins opened for sessions that run freely (a JIT window) are never handed to a session
+/// under review on the same upstream, nor the other way round: the pins are part of the login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_logins_never_cross_between_free_and_reviewed_sessions() {
+    let config = warden_pgwire::ProxyConfig {
+        warm_upstreams: 2,
+        relay_threads: 1,
+        ..Default::default()
+    };
+    let proxy = Proxy::start_with(TestBackend::allow_all(), config).await;
+    let read_only = |c: tokio_postgres::Client| async move {
+        let rows = c
+            .simple_query("SELECT current_setting('default_transaction_read_only')")
+            .await
+            .unwrap();
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    };
+    for (review, want) in [(false, "off"), (true, "on"), (false, "off"), (true, "on")] {
+        proxy
+            .backend
+            .review_from_now
+            .store(review, std::sync::atomic::Ordering::SeqCst);
+        // Let the previous session's refill fill the pool with logins of the other kind.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let got = read_only(proxy.connect().await).await;
+        assert_eq!(
+            got, want,
+            "review={review}: the session ran on the wrong kind of login"
+        );
+    }
+    proxy.stop().await;
+}

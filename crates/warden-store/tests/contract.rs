@@ -1580,22 +1580,15 @@ async fn claim_execution_exactly_once(h: &Harness) {
 }
 
 fn session(kind: SessionKind, user: &str, connection: &str, started_at: OffsetDateTime) -> Session {
-    Session {
-        id: Uuid::new_v4(),
+    Session::starting(
+        Uuid::new_v4(),
         kind,
-        user: user.into(),
-        connection: connection.into(),
-        review_id: None,
-        command: Some("SELECT 1".into()),
+        user,
+        connection,
+        None,
+        Some("SELECT 1".into()),
         started_at,
-        ended_at: None,
-        exit_code: None,
-        output: None,
-        output_truncated: false,
-        output_sha256: None,
-        duration_ms: None,
-        rows_json: None,
-    }
+    )
 }
 
 fn session_started(s: &Session) -> AuditCtx {

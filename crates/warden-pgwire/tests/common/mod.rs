@@ -59,6 +59,9 @@ pub struct TestBackend {
     pub refuse_records: std::sync::atomic::AtomicBool,
     /// While set, `start_session` fails (the session's start cannot be recorded).
     pub refuse_starts: std::sync::atomic::AtomicBool,
+    /// While set, logins are granted under statement review whatever `review` says (one
+    /// upstream, sessions with and without review, as a JIT window and a rule give).
+    pub review_from_now: std::sync::atomic::AtomicBool,
     /// Sessions whose start was recorded.
     pub started: Mutex<Vec<Uuid>>,
 }
@@ -125,7 +128,10 @@ impl ProxyBackend for TestBackend {
                 database: "test".into(),
                 tls: self.upstream_tls.unwrap_or(UpstreamTls::Disable),
             }),
-            review_statements: self.review,
+            review_statements: self.review
+                || self
+                    .review_from_now
+                    .load(std::sync::atomic::Ordering::SeqCst),
             review_id: None,
             ends_at: self.ends_in.map(|d| SystemTime::now() + d),
             terminate: rx,
