@@ -67,7 +67,7 @@ impl Api {
         Ok(())
     }
 
-    /// Long-polls until the review is executed (or settles otherwise: an error).
+    /// Long-polls until the review is executed successfully (anything else is an error).
     async fn wait_executed(&self, id: &str) -> Result<()> {
         loop {
             let res = self
@@ -82,7 +82,16 @@ impl Api {
                 bail!("wait answered {status}: {body}");
             }
             match body["status"].as_str() {
-                Some("EXECUTED") => return Ok(()),
+                // A run that could not reach the target is EXECUTED too: not a result.
+                Some("EXECUTED") => {
+                    return match body["result"]["exit_code"].as_i64() {
+                        Some(0) => Ok(()),
+                        code => bail!(
+                            "review {id} ran with exit code {code:?}: {}",
+                            body["result"]["output"].as_str().unwrap_or_default().trim()
+                        ),
+                    };
+                }
                 Some("PENDING" | "APPROVED") => continue,
                 other => bail!("review {id} settled as {other:?}"),
             }

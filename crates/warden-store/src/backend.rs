@@ -13,6 +13,8 @@
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -23,6 +25,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, Postgres, Sqlite, Transaction};
 use time::OffsetDateTime;
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 use warden_core::audit::{AuditEvent, seal_text};
 
@@ -40,40 +43,68 @@ const INSERT_CHUNK: usize = 100;
 
 /// The two pools. Cloning is cheap (pools are reference-counted).
 #[derive(Clone)]
-pub(crate) enum Db {
+enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+}
+
+/// A store's pool and its group-commit writer. Cloning is cheap.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pool: Pool,
+    writer: Arc<Writer>,
 }
 
 impl Db {
     /// Opens the database named by `url`, creating a SQLite file (and its directory) if needed,
     /// and runs the migrations of that backend.
     pub(crate) async fn connect(url: &str) -> Result<Db> {
-        if url.starts_with("sqlite:") {
-            connect_sqlite(url).await
+        let pool = if url.starts_with("sqlite:") {
+            connect_sqlite(url).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            connect_postgres(url).await
+            connect_postgres(url).await?
         } else {
-            Err(StoreError::Invalid(format!(
+            return Err(StoreError::Invalid(format!(
                 "unsupported database URL scheme in {:?}: use sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB",
                 url.split(':').next().unwrap_or_default()
-            )))
-        }
+            )));
+        };
+        Ok(Db {
+            pool,
+            writer: Arc::new(Writer::default()),
+        })
     }
 
     pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Db::Sqlite(_) => "sqlite",
-            Db::Postgres(_) => "postgres",
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Writes committed and the transactions that committed them, since the store was opened
+    /// (more writes than commits: group commit at work).
+    pub(crate) fn write_stats(&self) -> (u64, u64) {
+        (
+            self.writer.parts.load(Ordering::Relaxed),
+            self.writer.commits.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Closes the pool (connections are closed once returned).
+    pub(crate) async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
         }
     }
 
     /// A pooled connection for reads outside a transaction. `ctx` prefixes every error.
     pub(crate) async fn read(&self, ctx: impl Into<Cow<'static, str>>) -> Result<Handle> {
         let ctx = ctx.into();
-        let inner = match self {
-            Db::Sqlite(p) => p.acquire().await.map(Inner::SqlitePool),
-            Db::Postgres(p) => p.acquire().await.map(Inner::PgPool),
+        let inner = match &self.pool {
+            Pool::Sqlite(p) => p.acquire().await.map(Inner::SqlitePool),
+            Pool::Postgres(p) => p.acquire().await.map(Inner::PgPool),
         };
         match inner {
             Ok(inner) => Ok(Handle { inner, ctx }),
@@ -84,16 +115,54 @@ impl Db {
         }
     }
 
-    /// Begins a write transaction. Its first statement takes the `audit_head` row (row lock on
-    /// PostgreSQL; the database write lock on SQLite, taken up front so a deferred transaction
-    /// never has to upgrade a read lock and fail with `SQLITE_BUSY`). Every write transaction
+    /// Begins a write: a part of this process's current group commit (see [`Writer`]), or the
+    /// first part of a new one. A new group's transaction first takes the `audit_head` row (row
+    /// lock on PostgreSQL; the database write lock on SQLite, taken up front so a deferred
+    /// transaction never has to upgrade a read lock and fail with `SQLITE_BUSY`). Every write
     /// therefore runs one at a time, which keeps the audit chain a single ordered list across
     /// tasks and gateway replicas.
     pub(crate) async fn write(&self, ctx: impl Into<Cow<'static, str>>) -> Result<WriteTx> {
         let ctx = ctx.into();
-        let inner = match self {
-            Db::Sqlite(p) => p.begin().await.map(Inner::SqliteTx),
-            Db::Postgres(p) => p.begin().await.map(Inner::PgTx),
+        let mut state = self.writer.lock().await;
+        if state.batch.as_ref().is_some_and(|b| b.rollback_pending) {
+            state.undo_failed_part().await;
+        }
+        if state.batch.is_none() {
+            let batch = self.begin_batch(ctx.clone(), state.next_id).await?;
+            state.next_id += 1;
+            state.batch = Some(batch);
+        }
+        let Some(batch) = state.batch.as_mut() else {
+            return Err(StoreError::Corrupt(format!(
+                "{ctx}: the write batch vanished"
+            )));
+        };
+        let savepoint = batch.parts > 0;
+        let inner = std::mem::replace(&mut batch.conn, Inner::Gone);
+        let (head_seq, head_hash, head_at_ms) =
+            (batch.head_seq, batch.head_hash.clone(), batch.head_at_ms);
+        let mut tx = WriteTx {
+            h: Handle { inner, ctx },
+            head_seq,
+            head_hash,
+            head_at_ms,
+            pending: Vec::new(),
+            savepoint,
+            state: Some(state),
+            writer: self.writer.clone(),
+        };
+        if savepoint {
+            // On failure, dropping `tx` hands the connection back marked for rollback.
+            tx.h.execute(q("SAVEPOINT warden_part")).await?;
+        }
+        Ok(tx)
+    }
+
+    /// A new group's transaction, holding the audit head.
+    async fn begin_batch(&self, ctx: Cow<'static, str>, id: u64) -> Result<Batch> {
+        let inner = match &self.pool {
+            Pool::Sqlite(p) => p.begin().await.map(Inner::SqliteTx),
+            Pool::Postgres(p) => p.begin().await.map(Inner::PgTx),
         };
         let mut h = match inner {
             Ok(inner) => Handle { inner, ctx },
@@ -109,23 +178,150 @@ impl Db {
                 "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash, at_ms",
             ))
             .await?;
-        let Some((seq, hash, at_ms)) = head else {
+        let Some((head_seq, head_hash, head_at_ms)) = head else {
             return Err(StoreError::Corrupt(format!(
                 "{}: the audit_head row is missing (the audit log cannot be extended)",
                 h.ctx
             )));
         };
-        Ok(WriteTx {
-            h,
-            head_seq: seq,
-            head_hash: hash,
-            head_at_ms: at_ms,
-            pending: Vec::new(),
+        Ok(Batch {
+            id,
+            conn: h.inner,
+            head_seq,
+            head_hash,
+            head_at_ms,
+            parts: 0,
+            rollback_pending: false,
+            outcome: Arc::new(OnceLock::new()),
         })
     }
 }
 
-async fn connect_sqlite(url: &str) -> Result<Db> {
+// ---- group commit -------------------------------------------------------------------------
+
+/// Most writes that share one commit: bounds how long the first one waits for the rest.
+const MAX_BATCH_PARTS: usize = 64;
+
+/// Group commit. Writes run one at a time (they all take the audit head), and on SQLite with
+/// `synchronous = FULL` each commit is a disk flush: committing each write alone made the
+/// flush, not the work, the gateway's ceiling (measured: ~6 commits per held → approved →
+/// executed cycle, 127 cycles/s on two cores). So writes that arrive while another is running
+/// join its transaction, each inside a savepoint, and commit together:
+///
+/// - a write that finds no group begins one (no savepoint: if it fails, the group is only it);
+/// - a write joining a group runs inside `SAVEPOINT warden_part`; if it fails or is dropped,
+///   that savepoint is rolled back before anything else runs, so its rows and audit entries
+///   vanish and the others' stay;
+/// - a finished part commits the group at once when no other write is waiting (a lone write
+///   costs what it did before) or the group is full; otherwise it lets the waiting writes
+///   join and waits for the group's commit, which the last of them (or it, taking the lock
+///   again) performs;
+/// - `commit` returns only after the group's commit is durable, and every part of a group
+///   reports the same outcome: all committed, or none.
+///
+/// The commit itself runs in its own task, so a caller that gives up (a closed HTTP request)
+/// never leaves the others of its group without an outcome.
+#[derive(Default)]
+pub(crate) struct Writer {
+    state: Arc<tokio::sync::Mutex<WriterState>>,
+    /// Writes waiting for the lock (a finished part commits at once when this is zero).
+    waiting: AtomicUsize,
+    /// Writes finished (parts) and transactions committed, since the store was opened.
+    parts: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Writer {
+    async fn lock(&self) -> OwnedMutexGuard<WriterState> {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        self.state.clone().lock_owned().await
+    }
+}
+
+#[derive(Default)]
+struct WriterState {
+    batch: Option<Batch>,
+    next_id: u64,
+}
+
+/// One open group commit: its transaction and the audit head as its parts left it.
+struct Batch {
+    id: u64,
+    /// The transaction; [`Inner::Gone`] while a part holds it.
+    conn: Inner,
+    head_seq: i64,
+    head_hash: String,
+    head_at_ms: i64,
+    /// Parts finished and waiting for the commit.
+    parts: usize,
+    /// A part failed inside its savepoint: roll it back before anything else runs.
+    rollback_pending: bool,
+    /// Set once, when the group commits or fails; read by every part.
+    outcome: Arc<OnceLock<std::result::Result<(), String>>>,
+}
+
+impl WriterState {
+    /// Rolls back the savepoint of a part that failed. If even that fails, the whole group
+    /// fails (its transaction is dropped, i.e. rolled back).
+    async fn undo_failed_part(&mut self) {
+        let Some(batch) = self.batch.as_mut() else {
+            return;
+        };
+        let mut h = Handle {
+            inner: std::mem::replace(&mut batch.conn, Inner::Gone),
+            ctx: Cow::Borrowed("rolling back a failed write"),
+        };
+        let res = async {
+            h.execute(q("ROLLBACK TO SAVEPOINT warden_part")).await?;
+            h.execute(q("RELEASE SAVEPOINT warden_part")).await
+        }
+        .await;
+        batch.conn = h.inner;
+        batch.rollback_pending = false;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "could not roll back a failed write; the writes grouped with it fail too");
+            if let Some(b) = self.batch.take() {
+                let _ = b.outcome.set(Err(e.to_string()));
+            }
+        }
+    }
+
+    /// Commits batch `id` if it is still open (first undoing a failed part).
+    async fn finish(&mut self, id: u64, writer: &Writer) {
+        if self.batch.as_ref().is_none_or(|b| b.id != id) {
+            return;
+        }
+        if self.batch.as_ref().is_some_and(|b| b.rollback_pending) {
+            self.undo_failed_part().await;
+        }
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let res = match batch.conn {
+            Inner::SqliteTx(t) => t.commit().await,
+            Inner::PgTx(t) => t.commit().await,
+            Inner::SqlitePool(_) | Inner::PgPool(_) | Inner::Gone => Err(sqlx::Error::Io(
+                std::io::Error::other("the write batch had no transaction"),
+            )),
+        };
+        if res.is_ok() {
+            writer
+                .parts
+                .fetch_add(batch.parts as u64, Ordering::Relaxed);
+            writer.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = batch.outcome.set(res.map_err(|e| e.to_string()));
+    }
+}
+
+async fn connect_sqlite(url: &str) -> Result<Pool> {
     let memory = url.contains(":memory:") || url.contains("mode=memory");
     let mut opts = SqliteConnectOptions::from_str(url)
         .map_err(|source| StoreError::Database {
@@ -167,7 +363,7 @@ async fn connect_sqlite(url: &str) -> Result<Db> {
         })?;
     SQLITE_MIGRATOR.run(&pool).await?;
     tracing::debug!(database = %where_, "store opened");
-    Ok(Db::Sqlite(pool))
+    Ok(Pool::Sqlite(pool))
 }
 
 fn create_parent_dir(file: &Path) -> Result<()> {
@@ -183,7 +379,7 @@ fn create_parent_dir(file: &Path) -> Result<()> {
     }
 }
 
-async fn connect_postgres(url: &str) -> Result<Db> {
+async fn connect_postgres(url: &str) -> Result<Pool> {
     let opts = PgConnectOptions::from_str(url).map_err(|source| StoreError::Database {
         // The URL may hold a password: never echo it.
         context: "parsing the PostgreSQL URL".into(),
@@ -206,7 +402,7 @@ async fn connect_postgres(url: &str) -> Result<Db> {
         })?;
     POSTGRES_MIGRATOR.run(&pool).await?;
     tracing::debug!(database = %where_, "store opened");
-    Ok(Db::Postgres(pool))
+    Ok(Pool::Postgres(pool))
 }
 
 // ---- values and queries -------------------------------------------------------------------
@@ -408,6 +604,8 @@ enum Inner {
     PgPool(PoolConnection<Postgres>),
     SqliteTx(Transaction<'static, Sqlite>),
     PgTx(Transaction<'static, Postgres>),
+    /// Handed back (a write's connection returned to its group): every use fails.
+    Gone,
 }
 
 /// Runs one expression with `$c` bound to the underlying connection of either driver.
@@ -430,6 +628,7 @@ macro_rules! on_conn {
                 let $c: &mut sqlx::PgConnection = &mut *t;
                 $body
             }
+            Inner::Gone => Err(sqlx::Error::PoolClosed),
         }
     };
 }
@@ -509,10 +708,10 @@ impl Handle {
     }
 }
 
-/// A write transaction holding the audit head. Audit entries appended with [`WriteTx::audit`]
-/// are chained onto the head read at `BEGIN` and inserted by [`WriteTx::commit`], together with
-/// the new head, just before the transaction commits. Dropping it without committing rolls
-/// everything back, audit entries included.
+/// One write: a part of a group commit (see [`Writer`]) holding the audit head. Audit entries
+/// appended with [`WriteTx::audit`] are chained onto the head as the group's earlier parts left
+/// it and inserted by [`WriteTx::commit`], together with the new head. Dropping it without
+/// committing rolls this write back, audit entries included, and nothing else.
 pub(crate) struct WriteTx {
     h: Handle,
     head_seq: i64,
@@ -521,6 +720,32 @@ pub(crate) struct WriteTx {
     /// decreases along the chain (clocks of replicas differ; a clock can step back).
     head_at_ms: i64,
     pending: Vec<PendingEntry>,
+    /// This write runs inside `SAVEPOINT warden_part` (it joined a group with finished parts).
+    savepoint: bool,
+    /// The writer's lock, held from `Db::write` until the part is finished or dropped.
+    state: Option<OwnedMutexGuard<WriterState>>,
+    writer: Arc<Writer>,
+}
+
+impl Drop for WriteTx {
+    /// A write that was not committed: its connection goes back to the group, which rolls back
+    /// its savepoint before anything else runs; a group's first part ends the whole group
+    /// (dropping the transaction rolls it back).
+    fn drop(&mut self) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        let inner = std::mem::replace(&mut self.h.inner, Inner::Gone);
+        if self.savepoint {
+            if let Some(batch) = state.batch.as_mut() {
+                batch.conn = inner;
+                batch.rollback_pending = true;
+            }
+        } else {
+            drop(inner);
+            state.batch = None;
+        }
+    }
 }
 
 struct PendingEntry {
@@ -641,15 +866,56 @@ impl WriteTx {
                 )));
             }
         }
+        if self.savepoint {
+            self.h.execute(q("RELEASE SAVEPOINT warden_part")).await?;
+        }
+        // This part is done: hand the connection and the new head back to the group.
         let ctx = self.h.ctx.clone();
-        let res = match self.h.inner {
-            Inner::SqliteTx(t) => t.commit().await,
-            Inner::PgTx(t) => t.commit().await,
-            Inner::SqlitePool(_) | Inner::PgPool(_) => Ok(()),
+        let Some(mut state) = self.state.take() else {
+            return Err(StoreError::Corrupt(format!(
+                "{ctx}: the write lost its group"
+            )));
         };
-        res.map_err(|source| StoreError::Database {
-            context: format!("{ctx} (commit)"),
-            source,
-        })
+        let Some(batch) = state.batch.as_mut() else {
+            return Err(StoreError::Corrupt(format!(
+                "{ctx}: the write lost its group"
+            )));
+        };
+        batch.conn = std::mem::replace(&mut self.h.inner, Inner::Gone);
+        batch.head_seq = self.head_seq;
+        batch.head_hash = std::mem::take(&mut self.head_hash);
+        batch.head_at_ms = self.head_at_ms;
+        batch.parts += 1;
+        let (id, outcome) = (batch.id, batch.outcome.clone());
+        let now = batch.parts >= MAX_BATCH_PARTS || self.writer.waiting.load(Ordering::SeqCst) == 0;
+        let writer = self.writer.clone();
+        // The commit runs in its own task: whether or not this caller waits for it, the group
+        // gets its outcome.
+        let committer = tokio::spawn(async move {
+            let mut state = if now {
+                state
+            } else {
+                // Let the waiting writes join; then commit unless the last of them already has.
+                drop(state);
+                writer.state.clone().lock_owned().await
+            };
+            state.finish(id, &writer).await;
+        });
+        if let Err(e) = committer.await {
+            tracing::error!(error = %e, "the group commit task failed");
+        }
+        match outcome.get() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(StoreError::Database {
+                context: format!("{ctx} (commit)"),
+                source: sqlx::Error::Io(std::io::Error::other(e.clone())),
+            }),
+            None => Err(StoreError::Database {
+                context: format!("{ctx} (commit)"),
+                source: sqlx::Error::Io(std::io::Error::other(
+                    "the group commit ended without an outcome",
+                )),
+            }),
+        }
     }
 }

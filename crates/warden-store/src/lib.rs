@@ -634,6 +634,12 @@ impl Store {
         self.db.name()
     }
 
+    /// `(writes, commits)` since the store was opened: writes that arrive while another runs
+    /// share its commit, so under load there are fewer commits than writes.
+    pub fn write_stats(&self) -> (u64, u64) {
+        self.db.write_stats()
+    }
+
     /// A cheap round trip, for `/api/health`.
     pub async fn ping(&self) -> Result<()> {
         let mut h = self.db.read("ping").await?;
@@ -643,10 +649,7 @@ impl Store {
 
     /// Closes the pool: waits for checked-out connections to come back, then closes them all.
     pub async fn close(&self) {
-        match &self.db {
-            Db::Sqlite(p) => p.close().await,
-            Db::Postgres(p) => p.close().await,
-        }
+        self.db.close().await;
     }
 
     // ---- users & groups ----------------------------------------------------------------
@@ -1332,46 +1335,11 @@ impl Store {
     /// at request time never change. `NotFound` if the review does not exist. On `Conflict` or
     /// `NotFound` nothing is written, audit entries included.
     pub async fn update_review(&self, review: &Review, audit: AuditCtx) -> Result<Review> {
-        let r = review;
-        let mut tx = self.db.write(format!("updating review {}", r.id)).await?;
-        let n = tx
-            .execute(
-                q("UPDATE reviews SET status = $2, duration_sec = $3, approvals_json = $4, \
-                   decided_by = $5, reason = $6, forced = $7, decided_at_ms = $8, expires_at_ms = $9, \
-                   window_end_ms = $10, version = version + 1 WHERE id = $1 AND version = $11")
-                .bind(r.id)
-                .bind(r.status.as_str())
-                .bind(r.duration_sec)
-                .bind(to_json("approvals", &r.approvals)?)
-                .bind(&r.decided_by)
-                .bind(&r.reason)
-                .bind(r.forced)
-                .bind(r.decided_at)
-                .bind(r.expires_at)
-                .bind(r.window_end)
-                .bind(r.version),
-            )
+        let mut tx = self
+            .db
+            .write(format!("updating review {}", review.id))
             .await?;
-        if n == 0 {
-            let exists = tx
-                .fetch_optional::<(String,)>(q("SELECT id FROM reviews WHERE id = $1").bind(r.id))
-                .await?
-                .is_some();
-            return Err(if exists {
-                StoreError::Conflict
-            } else {
-                StoreError::NotFound(format!("review {} not found", r.id))
-            });
-        }
-        // The deciders' copy of the status follows the review's (listings filter on it).
-        tx.execute(
-            q("UPDATE review_deciders SET status = $2 WHERE review_id = $1 AND status <> $2")
-                .bind(r.id)
-                .bind(r.status.as_str()),
-        )
-        .await?;
-        tx.audit(audit.now, &audit.actor, &audit.events)?;
-        let stored = review_in_tx(&mut tx, r.id).await?;
+        let stored = update_review_tx(&mut tx, review, &audit).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -1425,11 +1393,12 @@ impl Store {
     /// A single conditional UPDATE (`status = 'APPROVED' AND exec_claimed_at IS NULL`); it does
     /// not change the review's version.
     pub async fn claim_execution(&self, review_id: Uuid, now: OffsetDateTime) -> Result<bool> {
-        let mut h = self
+        // A write like any other, so it shares the commit of writes running beside it.
+        let mut tx = self
             .db
-            .read(format!("claiming the execution of review {review_id}"))
+            .write(format!("claiming the execution of review {review_id}"))
             .await?;
-        let n = h
+        let n = tx
             .execute(
                 q("UPDATE reviews SET exec_claimed_at_ms = $2 \
                    WHERE id = $1 AND status = 'APPROVED' AND exec_claimed_at_ms IS NULL")
@@ -1437,6 +1406,7 @@ impl Store {
                 .bind(now),
             )
             .await?;
+        tx.commit().await?;
         Ok(n == 1)
     }
     /// Renews the execution claims of reviews a live proxy session still holds. A claim is a
@@ -1446,9 +1416,9 @@ impl Store {
         if review_ids.is_empty() {
             return Ok(());
         }
-        let mut h = self.db.read("renewing execution claims").await?;
+        let mut tx = self.db.write("renewing execution claims").await?;
         for id in review_ids {
-            h.execute(
+            tx.execute(
                 q("UPDATE reviews SET exec_claimed_at_ms = $2 WHERE id = $1 \
                    AND status IN ('PENDING', 'APPROVED') AND exec_claimed_at_ms IS NOT NULL")
                 .bind(*id)
@@ -1456,7 +1426,7 @@ impl Store {
             )
             .await?;
         }
-        Ok(())
+        tx.commit().await
     }
     /// APPROVED command reviews nobody has claimed (crash between approval and execution),
     /// decided before `decided_before`: a review approved a moment ago is about to be claimed
@@ -1499,31 +1469,11 @@ impl Store {
 
     /// Inserts a session; `audit` usually carries `SessionStarted`.
     pub async fn insert_session(&self, session: &Session, audit: AuditCtx) -> Result<()> {
-        let s = session;
-        let mut tx = self.db.write(format!("recording session {}", s.id)).await?;
-        let res = tx
-            .execute(
-                q("INSERT INTO sessions (id, kind, user_email, connection, review_id, command, \
-                   started_at_ms, ended_at_ms, exit_code, output, output_truncated, output_sha256, \
-                   duration_ms, rows_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
-                .bind(s.id)
-                .bind(s.kind.as_str())
-                .bind(&s.user)
-                .bind(&s.connection)
-                .bind(s.review_id)
-                .bind(&s.command)
-                .bind(s.started_at)
-                .bind(s.ended_at)
-                .bind(s.exit_code.map(i64::from))
-                .bind(s.output.as_ref().map(|o| o.as_bytes().to_vec()))
-                .bind(s.output_truncated)
-                .bind(&s.output_sha256)
-                .bind(s.duration_ms)
-                .bind(s.rows_json.as_ref().map(|v| to_json("result rows", v)).transpose()?),
-            )
-            .await;
-        dup(res, || format!("session {} already exists", s.id))?;
-        tx.audit(audit.now, &audit.actor, &audit.events)?;
+        let mut tx = self
+            .db
+            .write(format!("recording session {}", session.id))
+            .await?;
+        insert_session_tx(&mut tx, session, &audit).await?;
         tx.commit().await
     }
     /// Updates end time, exit code, output… of a session (by id).
@@ -1531,28 +1481,61 @@ impl Store {
     /// Writes `command`, `ended_at`, `exit_code`, `output`, `output_truncated`, `output_sha256`,
     /// `duration_ms` and `rows_json`; `NotFound` if the session does not exist.
     pub async fn finish_session(&self, session: &Session, audit: AuditCtx) -> Result<()> {
-        let s = session;
-        let mut tx = self.db.write(format!("finishing session {}", s.id)).await?;
+        let mut tx = self
+            .db
+            .write(format!("finishing session {}", session.id))
+            .await?;
+        finish_session_tx(&mut tx, session, &audit).await?;
+        tx.commit().await
+    }
+    /// Claims the one execution of an approved command review **and** records the start of
+    /// the session that runs it, in one write: false (and nothing recorded) when someone else
+    /// claimed it or it is no longer APPROVED.
+    pub async fn claim_execution_and_start(
+        &self,
+        review_id: Uuid,
+        now: OffsetDateTime,
+        session: &Session,
+        audit: AuditCtx,
+    ) -> Result<bool> {
+        let mut tx = self
+            .db
+            .write(format!("starting the execution of review {review_id}"))
+            .await?;
         let n = tx
             .execute(
-                q("UPDATE sessions SET command = $2, ended_at_ms = $3, exit_code = $4, output = $5, \
-                   output_truncated = $6, output_sha256 = $7, duration_ms = $8, rows_json = $9 WHERE id = $1")
-                .bind(s.id)
-                .bind(&s.command)
-                .bind(s.ended_at)
-                .bind(s.exit_code.map(i64::from))
-                .bind(s.output.as_ref().map(|o| o.as_bytes().to_vec()))
-                .bind(s.output_truncated)
-                .bind(&s.output_sha256)
-                .bind(s.duration_ms)
-                .bind(s.rows_json.as_ref().map(|v| to_json("result rows", v)).transpose()?),
+                q("UPDATE reviews SET exec_claimed_at_ms = $2 \
+                   WHERE id = $1 AND status = 'APPROVED' AND exec_claimed_at_ms IS NULL")
+                .bind(review_id)
+                .bind(now),
             )
             .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("session {} not found", s.id)));
+        if n != 1 {
+            return Ok(false);
         }
-        tx.audit(audit.now, &audit.actor, &audit.events)?;
-        tx.commit().await
+        insert_session_tx(&mut tx, session, &audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+    /// Records how a review's execution ended, in one write: the session's outcome (as
+    /// [`Store::finish_session`]) and the review's version-checked update to `review` (as
+    /// [`Store::update_review`]: `Conflict` when it changed meanwhile, and then neither is
+    /// recorded).
+    pub async fn finish_review_execution(
+        &self,
+        session: &Session,
+        session_audit: AuditCtx,
+        review: &Review,
+        review_audit: AuditCtx,
+    ) -> Result<Review> {
+        let mut tx = self
+            .db
+            .write(format!("recording the execution of review {}", review.id))
+            .await?;
+        finish_session_tx(&mut tx, session, &session_audit).await?;
+        let stored = update_review_tx(&mut tx, review, &review_audit).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
     pub async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
         let mut h = self.db.read(format!("reading session {id}")).await?;
@@ -1841,6 +1824,103 @@ impl Store {
 }
 
 /// Reads a review back inside a write transaction (to return what was stored).
+/// The version-checked update of [`Store::update_review`], inside `tx`.
+async fn update_review_tx(tx: &mut WriteTx, review: &Review, audit: &AuditCtx) -> Result<Review> {
+    let r = review;
+    let n = tx
+        .execute(
+            q(
+                "UPDATE reviews SET status = $2, duration_sec = $3, approvals_json = $4, \
+               decided_by = $5, reason = $6, forced = $7, decided_at_ms = $8, expires_at_ms = $9, \
+               window_end_ms = $10, version = version + 1 WHERE id = $1 AND version = $11",
+            )
+            .bind(r.id)
+            .bind(r.status.as_str())
+            .bind(r.duration_sec)
+            .bind(to_json("approvals", &r.approvals)?)
+            .bind(&r.decided_by)
+            .bind(&r.reason)
+            .bind(r.forced)
+            .bind(r.decided_at)
+            .bind(r.expires_at)
+            .bind(r.window_end)
+            .bind(r.version),
+        )
+        .await?;
+    if n == 0 {
+        let exists = tx
+            .fetch_optional::<(String,)>(q("SELECT id FROM reviews WHERE id = $1").bind(r.id))
+            .await?
+            .is_some();
+        return Err(if exists {
+            StoreError::Conflict
+        } else {
+            StoreError::NotFound(format!("review {} not found", r.id))
+        });
+    }
+    // The deciders' copy of the status follows the review's (listings filter on it).
+    tx.execute(
+        q("UPDATE review_deciders SET status = $2 WHERE review_id = $1 AND status <> $2")
+            .bind(r.id)
+            .bind(r.status.as_str()),
+    )
+    .await?;
+    tx.audit(audit.now, &audit.actor, &audit.events)?;
+    review_in_tx(tx, r.id).await
+}
+
+/// The insert of [`Store::insert_session`], inside `tx`.
+async fn insert_session_tx(tx: &mut WriteTx, session: &Session, audit: &AuditCtx) -> Result<()> {
+    let s = session;
+    let res = tx
+        .execute(
+            q("INSERT INTO sessions (id, kind, user_email, connection, review_id, command, \
+               started_at_ms, ended_at_ms, exit_code, output, output_truncated, output_sha256, \
+               duration_ms, rows_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
+            .bind(s.id)
+            .bind(s.kind.as_str())
+            .bind(&s.user)
+            .bind(&s.connection)
+            .bind(s.review_id)
+            .bind(&s.command)
+            .bind(s.started_at)
+            .bind(s.ended_at)
+            .bind(s.exit_code.map(i64::from))
+            .bind(s.output.as_ref().map(|o| o.as_bytes().to_vec()))
+            .bind(s.output_truncated)
+            .bind(&s.output_sha256)
+            .bind(s.duration_ms)
+            .bind(s.rows_json.as_ref().map(|v| to_json("result rows", v)).transpose()?),
+        )
+        .await;
+    dup(res, || format!("session {} already exists", s.id))?;
+    tx.audit(audit.now, &audit.actor, &audit.events)
+}
+
+/// The session update of [`Store::finish_session`], inside `tx`.
+async fn finish_session_tx(tx: &mut WriteTx, session: &Session, audit: &AuditCtx) -> Result<()> {
+    let s = session;
+    let n = tx
+        .execute(
+            q("UPDATE sessions SET command = $2, ended_at_ms = $3, exit_code = $4, output = $5, \
+               output_truncated = $6, output_sha256 = $7, duration_ms = $8, rows_json = $9 WHERE id = $1")
+            .bind(s.id)
+            .bind(&s.command)
+            .bind(s.ended_at)
+            .bind(s.exit_code.map(i64::from))
+            .bind(s.output.as_ref().map(|o| o.as_bytes().to_vec()))
+            .bind(s.output_truncated)
+            .bind(&s.output_sha256)
+            .bind(s.duration_ms)
+            .bind(s.rows_json.as_ref().map(|v| to_json("result rows", v)).transpose()?),
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("session {} not found", s.id)));
+    }
+    tx.audit(audit.now, &audit.actor, &audit.events)
+}
+
 async fn review_in_tx(tx: &mut WriteTx, id: Uuid) -> Result<Review> {
     let row: ReviewRow = tx
         .fetch_one(

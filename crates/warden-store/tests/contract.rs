@@ -170,11 +170,13 @@ contract_tests!(
     concurrent_review_updates_one_wins,
     expiry_windows_and_claims,
     claim_execution_exactly_once,
+    execution_start_and_end_are_one_write_each,
     sessions,
     statements_batch,
     audit_chain_under_concurrency,
     audit_time_never_goes_back,
     failed_writes_leave_no_audit_entry,
+    grouped_writes_fail_and_vanish_alone,
     audit_timeline_of_a_review,
     timestamps_are_truncated_to_milliseconds,
 );
@@ -1579,6 +1581,122 @@ async fn claim_execution_exactly_once(h: &Harness) {
     }
 }
 
+/// The claim and the session's start are one write (a lost claim records nothing); the
+/// session's end and EXECUTED are one write (a stale review version records neither).
+async fn execution_start_and_end_are_one_write_each(h: &Harness) {
+    let s = &h.store;
+    let r = insert(s, &review("db", "alice@x.io", RuleType::Command, t0())).await;
+    let r = s
+        .update_review(
+            &approved(&r, "dana@x.io", t0()),
+            approved_ctx(&r, "dana@x.io", t0()),
+        )
+        .await
+        .unwrap();
+    let before = verified_audit_len(s).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (s, b, id) = (s.clone(), barrier.clone(), r.id);
+        tasks.push(tokio::spawn(async move {
+            let mut started = session(SessionKind::Exec, "alice@x.io", "db", t0());
+            started.review_id = Some(id);
+            b.wait().await;
+            let won = s
+                .claim_execution_and_start(id, t0(), &started, session_started(&started))
+                .await
+                .expect("claim");
+            (won, started)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (won, started) = t.await.unwrap();
+        let stored = s.get_session(started.id).await.unwrap();
+        assert_eq!(
+            stored.is_some(),
+            won,
+            "a session is recorded exactly when its claim won"
+        );
+        if won {
+            winners.push(started);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claimer executes");
+    assert_eq!(
+        verified_audit_len(s).await,
+        before + 1,
+        "one SessionStarted"
+    );
+    assert_eq!(
+        s.session_for_review(r.id).await.unwrap().map(|x| x.id),
+        Some(winners[0].id)
+    );
+    // Claimed: neither path claims it again.
+    assert!(!s.claim_execution(r.id, t0()).await.unwrap());
+    let mut again = session(SessionKind::Exec, "alice@x.io", "db", t0());
+    again.review_id = Some(r.id);
+    assert!(
+        !s.claim_execution_and_start(r.id, t0(), &again, session_started(&again))
+            .await
+            .unwrap()
+    );
+    assert!(s.get_session(again.id).await.unwrap().is_none());
+
+    let mut ended = winners.remove(0);
+    ended.ended_at = Some(t0() + Duration::seconds(1));
+    ended.exit_code = Some(0);
+    ended.output = Some("1\n".into());
+    ended.output_sha256 = Some("ab".repeat(32));
+    ended.duration_ms = Some(3);
+    let end_ctx = || {
+        ctx(
+            "alice@x.io",
+            t0(),
+            vec![AuditEvent::SessionEnded {
+                session_id: ended.id,
+                exit_code: Some(0),
+                output_sha256: ended.output_sha256.clone(),
+            }],
+        )
+    };
+    let executed_ctx = || {
+        ctx(
+            "system",
+            t0(),
+            vec![AuditEvent::ReviewExecuted {
+                review_id: r.id,
+                session_id: ended.id,
+                exit_code: 0,
+                output_sha256: "ab".repeat(32),
+                duration_ms: 3,
+            }],
+        )
+    };
+    // A stale version (the review changed since it was read): nothing is recorded.
+    let mut stale = r.clone().mark_executed().unwrap();
+    stale.version -= 1;
+    let res = s
+        .finish_review_execution(&ended, end_ctx(), &stale, executed_ctx())
+        .await;
+    assert!(matches!(res, Err(StoreError::Conflict)), "{res:?}");
+    assert_eq!(
+        s.get_session(ended.id).await.unwrap().unwrap().ended_at,
+        None
+    );
+    assert_eq!(verified_audit_len(s).await, before + 1);
+    // Current: both, in one write.
+    let next = r.clone().mark_executed().unwrap();
+    let stored = s
+        .finish_review_execution(&ended, end_ctx(), &next, executed_ctx())
+        .await
+        .unwrap();
+    assert_eq!(stored.status, ReviewStatus::Executed);
+    let got = s.get_session(ended.id).await.unwrap().unwrap();
+    assert_eq!((got.exit_code, got.ended_at), (Some(0), ended.ended_at));
+    assert_eq!(verified_audit_len(s).await, before + 3);
+}
+
 fn session(kind: SessionKind, user: &str, connection: &str, started_at: OffsetDateTime) -> Session {
     Session::starting(
         Uuid::new_v4(),
@@ -2049,6 +2167,165 @@ async fn failed_writes_leave_no_audit_entry(h: &Harness) {
             "{what}: a failed write must not be audited"
         );
     }
+}
+
+/// Writes that arrive together share one commit (group commit): one of them failing, or being
+/// dropped halfway by a caller that gave up, must take back only its own rows and audit entries.
+async fn grouped_writes_fail_and_vanish_alone(h: &Harness) {
+    let s = &h.store;
+    s.upsert_connection(
+        &connection("db"),
+        false,
+        None,
+        actx("connection", "create", "db"),
+    )
+    .await
+    .unwrap();
+    s.upsert_rule(
+        &rule("guard", RuleType::Command, &["db"]),
+        actx("rule", "create", "guard"),
+    )
+    .await
+    .unwrap();
+    let alice = user("alice@x.io", &["eng"]);
+    s.upsert_user(&alice, None, false, actx("user", "create", "alice@x.io"))
+        .await
+        .unwrap();
+    let first = insert(s, &review("db", "alice@x.io", RuleType::Command, t0())).await;
+    let before = verified_audit_len(s).await;
+    let (writes_before, commits_before) = s.write_stats();
+    let barrier = Arc::new(tokio::sync::Barrier::new(40));
+    let mut tasks = Vec::new();
+    for t in 0..40 {
+        let (s, b, first) = (s.clone(), barrier.clone(), first.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut half_ids = Vec::new();
+            b.wait().await;
+            for i in 0..3 {
+                let email = format!("u{t}-{i}@x.io");
+                // Rotated per task, so failing writes land among others' writes (in
+                // lockstep, every failing write would start a group of its own).
+                for step in 0..5 {
+                    match (step + t) % 5 {
+                        0 => {
+                            let u = user(&email, &["eng"]);
+                            s.upsert_user(&u, None, false, actx("user", "create", &email))
+                                .await
+                                .expect("a new user is saved");
+                        }
+                        1 => {
+                            // alice exists: refused.
+                            let dup = user("alice@x.io", &["eng"]);
+                            let res = s
+                                .upsert_user(
+                                    &dup,
+                                    None,
+                                    false,
+                                    actx("user", "create", "alice@x.io"),
+                                )
+                                .await;
+                            assert!(matches!(res, Err(StoreError::Duplicate(_))), "{res:?}");
+                        }
+                        2 => {
+                            // Fails after writing rows: the review row and its first decider
+                            // are in, then a decider group with a NUL byte is refused.
+                            let mut half = review("db", &email, RuleType::Command, t0());
+                            half.policy.approval_groups = strings(&["dba", "s\0c"]);
+                            assert!(s.insert_review(&half, requested(&half)).await.is_err());
+                            half_ids.push(half.id);
+                        }
+                        3 => {
+                            // Fails in the database (a duplicate key: on PostgreSQL this
+                            // aborts the transaction until its savepoint is rolled back).
+                            let res = s.insert_review(&first, requested(&first)).await;
+                            assert!(matches!(res, Err(StoreError::Duplicate(_))), "{res:?}");
+                        }
+                        _ => {
+                            let r = review("db", &email, RuleType::Command, t0());
+                            s.insert_review(&r, requested(&r))
+                                .await
+                                .expect("a new review");
+                        }
+                    }
+                }
+            }
+            half_ids
+        }));
+    }
+    // Writers dropped at arbitrary points (a closed HTTP request drops its future).
+    let mut dropped = Vec::new();
+    for t in 0..40 {
+        let s = s.clone();
+        let email = format!("gone{t}@x.io");
+        dropped.push(email.clone());
+        let task = tokio::spawn(async move {
+            let u = user(&email, &["eng"]);
+            s.upsert_user(&u, None, false, actx("user", "create", &email))
+                .await
+        });
+        for _ in 0..(t % 7) {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+    }
+    let mut half_ids = Vec::new();
+    for t in tasks {
+        half_ids.extend(t.await.expect("writer task"));
+    }
+    // Writes still run after all that (a stuck group would hang here).
+    s.append_audit(ctx("nobody", t0(), vec![admin_change("x", "y", "z")]))
+        .await
+        .expect("a write after the groups");
+    let entries = all_audit(s).await;
+    let created: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| e.event["kind"] == "admin_change" && e.event["action"] == "create")
+        .filter_map(|e| e.event["name"].as_str().map(str::to_string))
+        .collect();
+    // A dropped write is all or nothing: its user exists exactly when its entry does.
+    let mut dropped_kept = 0;
+    for email in &dropped {
+        let exists = s.get_user(email).await.expect("read user").is_some();
+        assert_eq!(
+            exists,
+            created.contains(email),
+            "{email}: row and audit entry disagree"
+        );
+        dropped_kept += usize::from(exists);
+    }
+    for t in 0..40 {
+        for i in 0..3 {
+            let email = format!("u{t}-{i}@x.io");
+            assert!(
+                s.get_user(&email).await.expect("read user").is_some(),
+                "{email}"
+            );
+            assert!(created.contains(&email), "{email} has no audit entry");
+        }
+    }
+    for id in half_ids {
+        assert!(
+            s.get_review(id).await.expect("read review").is_none(),
+            "half-written review {id} was kept"
+        );
+    }
+    let (_, pending) = s
+        .list_reviews(&ReviewFilter::default())
+        .await
+        .expect("list reviews");
+    assert_eq!(pending, 1 + 40 * 3, "the first review and one per step 4");
+    assert_eq!(
+        verified_audit_len(s).await,
+        before + 40 * 3 * 2 + dropped_kept + 1,
+        "exactly the successful writes are in the chain"
+    );
+    let (writes, commits) = s.write_stats();
+    let (writes, commits) = (writes - writes_before, commits - commits_before);
+    assert!(writes > 40 * 3 * 2, "{writes} writes counted");
+    assert!(
+        commits < writes,
+        "40 concurrent writers never shared a commit ({writes} writes, {commits} commits)"
+    );
 }
 
 async fn audit_timeline_of_a_review(h: &Harness) {

@@ -145,63 +145,158 @@ impl App {
         }
     }
 
-    /// Runs an approved command review once: claims it (exactly one caller wins, across
-    /// replicas), runs the **stored** command, records the session, marks it EXECUTED.
-    /// Returns `None` if someone else claimed it.
+    /// Runs an approved command review once: claims it and records the session's start in one
+    /// write (exactly one caller wins, across replicas), runs the **stored** command, then
+    /// records the outcome and EXECUTED in one write. Returns `None` if someone else claimed it.
     pub async fn execute_review(self: &Arc<Self>, id: Uuid) -> AppResult<Option<Session>> {
         let review = self
             .store
             .get_review(id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no review {id}")))?;
-        if review.status != ReviewStatus::Approved || review.command.is_none() {
+        let Some(command) = review.command.clone() else {
             return Ok(None);
-        }
-        if !self.store.claim_execution(id, self.now()).await? {
-            return Ok(None);
-        }
-        let command = review.command.clone().unwrap_or_default();
-        // The approved bytes are the executed bytes: re-check the digest recorded at request time.
-        if review.command_sha256.as_deref() != Some(warden_core::command_sha256(&command).as_str())
-        {
-            let session = self
-                .failed_session(
-                    &review,
-                    "refused: the stored command does not match its approved SHA-256",
-                )
-                .await?;
-            self.finish_review(&review, &session).await?;
-            return Ok(Some(session));
-        }
-        let session = match self.store.get_connection(&review.connection).await? {
-            Some(rec) => {
-                self.run_session(
-                    &rec,
-                    &review.requester,
-                    &command,
-                    Some(id),
-                    SessionKind::Exec,
-                )
-                .await?
-            }
-            None => {
-                self.failed_session(&review, "connection was deleted before execution")
-                    .await?
-            }
         };
-        self.finish_review(&review, &session).await?;
+        if review.status != ReviewStatus::Approved {
+            return Ok(None);
+        }
+        // Decided before the claim, so the session's start is recorded with it. The approved
+        // bytes are the executed bytes: re-check the digest recorded at request time.
+        let digest_ok = review.command_sha256.as_deref()
+            == Some(warden_core::command_sha256(&command).as_str());
+        let rec = if digest_ok {
+            self.store.get_connection(&review.connection).await?
+        } else {
+            None
+        };
+        let target = match (&rec, digest_ok) {
+            (_, false) => Err(
+                "refused: the stored command does not match its approved SHA-256".to_string(),
+            ),
+            (None, true) => Err("connection was deleted before execution".to_string()),
+            (Some(rec), true) => self.target_for(rec).map_err(|e| {
+                tracing::error!(review = %id, error = %e, "could not prepare an approved review's target");
+                "the connection's credentials could not be opened (see the gateway log)".to_string()
+            }),
+        };
+        let now = self.now();
+        let mut session = Session::starting(
+            Uuid::now_v7(),
+            SessionKind::Exec,
+            &review.requester,
+            &review.connection,
+            Some(id),
+            Some(command.clone()),
+            now,
+        );
+        // A run that never reaches the target is the system's doing, not the requester's.
+        let actor = if target.is_err() {
+            "system"
+        } else {
+            review.requester.as_str()
+        };
+        let claimed = self
+            .store
+            .claim_execution_and_start(
+                id,
+                now,
+                &session,
+                AuditCtx::new(actor, now, vec![started(&session)]),
+            )
+            .await?;
+        if !claimed {
+            return Ok(None);
+        }
+        let outcome = match (&target, &rec) {
+            (Ok(target), Some(rec)) => self.run_on_target(rec, target, &command).await,
+            (Err(refused), _) => ExecOutcome {
+                exit_code: 2,
+                output: format!("{refused}\n"),
+                truncated: false,
+                duration_ms: 0,
+                rows_json: None,
+            },
+            (Ok(_), None) => ExecOutcome {
+                exit_code: 2,
+                output: "connection was deleted before execution\n".into(),
+                truncated: false,
+                duration_ms: 0,
+                rows_json: None,
+            },
+        };
+        self.end_session(&mut session, outcome);
+        self.record_review_execution(&review, &session, actor)
+            .await?;
         Ok(Some(session))
     }
 
-    async fn finish_review(&self, review: &Review, session: &Session) -> AppResult<()> {
-        let ev = AuditEvent::ReviewExecuted {
+    /// The session's end and EXECUTED, in one write; retried on a concurrent update of the
+    /// review and, with backoff, while the store is briefly away (the command ran: its start
+    /// and command digest are in the chain already, its outcome must not be lost).
+    async fn record_review_execution(
+        &self,
+        review: &Review,
+        session: &Session,
+        actor: &str,
+    ) -> AppResult<()> {
+        let executed = AuditEvent::ReviewExecuted {
             review_id: review.id,
             session_id: session.id,
             exit_code: session.exit_code.unwrap_or(-1),
             output_sha256: session.output_sha256.clone().unwrap_or_default(),
             duration_ms: session.duration_ms.unwrap_or(0),
         };
-        self.mark_review_executed(review.id, ev).await.map(|_| ())
+        let mut current = review.clone();
+        let mut backoff = Duration::from_millis(250);
+        let mut conflicts = 0;
+        loop {
+            let next = match current.clone().mark_executed() {
+                Ok(next) => next,
+                // No longer APPROVED (changed behind the claim): the outcome alone is kept.
+                Err(_) => {
+                    self.store
+                        .finish_session(
+                            session,
+                            AuditCtx::new(actor, self.now(), vec![ended(session)]),
+                        )
+                        .await?;
+                    return Ok(());
+                }
+            };
+            let now = self.now();
+            match self
+                .store
+                .finish_review_execution(
+                    session,
+                    AuditCtx::new(actor, now, vec![ended(session)]),
+                    &next,
+                    AuditCtx::new("system", now, vec![executed.clone()]),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.publish(review.id, ReviewStatus::Executed);
+                    return Ok(());
+                }
+                Err(warden_store::StoreError::Conflict) if conflicts < 8 => {
+                    conflicts += 1;
+                    current =
+                        self.store.get_review(review.id).await?.ok_or_else(|| {
+                            AppError::NotFound(format!("no review {}", review.id))
+                        })?;
+                }
+                Err(e @ warden_store::StoreError::Conflict) => return Err(e.into()),
+                Err(e) if backoff <= Duration::from_secs(8) => {
+                    tracing::error!(error = %e, session = %session.id, review = %review.id, "could not record an execution's outcome; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, session = %session.id, review = %review.id, output_sha256 = ?session.output_sha256, "giving up recording an execution's outcome: the chain shows it started and never ended");
+                    return Err(e.into());
+                }
+            }
+        }
     }
 
     /// APPROVED → EXECUTED for a command review, with its `ReviewExecuted` event, retried on
@@ -290,39 +385,8 @@ impl App {
                 AuditCtx::new(user, started_at, vec![started(&session)]),
             )
             .await?;
-        let opts = ExecOptions {
-            output_cap: self.config.output_cap,
-            timeout: Duration::from_secs(self.config.exec_timeout_sec),
-            isolation: self.isolation.clone(),
-        };
-        let outcome = match self.refuse_private_target(&target) {
-            Some(refused) => {
-                tracing::warn!(connection = %rec.connection.name, "refused to run on the gateway's own files");
-                ExecOutcome {
-                    exit_code: 2,
-                    output: refused,
-                    truncated: false,
-                    duration_ms: 0,
-                    rows_json: None,
-                }
-            }
-            None => warden_exec::execute(&target, command, &opts).await,
-        };
-        let ExecOutcome {
-            exit_code,
-            output,
-            truncated,
-            duration_ms,
-            rows_json,
-        } = outcome;
-        metrics::counter!("warden_executions_total", "connection_type" => rec.connection.kind.as_str(), "ok" => if exit_code == 0 { "true" } else { "false" }).increment(1);
-        session.ended_at = Some(self.now());
-        session.exit_code = Some(exit_code);
-        session.output_sha256 = Some(hex::encode(Sha256::digest(output.as_bytes())));
-        session.output = Some(output);
-        session.output_truncated = truncated;
-        session.duration_ms = Some(duration_ms);
-        session.rows_json = rows_json;
+        let outcome = self.run_on_target(rec, &target, command).await;
+        self.end_session(&mut session, outcome);
         // The command ran: its start (and command digest) is in the chain already. Its outcome
         // is retried rather than lost while the store is briefly away.
         let mut backoff = Duration::from_millis(250);
@@ -337,16 +401,64 @@ impl App {
             {
                 Ok(()) => return Ok(session),
                 Err(e) if backoff <= Duration::from_secs(8) => {
-                    tracing::error!(error = %e, session = %session.id, exit_code, "could not record a session's outcome; retrying");
+                    tracing::error!(error = %e, session = %session.id, exit_code = ?session.exit_code, "could not record a session's outcome; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, session = %session.id, exit_code, output_sha256 = ?session.output_sha256, "giving up recording a session's outcome: the chain shows it started and never ended");
+                    tracing::error!(error = %e, session = %session.id, exit_code = ?session.exit_code, output_sha256 = ?session.output_sha256, "giving up recording a session's outcome: the chain shows it started and never ended");
                     return Err(e.into());
                 }
             }
         }
+    }
+
+    /// Runs `command` through the executor seam with the connection's target (never the
+    /// gateway's own files: checked again right before the run).
+    async fn run_on_target(
+        &self,
+        rec: &ConnectionRecord,
+        target: &warden_exec::Target,
+        command: &str,
+    ) -> ExecOutcome {
+        let opts = ExecOptions {
+            output_cap: self.config.output_cap,
+            timeout: Duration::from_secs(self.config.exec_timeout_sec),
+            isolation: self.isolation.clone(),
+        };
+        let outcome = match self.refuse_private_target(target) {
+            Some(refused) => {
+                tracing::warn!(connection = %rec.connection.name, "refused to run on the gateway's own files");
+                ExecOutcome {
+                    exit_code: 2,
+                    output: refused,
+                    truncated: false,
+                    duration_ms: 0,
+                    rows_json: None,
+                }
+            }
+            None => warden_exec::execute(target, command, &opts).await,
+        };
+        metrics::counter!("warden_executions_total", "connection_type" => rec.connection.kind.as_str(), "ok" => if outcome.exit_code == 0 { "true" } else { "false" }).increment(1);
+        outcome
+    }
+
+    /// Writes an executor's outcome into its session (end time, output and its digest).
+    fn end_session(&self, session: &mut Session, outcome: ExecOutcome) {
+        let ExecOutcome {
+            exit_code,
+            output,
+            truncated,
+            duration_ms,
+            rows_json,
+        } = outcome;
+        session.ended_at = Some(self.now());
+        session.exit_code = Some(exit_code);
+        session.output_sha256 = Some(hex::encode(Sha256::digest(output.as_bytes())));
+        session.output = Some(output);
+        session.output_truncated = truncated;
+        session.duration_ms = Some(duration_ms);
+        session.rows_json = rows_json;
     }
 }
 
