@@ -3,10 +3,12 @@
 # SQLite store) with a command rule on a PostgreSQL connection; crates/warden-gateway/examples/
 # decide_rate.rs drives it over HTTP as the CLI does: RATE_REQUESTERS concurrent requesters
 # cycling held → approved → executed for RATE_SECONDS, then BURST commands held and waited on
-# at once and approved in a burst (approve→result p50/p99). Prints the gateway's RSS after each
-# phase and the audit chain's verification at the end. Prints, never asserts.
+# at once and approved in a burst (approve→result p50/p99), once as fast as BURST_APPROVERS
+# approvers can and once paced at BURST_PACE approvals a second. Prints the gateway's RSS after
+# each phase and the audit chain's verification at the end. Prints, never asserts.
 #
 #   bash bench/decide.sh      (env: RATE_REQUESTERS=50 RATE_SECONDS=10 BURST=1000 BURST_APPROVERS=50
+#                              BURST_PACE=100
 #                              PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres PGDATABASE=test)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -7,6 +7,8 @@
 //! 2. `BURST` requesters (default 1000) each hold a command and wait on it at once; then every
 //!    review is approved in a burst (`BURST_APPROVERS` concurrent approvals, default 50):
 //!    approve→result p50/p99, from the approval's request to the waiter's executed answer.
+//! 3. The same with approvals arriving at `BURST_PACE` per second (default 100), below the
+//!    gateway's ceiling: what one approval costs while the others wait.
 //!
 //! Usage: `decide_rate GATEWAY_URL CONNECTION REQUESTER_TOKEN APPROVER_TOKEN` (started by
 //! `bench/decide.sh`, which prints the gateway's RSS). Prints, never asserts.
@@ -161,23 +163,57 @@ async fn main() -> Result<()> {
         pct(&mut cycle_ms, 0.99)
     );
 
-    // 2. A burst: everyone waits at once, then every review is approved.
+    // 2. A burst: everyone waits at once, then every review is approved as fast as
+    //    BURST_APPROVERS concurrent approvers can (the gateway saturated: latency is queueing).
     let burst = env_num("BURST", 1_000);
     let approvers = env_num("BURST_APPROVERS", 50).max(1);
-    let t = Instant::now();
+    let (sent_in, all_in, mut lat) =
+        approve_all(&api, burst, Pace::Concurrent(approvers), 900_000_000).await?;
+    println!(
+        "burst: {burst} waiting, approved {approvers} at a time in {sent_in:.2} s, every result in by {all_in:.2} s; approve→result p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0)
+    );
+    // 3. The same, with approvals arriving at BURST_PACE per second (below the rate measured
+    //    in 1.): what one approval costs while a thousand others wait.
+    let pace = env_num("BURST_PACE", 100).max(1);
+    let (sent_in, all_in, mut lat) =
+        approve_all(&api, burst, Pace::PerSecond(pace), 950_000_000).await?;
+    println!(
+        "paced: {burst} waiting, approved at {pace}/s in {sent_in:.2} s, every result in by {all_in:.2} s; approve→result p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0)
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Pace {
+    /// This many approvers, each sending its next approval when the last one answered.
+    Concurrent(u64),
+    /// One approval every 1/n s, each on its own.
+    PerSecond(u64),
+}
+
+/// Holds `burst` commands, long-polls each, approves them all at `pace`; returns the seconds
+/// until every approval was sent and every result was in, and each approve→result latency (ms).
+async fn approve_all(
+    api: &Arc<Api>,
+    burst: u64,
+    pace: Pace,
+    first: u64,
+) -> Result<(f64, f64, Vec<f64>)> {
     let mut ids = Vec::new();
     let mut holds = Vec::new();
     for n in 0..burst {
         let api = api.clone();
-        holds.push(tokio::spawn(async move { api.hold(900_000_000 + n).await }));
+        holds.push(tokio::spawn(async move { api.hold(first + n).await }));
     }
     for h in holds {
         ids.push(h.await??);
     }
-    println!(
-        "burst: {burst} commands held in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
     // Every requester long-polls; the time its answer arrives is compared with the time its
     // approval was sent.
     let mut waiters = Vec::new();
@@ -189,30 +225,44 @@ async fn main() -> Result<()> {
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // let every long-poll arrive
-    let queue = Arc::new(tokio::sync::Mutex::new(ids.clone().into_iter().enumerate()));
     let sent: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
         Arc::new(std::sync::Mutex::new(vec![None; ids.len()]));
-    let burst_start = Instant::now();
+    let start = Instant::now();
     let mut approving = Vec::new();
-    for _ in 0..approvers {
-        let (api, queue, sent) = (api.clone(), queue.clone(), sent.clone());
-        approving.push(tokio::spawn(async move {
-            loop {
-                let Some((i, id)) = queue.lock().await.next() else {
-                    return anyhow::Ok(());
-                };
-                let at = Instant::now();
-                if let Ok(mut s) = sent.lock() {
-                    s[i] = Some(at);
-                }
-                api.approve(&id).await?;
+    match pace {
+        Pace::Concurrent(approvers) => {
+            let queue = Arc::new(tokio::sync::Mutex::new(ids.clone().into_iter().enumerate()));
+            for _ in 0..approvers {
+                let (api, queue, sent) = (api.clone(), queue.clone(), sent.clone());
+                approving.push(tokio::spawn(async move {
+                    loop {
+                        let Some((i, id)) = queue.lock().await.next() else {
+                            return anyhow::Ok(());
+                        };
+                        if let Ok(mut s) = sent.lock() {
+                            s[i] = Some(Instant::now());
+                        }
+                        api.approve(&id).await?;
+                    }
+                }));
             }
-        }));
+        }
+        Pace::PerSecond(n) => {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / n as f64));
+            for (i, id) in ids.iter().cloned().enumerate() {
+                tick.tick().await;
+                let (api, sent) = (api.clone(), sent.clone());
+                if let Ok(mut s) = sent.lock() {
+                    s[i] = Some(Instant::now());
+                }
+                approving.push(tokio::spawn(async move { api.approve(&id).await }));
+            }
+        }
     }
     for a in approving {
         a.await??;
     }
-    let approved_in = burst_start.elapsed().as_secs_f64();
+    let sent_in = start.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     for (i, w) in waiters.into_iter().enumerate() {
         let answered = w.await??;
@@ -223,12 +273,5 @@ async fn main() -> Result<()> {
             .context("never approved")?;
         latencies.push(answered.duration_since(sent_at).as_secs_f64() * 1000.0);
     }
-    let all_in = burst_start.elapsed().as_secs_f64();
-    println!(
-        "burst: {burst} approvals sent in {approved_in:.2} s ({approvers} at a time), every result in by {all_in:.2} s; approve→result p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        pct(&mut latencies, 0.5),
-        pct(&mut latencies, 0.99),
-        pct(&mut latencies, 1.0)
-    );
-    Ok(())
+    Ok((sent_in, start.elapsed().as_secs_f64(), latencies))
 }

@@ -353,8 +353,12 @@ async fn connect_sqlite(url: &str) -> Result<Pool> {
     } else {
         format!("SQLite database {}", opts.get_filename().display())
     };
+    // No ping before handing out a connection: a SQLite connection lives in this process (it
+    // cannot go stale like a socket), and the ping is one more round trip to the connection's
+    // worker thread on every read (measured: the biggest single cost of a store read).
     let pool = pool_opts
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
         .map_err(|source| StoreError::Database {
