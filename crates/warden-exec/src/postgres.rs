@@ -11,7 +11,8 @@
 //! Supported: TCP and Unix sockets; trust, cleartext, MD5 and SCRAM-SHA-256 authentication;
 //! TLS via rustls with libpq's `sslmode` semantics (`disable`, `allow`/`prefer` = TLS when the
 //! server offers it, `require` = TLS without certificate checks, `verify-ca` / `verify-full`
-//! against `sslrootcert`, default `~/.postgresql/root.crt`).
+//! against `sslrootcert`, default `~/.postgresql/root.crt`). The URL is read, and TLS configured,
+//! by `warden_pgwire::conninfo`, the same code the proxy's upstream uses.
 //!
 //! A multi-statement script runs as one implicit transaction (PostgreSQL's rule for a simple
 //! query): when a statement fails, the changes of the earlier statements since the last
@@ -20,8 +21,6 @@
 //! Executors never decide access: the gateway approved this script before calling us.
 
 use std::io;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -30,178 +29,17 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_rustls::rustls;
+use warden_pgwire::conninfo::{ConnInfo, Host, SslMode, server_name, tls_client_config};
 
 use crate::output::{CappedText, fmt_duration, scrub};
 use crate::table::{ResultSet, error_position};
 use crate::{ExecOptions, RunResult};
 
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 // ---------------------------------------------------------------------------------------------
 // Connection parameters
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Host {
-    Tcp(String),
-    /// Directory holding the server's socket (`/var/run/postgresql`).
-    Unix(PathBuf),
-}
-
-#[derive(Clone)]
-struct ConnInfo {
-    host: Host,
-    port: u16,
-    user: String,
-    password: Option<String>,
-    dbname: String,
-    sslmode: SslMode,
-    sslrootcert: Option<PathBuf>,
-    application_name: String,
-    options: Option<String>,
-    connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for ConnInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnInfo")
-            .field("endpoint", &self.endpoint())
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<secret>"))
-            .field("dbname", &self.dbname)
-            .field("sslmode", &self.sslmode)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ConnInfo {
-    /// `host:port` or the socket path: safe to show (no credentials).
-    fn endpoint(&self) -> String {
-        match &self.host {
-            Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
-            Host::Tcp(h) => format!("{h}:{}", self.port),
-            Host::Unix(dir) => dir
-                .join(format!(".s.PGSQL.{}", self.port))
-                .display()
-                .to_string(),
-        }
-    }
-}
-
-fn decode(s: &str) -> Result<String, String> {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| "the connection URL holds invalid percent-encoded UTF-8".to_string())
-}
-
-/// Parses a libpq-style URL (`postgres://user:pass@host:port/db?sslmode=require`). Errors never
-/// quote the URL (it may hold a password).
-fn parse_url(raw: &str) -> Result<ConnInfo, String> {
-    let url =
-        url::Url::parse(raw).map_err(|e| format!("invalid PostgreSQL connection URL ({e})"))?;
-    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
-        return Err(format!(
-            "invalid PostgreSQL connection URL: scheme must be postgres:// or postgresql://, not {}://",
-            url.scheme()
-        ));
-    }
-    let mut user = decode(url.username())?;
-    let mut password = url.password().map(decode).transpose()?;
-    let mut host = match url.host_str() {
-        Some(h) => decode(h.trim_start_matches('[').trim_end_matches(']'))?,
-        None => String::new(),
-    };
-    let mut port = url.port().unwrap_or(5432);
-    let mut dbname = decode(url.path().trim_start_matches('/'))?;
-    let mut sslmode = SslMode::Prefer;
-    let mut sslrootcert = None;
-    let mut application_name = "warden".to_string();
-    let mut options = None;
-    let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
-
-    for (k, v) in url.query_pairs() {
-        let v = v.into_owned();
-        match k.as_ref() {
-            "user" => user = v,
-            "password" => password = Some(v),
-            "dbname" => dbname = v,
-            "host" => host = v,
-            "port" => {
-                port = v
-                    .parse()
-                    .map_err(|_| format!("invalid port in PostgreSQL connection URL: {v}"))?
-            }
-            "sslmode" => {
-                sslmode = match v.as_str() {
-                    "disable" => SslMode::Disable,
-                    "allow" | "prefer" => SslMode::Prefer,
-                    "require" => SslMode::Require,
-                    "verify-ca" => SslMode::VerifyCa,
-                    "verify-full" => SslMode::VerifyFull,
-                    other => {
-                        return Err(format!(
-                            "invalid sslmode in PostgreSQL connection URL: {other}"
-                        ));
-                    }
-                }
-            }
-            "sslrootcert" => sslrootcert = Some(PathBuf::from(v)),
-            "application_name" => application_name = v,
-            "options" => options = Some(v),
-            "connect_timeout" => {
-                let secs: u64 = v.parse().map_err(|_| {
-                    format!("invalid connect_timeout in PostgreSQL connection URL: {v}")
-                })?;
-                if secs > 0 {
-                    connect_timeout = Duration::from_secs(secs.max(2));
-                }
-            }
-            // Accepted and ignored: only one host is ever tried.
-            "target_session_attrs" | "sslnegotiation" => {}
-            other => {
-                return Err(format!(
-                    "unsupported parameter in PostgreSQL connection URL: {other}"
-                ));
-            }
-        }
-    }
-    if user.is_empty() {
-        return Err("the PostgreSQL connection URL has no user name".into());
-    }
-    if dbname.is_empty() {
-        dbname = user.clone();
-    }
-    let host = if host.is_empty() {
-        Host::Tcp("localhost".into())
-    } else if host.starts_with('/') {
-        Host::Unix(PathBuf::from(host))
-    } else {
-        Host::Tcp(host)
-    };
-    Ok(ConnInfo {
-        host,
-        port,
-        user,
-        password,
-        dbname,
-        sslmode,
-        sslrootcert,
-        application_name,
-        options,
-        connect_timeout,
-    })
-}
+// The URL's meaning is shared with the proxy's upstream: `warden_pgwire::conninfo`.
 
 // ---------------------------------------------------------------------------------------------
 // Transport
@@ -281,201 +119,19 @@ async fn negotiate_tls(
         b'N' => {
             return Err(ConnectError(format!(
                 "the server does not support SSL, but sslmode={} was requested",
-                match info.sslmode {
-                    SslMode::Require => "require",
-                    SslMode::VerifyCa => "verify-ca",
-                    _ => "verify-full",
-                }
+                info.sslmode.as_str()
             )));
         }
         _ => return Err(ConnectError("unexpected answer to the SSL request".into())),
     }
-    let config = tls_config(info)?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|_| ConnectError(format!("invalid host name for TLS: {host}")))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let config =
+        tls_client_config(info.sslmode, info.sslrootcert.as_deref()).map_err(ConnectError)?;
+    let name = server_name(host).map_err(ConnectError)?;
+    let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(|e| ConnectError(format!("TLS handshake failed: {e}")))?;
     Ok(Box::new(tls))
-}
-
-fn tls_config(info: &ConnInfo) -> Result<rustls::ClientConfig, ConnectError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectError(format!("TLS setup failed: {e}")))?;
-    let mut config = match info.sslmode {
-        SslMode::VerifyCa | SslMode::VerifyFull => {
-            let path = match &info.sslrootcert {
-                Some(p) => p.clone(),
-                None => std::env::var_os("HOME")
-                    .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
-                    .ok_or_else(|| {
-                        ConnectError("sslmode=verify-* needs sslrootcert=<file>".into())
-                    })?,
-            };
-            let roots = load_roots(&path)?;
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| ConnectError(format!("TLS setup failed: {e}")))?;
-            let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
-                if info.sslmode == SslMode::VerifyCa {
-                    Arc::new(tls::ChainOnly(webpki))
-                } else {
-                    webpki
-                };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth()
-        }
-        _ => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(tls::NoCertCheck(provider)))
-            .with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(config)
-}
-
-fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, ConnectError> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
-        ConnectError(format!(
-            "cannot read root certificate {}: {e}",
-            path.display()
-        ))
-    })?;
-    for cert in certs {
-        let cert = cert.map_err(|e| {
-            ConnectError(format!(
-                "cannot read root certificate {}: {e}",
-                path.display()
-            ))
-        })?;
-        roots.add(cert).map_err(|e| {
-            ConnectError(format!(
-                "invalid root certificate in {}: {e}",
-                path.display()
-            ))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(ConnectError(format!(
-            "no certificate found in {}",
-            path.display()
-        )));
-    }
-    Ok(roots)
-}
-
-mod tls {
-    //! Certificate verifiers for `sslmode=require` (encrypt only, like libpq) and `verify-ca`
-    //! (chain checked, host name not).
-    use std::sync::Arc;
-    use tokio_rustls::rustls::client::WebPkiServerVerifier;
-    use tokio_rustls::rustls::client::danger::{
-        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-    };
-    use tokio_rustls::rustls::crypto::{
-        CryptoProvider, verify_tls12_signature, verify_tls13_signature,
-    };
-    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
-
-    #[derive(Debug)]
-    pub(super) struct NoCertCheck(pub(super) Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for NoCertCheck {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    #[derive(Debug)]
-    pub(super) struct ChainOnly(pub(super) Arc<WebPkiServerVerifier>);
-
-    impl ServerCertVerifier for ChainOnly {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            intermediates: &[CertificateDer<'_>],
-            server_name: &ServerName<'_>,
-            ocsp: &[u8],
-            now: UnixTime,
-        ) -> Result<ServerCertVerified, Error> {
-            match self
-                .0
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            {
-                Err(Error::InvalidCertificate(CertificateError::NotValidForName))
-                | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-                    ..
-                })) => Ok(ServerCertVerified::assertion()),
-                other => other,
-            }
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            self.0.verify_tls12_signature(message, cert, dss)
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            self.0.verify_tls13_signature(message, cert, dss)
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.supported_verify_schemes()
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -723,7 +379,7 @@ struct State {
 }
 
 pub(crate) async fn run(url: &str, input: &str, opts: &ExecOptions) -> RunResult {
-    let info = match parse_url(url) {
+    let info = match ConnInfo::parse(url) {
         Ok(i) => i,
         Err(msg) => return RunResult::failed(2, &msg, opts.output_cap),
     };
@@ -936,42 +592,6 @@ async fn query(conn: &mut Conn, input: &str, st: &mut State) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let i = parse_url(
-            "postgres://bob:p%40ss@db.example:6543/app?sslmode=require&application_name=x",
-        )
-        .unwrap();
-        assert_eq!(i.host, Host::Tcp("db.example".into()));
-        assert_eq!(
-            (i.port, i.user.as_str(), i.password.as_deref()),
-            (6543, "bob", Some("p@ss"))
-        );
-        assert_eq!(
-            (i.dbname.as_str(), i.sslmode, i.application_name.as_str()),
-            ("app", SslMode::Require, "x")
-        );
-        let i = parse_url("postgresql://u@[::1]/").unwrap();
-        assert_eq!(
-            (i.host, i.port, i.dbname.as_str()),
-            (Host::Tcp("::1".into()), 5432, "u")
-        );
-        let i = parse_url("postgres:///db?host=/var/run/postgresql&user=me").unwrap();
-        assert_eq!(i.host, Host::Unix("/var/run/postgresql".into()));
-        assert_eq!(i.endpoint(), "/var/run/postgresql/.s.PGSQL.5432");
-        assert!(
-            parse_url("postgres://u:secret@h/db?bogus=1")
-                .unwrap_err()
-                .contains("bogus")
-        );
-        assert!(
-            !parse_url("mysql://u:secret@h/db")
-                .unwrap_err()
-                .contains("secret")
-        );
-        assert!(parse_url("postgres://h/db").is_err(), "no user");
-    }
 
     #[test]
     fn error_caret_like_psql() {

@@ -26,6 +26,7 @@ use warden_core::{ReviewStatus, RuleType, Session, SessionKind, User};
 use warden_pgwire::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
     StatementDecision, StatementLog, Unrecorded, Upstream, UpstreamTls,
+    conninfo::{ConnInfo, Host},
 };
 use warden_store::{AuditCtx, StatementRecord};
 
@@ -133,45 +134,25 @@ async fn watch_session(
     let _ = end.send(Some(reason));
 }
 
+/// The upstream a connection's URL names, read by the one connection spec the executor uses
+/// too (`warden_pgwire::conninfo`): the same server, user, database and `sslmode`, with
+/// `verify-ca`/`verify-full` verified (never downgraded to encryption alone).
 fn upstream_from_url(url: &str) -> anyhow::Result<Upstream> {
-    let u = url::Url::parse(url).context("connection URL")?;
-    let param = |k: &str| {
-        u.query_pairs()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.to_string())
+    let info = ConnInfo::parse(url).map_err(anyhow::Error::msg)?;
+    let host = match &info.host {
+        Host::Tcp(h) => h.clone(),
+        Host::Unix(_) => anyhow::bail!(
+            "the PostgreSQL proxy reaches servers over TCP only; this connection's URL names a Unix socket"
+        ),
     };
-    let tls = match param("sslmode").as_deref() {
-        Some("disable") => UpstreamTls::Disable,
-        Some("require" | "verify-ca" | "verify-full") => UpstreamTls::Require,
-        _ => UpstreamTls::Prefer,
-    };
-    let decode = |s: &str| percent_decode(s);
     Ok(Upstream {
-        host: u.host_str().unwrap_or("localhost").to_string(),
-        port: u.port().unwrap_or(5432),
-        user: if u.username().is_empty() {
-            "postgres".into()
-        } else {
-            decode(u.username())
-        },
-        password: u.password().map(|p| Secret::new(decode(p))),
-        database: {
-            let d = u.path().trim_start_matches('/');
-            if d.is_empty() {
-                "postgres".into()
-            } else {
-                decode(d)
-            }
-        },
-        tls,
+        host,
+        port: info.port,
+        user: info.user,
+        password: info.password.map(Secret::new),
+        database: info.dbname,
+        tls: UpstreamTls::new(info.sslmode, info.sslrootcert),
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
 }
 
 fn to_system(t: time::OffsetDateTime) -> SystemTime {

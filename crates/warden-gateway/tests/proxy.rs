@@ -861,3 +861,52 @@ async fn auditors_cannot_open_native_sessions() {
     assert!(e.contains("read-only"), "{e}");
     gw.stop().await;
 }
+
+/// A connection's `sslmode` means the same to the proxy as to the executor: `verify-full`
+/// refuses a server certificate that does not name the host in the URL (the proxy once
+/// downgraded every `verify-*` to "encrypt, verify nothing"), and the same URL works where the
+/// certificate does name the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_verifies_upstream_certificates_as_the_url_asks() {
+    let cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    assert!(
+        std::path::Path::new(cert).exists(),
+        "{cert} is missing: the PostgreSQL TLS setup of this machine changed"
+    );
+    let (gw, psql, dev, _) = setup(Backend::Sqlite).await;
+    for (name, host) in [("pg-ip", "127.0.0.1"), ("pg-name", "localhost")] {
+        let url =
+            format!("postgres://postgres@{host}:5432/test?sslmode=verify-full&sslrootcert={cert}");
+        let (s, body) = gw
+            .admin(
+                "POST",
+                "/api/connections",
+                Some(json!({"name": name, "type": "postgres", "url": url})),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let probe = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    // The executor and the proxy agree: the certificate names localhost, not 127.0.0.1.
+    let (code, out, err) = psql.run("dev@example.com", &dev, "pg-ip", probe).await;
+    assert_ne!(
+        code, 0,
+        "verify-full accepted a certificate for another name: {out}"
+    );
+    assert!(err.contains("not valid for name"), "{err}");
+    assert!(err.contains("sslmode=verify-full"), "{err}");
+    let (s, body) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "pg-ip", "command": probe})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["session"]["exit_code"], 2, "{body}");
+    let (code, out, err) = psql.run("dev@example.com", &dev, "pg-name", probe).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(" t"), "the upstream hop is TLS: {out}");
+    gw.stop().await;
+}

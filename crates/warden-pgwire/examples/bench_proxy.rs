@@ -49,7 +49,7 @@ impl ProxyBackend for BenchBackend {
                 user: self.user.clone(),
                 password: None,
                 database: self.database.clone(),
-                tls: self.upstream_tls,
+                tls: self.upstream_tls.clone(),
             },
             review_statements: std::env::var("REVIEW").is_ok_and(|v| v == "1"),
             review_id: None,

@@ -6,12 +6,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 use uuid::Uuid;
 use warden_core::secret::Secret;
+
+use crate::conninfo::SslMode;
 
 /// The gateway side of the proxy. One instance serves every session, so every method takes `&self`
 /// and must be cheap to call concurrently.
@@ -75,10 +78,12 @@ pub struct Login {
     pub peer: SocketAddr,
 }
 
-/// How the proxy secures its connection to the upstream server. Mirrors libpq's `sslmode` of
-/// the same name: `Require` encrypts but does not verify the server certificate (as libpq's
-/// `require` does not); certificate verification (`verify-full`) is not offered yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// How the proxy secures its connection to the upstream server: libpq's `sslmode`, as
+/// [`crate::conninfo`] reads it from the connection's URL (exactly as the executor does).
+/// `Require` encrypts without checking the certificate (as libpq's `require` does not);
+/// `VerifyCa` checks the chain against `root`, `VerifyFull` the chain and the host name. `root`
+/// `None` means libpq's default, `~/.postgresql/root.crt`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum UpstreamTls {
     /// Plain TCP.
     Disable,
@@ -87,6 +92,39 @@ pub enum UpstreamTls {
     Prefer,
     /// TLS or fail.
     Require,
+    /// TLS or fail, with a certificate chain that leads to `root`.
+    VerifyCa { root: Option<PathBuf> },
+    /// TLS or fail, with a certificate chain that leads to `root` and names the host.
+    VerifyFull { root: Option<PathBuf> },
+}
+
+impl UpstreamTls {
+    /// The mode for a parsed `sslmode` and `sslrootcert`.
+    pub fn new(mode: SslMode, root: Option<PathBuf>) -> Self {
+        match mode {
+            SslMode::Disable => UpstreamTls::Disable,
+            SslMode::Prefer => UpstreamTls::Prefer,
+            SslMode::Require => UpstreamTls::Require,
+            SslMode::VerifyCa => UpstreamTls::VerifyCa { root },
+            SslMode::VerifyFull => UpstreamTls::VerifyFull { root },
+        }
+    }
+    pub fn sslmode(&self) -> SslMode {
+        match self {
+            UpstreamTls::Disable => SslMode::Disable,
+            UpstreamTls::Prefer => SslMode::Prefer,
+            UpstreamTls::Require => SslMode::Require,
+            UpstreamTls::VerifyCa { .. } => SslMode::VerifyCa,
+            UpstreamTls::VerifyFull { .. } => SslMode::VerifyFull,
+        }
+    }
+    /// The root certificate file of a `verify-*` mode.
+    pub fn root(&self) -> Option<&Path> {
+        match self {
+            UpstreamTls::VerifyCa { root } | UpstreamTls::VerifyFull { root } => root.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Where a session's statements actually run. Its credentials never reach the client.

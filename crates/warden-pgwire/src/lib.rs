@@ -17,6 +17,7 @@
 //! # Layout
 //! - `backend.rs` — the trait and the values crossing it (grant, decisions, audit records).
 //! - `config.rs` — [`ProxyConfig`].
+//! - [`conninfo`] — the one PostgreSQL connection spec (URL and `sslmode`), shared with the executor.
 //! - [`frame`] — pure framing (startup packets, typed messages, the pass-through [`frame::Scanner`]);
 //!   fuzzed by `fuzz/`.
 //! - [`message`] — the few messages the proxy reads or writes itself.
@@ -88,6 +89,7 @@ mod audit;
 mod backend;
 mod cancel;
 mod config;
+pub mod conninfo;
 pub mod frame;
 mod limiter;
 pub mod message;
@@ -107,4 +109,4 @@ pub use backend::{
 pub use config::ProxyConfig;
 pub use relay::SKIPPED;
 pub use server::serve;
-pub use tunnel::run_tunnel;
+pub use tunnel::{GatewayAddr, run_tunnel};

@@ -56,7 +56,7 @@ impl Key {
             user: upstream.user.clone(),
             password_sha256,
             database: upstream.database.clone(),
-            tls: upstream.tls,
+            tls: upstream.tls.clone(),
             params: params.to_vec(),
         }
     }

@@ -173,7 +173,7 @@ async fn startup<B: ProxyBackend>(
             }
             StartupPacket::Cancel { pid, secret } => {
                 if let Some(t) = ctx.cancels.lookup(pid, secret)
-                    && let Err(e) = upstream::cancel(&t.host, t.port, t.tls, t.pid, t.secret).await
+                    && let Err(e) = upstream::cancel(&t.host, t.port, &t.tls, t.pid, t.secret).await
                 {
                     warn!("cancel request upstream failed: {e}");
                 }
@@ -507,7 +507,7 @@ async fn run<B: ProxyBackend>(ctx: Arc<Ctx<B>>, admitted: Admitted) {
     if cancel_upstream {
         let t = cancel_target;
         tokio::spawn(async move {
-            let _ = upstream::cancel(&t.host, t.port, t.tls, t.pid, t.secret).await;
+            let _ = upstream::cancel(&t.host, t.port, &t.tls, t.pid, t.secret).await;
         });
     }
     let leftover = shared.drain_logs(&SessionInfo::from_grant(&grant));
@@ -675,6 +675,15 @@ async fn open_upstream<B: ProxyBackend>(
             warn!("upstream connection failed: {e}");
             let detail = match &e {
                 UpstreamError::Server { code, .. } => format!(" (server said SQLSTATE {code})"),
+                // Which check failed, never a credential: the admin's fix is in the URL.
+                UpstreamError::Tls(why) => format!(
+                    " ({why}, sslmode={})",
+                    grant.upstream.tls.sslmode().as_str()
+                ),
+                UpstreamError::TlsRefused => format!(
+                    " (the server does not accept TLS, sslmode={})",
+                    grant.upstream.tls.sslmode().as_str()
+                ),
                 _ => String::new(),
             };
             return Err(Refusal::fatal(
@@ -699,7 +708,7 @@ async fn open_upstream<B: ProxyBackend>(
     let target = CancelTarget {
         host: grant.upstream.host.clone(),
         port: grant.upstream.port,
-        tls: grant.upstream.tls,
+        tls: grant.upstream.tls.clone(),
         pid,
         secret,
     };

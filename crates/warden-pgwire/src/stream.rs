@@ -4,12 +4,7 @@
 //! knows whether TLS is in use. It never interprets the bytes it carries.
 
 use std::io;
-use std::sync::{Arc, OnceLock};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -126,81 +121,21 @@ fn detached() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "stream detached")
 }
 
-/// The TLS client configuration for upstream connections: encryption without certificate
-/// verification, exactly what libpq's `sslmode=require`/`prefer` give (documented on
-/// [`crate::UpstreamTls`]). Handshake signatures are still checked.
-pub fn upstream_tls_config() -> io::Result<Arc<rustls::ClientConfig>> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-                .with_no_client_auth();
-            Ok(Arc::new(config))
-        })
-        .clone()
-        .map_err(io::Error::other)
-}
-
-/// Upgrades an upstream TCP connection to TLS.
-pub async fn connect_tls(tcp: TcpStream, host: &str) -> io::Result<Stream> {
-    let config = upstream_tls_config()?;
-    let name = ServerName::try_from(host.to_string())
+/// Upgrades an upstream TCP connection to TLS as `tls` asks: encryption only for
+/// `prefer`/`require`, the certificate verified for `verify-ca`/`verify-full` (the one
+/// configuration of [`crate::conninfo::tls_client_config`], shared with the executor).
+pub async fn connect_tls(
+    tcp: TcpStream,
+    host: &str,
+    tls: &crate::UpstreamTls,
+) -> io::Result<Stream> {
+    let config =
+        crate::conninfo::tls_client_config(tls.sslmode(), tls.root()).map_err(io::Error::other)?;
+    let name = crate::conninfo::server_name(host)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
-        .await?;
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
     Ok(Stream::ClientTls(Box::new(tls)))
-}
-
-#[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

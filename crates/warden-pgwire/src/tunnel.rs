@@ -20,10 +20,38 @@ use crate::frame::{self, StartupPacket};
 use crate::message::{self, Severity, sqlstate};
 use crate::upstream::{self, UpstreamError};
 
+/// The gateway's PostgreSQL listener as the user named it: `host` is what TCP resolves and what
+/// TLS verifies (`verify-full` checks the certificate names it), so it stays a name, not the
+/// address it resolved to.
+#[derive(Clone, Debug)]
+pub struct GatewayAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for GatewayAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<SocketAddr> for GatewayAddr {
+    fn from(a: SocketAddr) -> Self {
+        GatewayAddr {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+}
+
 /// Where and as whom the tunnel logs in.
 #[derive(Clone, Debug)]
 struct Target {
-    gateway: SocketAddr,
+    gateway: GatewayAddr,
     email: String,
     token: Secret<String>,
     connection: String,
@@ -32,10 +60,11 @@ struct Target {
 
 /// Accepts local clients on `listener` and tunnels each to the gateway's PostgreSQL listener at
 /// `gateway`, logged in as `email` with `token`, on `connection`. `tls` applies to the gateway
-/// hop. Runs until `shutdown` resolves.
+/// hop: with `verify-full` the token is sent only to a server whose certificate chains to the
+/// given root and names `gateway.host`. Runs until `shutdown` resolves.
 pub async fn run_tunnel(
     listener: TcpListener,
-    gateway: SocketAddr,
+    gateway: GatewayAddr,
     email: String,
     token: Secret<String>,
     connection: String,
@@ -92,8 +121,8 @@ async fn tunnel_one(mut client: TcpStream, target: &Target) -> io::Result<()> {
             // The local hop stays on this machine: no TLS there; the gateway hop has its own.
             StartupPacket::Ssl | StartupPacket::GssEnc => client.write_all(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
-                let gw = target.gateway;
-                return upstream::cancel(&gw.ip().to_string(), gw.port(), target.tls, pid, secret)
+                let gw = &target.gateway;
+                return upstream::cancel(&gw.host, gw.port, &target.tls, pid, secret)
                     .await
                     .map_err(io::Error::other);
             }
@@ -101,12 +130,12 @@ async fn tunnel_one(mut client: TcpStream, target: &Target) -> io::Result<()> {
         }
     };
     let upstream = Upstream {
-        host: target.gateway.ip().to_string(),
-        port: target.gateway.port(),
+        host: target.gateway.host.clone(),
+        port: target.gateway.port,
         user: target.email.clone(),
         password: Some(target.token.clone()),
         database: target.connection.clone(),
-        tls: target.tls,
+        tls: target.tls.clone(),
     };
     let extra: Vec<(String, String)> = params
         .into_iter()

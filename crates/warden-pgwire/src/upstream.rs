@@ -29,6 +29,9 @@ pub enum UpstreamError {
     Io(#[from] io::Error),
     #[error("the server does not accept TLS but TLS is required")]
     TlsRefused,
+    /// The handshake failed: most often a certificate that `verify-ca`/`verify-full` refused.
+    #[error("{0}")]
+    Tls(String),
     #[error("the server asked for a password and none is configured")]
     PasswordRequired,
     #[error("the server asked for an unsupported authentication method ({0})")]
@@ -101,10 +104,10 @@ impl From<ReadError> for UpstreamError {
 }
 
 /// Opens TCP (and TLS per `tls`) to `host:port`.
-pub async fn open(host: &str, port: u16, tls: UpstreamTls) -> Result<Stream, UpstreamError> {
+pub async fn open(host: &str, port: u16, tls: &UpstreamTls) -> Result<Stream, UpstreamError> {
     let mut tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
-    if tls == UpstreamTls::Disable {
+    if *tls == UpstreamTls::Disable {
         return Ok(Stream::Plain(tcp));
     }
     let mut req = BytesMut::new();
@@ -113,7 +116,9 @@ pub async fn open(host: &str, port: u16, tls: UpstreamTls) -> Result<Stream, Ups
     let mut answer = [0u8; 1];
     tcp.read_exact(&mut answer).await?;
     match (answer[0], tls) {
-        (b'S', _) => Ok(stream::connect_tls(tcp, host).await?),
+        (b'S', _) => stream::connect_tls(tcp, host, tls)
+            .await
+            .map_err(|e| UpstreamError::Tls(e.to_string())),
         (b'N', UpstreamTls::Prefer) => Ok(Stream::Plain(tcp)),
         (b'N', _) => Err(UpstreamError::TlsRefused),
         (other, _) => Err(UpstreamError::Protocol(format!(
@@ -128,7 +133,7 @@ pub async fn connect(
     upstream: &Upstream,
     extra: &[(String, String)],
 ) -> Result<Connected, UpstreamError> {
-    let mut stream = open(&upstream.host, upstream.port, upstream.tls).await?;
+    let mut stream = open(&upstream.host, upstream.port, &upstream.tls).await?;
     let mut out = BytesMut::new();
     let mut params: Vec<(&str, &str)> =
         vec![("user", &upstream.user), ("database", &upstream.database)];
@@ -266,7 +271,7 @@ fn authenticate(
 pub async fn cancel(
     host: &str,
     port: u16,
-    tls: UpstreamTls,
+    tls: &UpstreamTls,
     pid: i32,
     secret: i32,
 ) -> Result<(), UpstreamError> {

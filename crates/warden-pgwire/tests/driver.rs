@@ -199,7 +199,7 @@ async fn tunnel_logs_in_for_the_user() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let tunnel = tokio::spawn(warden_pgwire::run_tunnel(
         listener,
-        proxy.addr,
+        proxy.addr.into(),
         USER.into(),
         warden_core::secret::Secret::new(TOKEN.into()),
         CONNECTION.into(),
@@ -251,7 +251,7 @@ async fn tunnel_logs_in_for_the_user() {
     let bad_port = listener.local_addr().unwrap().port();
     tokio::spawn(warden_pgwire::run_tunnel(
         listener,
-        proxy.addr,
+        proxy.addr.into(),
         USER.into(),
         warden_core::secret::Secret::new("wrong".into()),
         CONNECTION.into(),

@@ -180,3 +180,171 @@ async fn psql_over_tls_and_require_tls() {
     assert!(stderr.contains("Warden requires TLS"), "{stderr}");
     proxy.stop().await;
 }
+
+/// The snakeoil certificate this machine's PostgreSQL presents (CN/SAN = localhost).
+const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+/// A root bundle that did not sign the snakeoil certificate.
+const UNRELATED_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn upstream_at(host: &str, tls: warden_pgwire::UpstreamTls) -> warden_pgwire::Upstream {
+    warden_pgwire::Upstream {
+        host: host.into(),
+        port: PG_PORT,
+        user: "postgres".into(),
+        password: Some(warden_core::secret::Secret::new(
+            "unused-under-trust".into(),
+        )),
+        database: "test".into(),
+        tls,
+    }
+}
+
+/// The upstream hop verifies what `sslmode` asks for: `verify-full` refuses a certificate
+/// that does not name the host it dialled, `verify-ca` refuses a chain to an unrelated root, and
+/// neither is ever downgraded to "encrypt, verify nothing" (the proxy once did exactly that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_certificates_are_verified_as_sslmode_asks() {
+    assert!(
+        std::path::Path::new(SNAKEOIL).exists(),
+        "{SNAKEOIL} is missing: the PostgreSQL TLS setup of this machine changed"
+    );
+    use warden_pgwire::UpstreamTls::{VerifyCa, VerifyFull};
+    let root = |p: &str| Some(std::path::PathBuf::from(p));
+    let probe = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();\n";
+    let cases = [
+        (
+            "localhost",
+            VerifyFull {
+                root: root(SNAKEOIL),
+            },
+            None,
+        ),
+        (
+            "127.0.0.1",
+            VerifyCa {
+                root: root(SNAKEOIL),
+            },
+            None,
+        ),
+        (
+            "127.0.0.1",
+            VerifyFull {
+                root: root(SNAKEOIL),
+            },
+            Some("not valid for name"),
+        ),
+        (
+            "localhost",
+            VerifyCa {
+                root: root(UNRELATED_ROOTS),
+            },
+            Some("sslmode=verify-ca"),
+        ),
+        (
+            "localhost",
+            VerifyFull {
+                root: root("/nonexistent/root.crt"),
+            },
+            Some("cannot read root certificate"),
+        ),
+    ];
+    for (host, tls, refused) in cases {
+        let what = format!("{host} {tls:?}");
+        let backend = TestBackend {
+            upstream: Some(upstream_at(host, tls)),
+            ..TestBackend::allow_all()
+        };
+        let proxy = Proxy::start(backend).await;
+        let out = run(psql(&proxy, "disable"), probe).await;
+        let (stdout, stderr) = text(&out);
+        match refused {
+            None => {
+                assert!(out.status.success(), "{what}: {stderr}");
+                assert_eq!(stdout.trim(), "t", "{what}: the upstream hop is TLS");
+            }
+            Some(why) => {
+                assert!(!out.status.success(), "{what}: connected: {stdout}");
+                assert!(
+                    stderr.contains("could not open the connection"),
+                    "{what}: {stderr}"
+                );
+                assert!(stderr.contains(why), "{what}: {stderr}");
+            }
+        }
+        proxy.stop().await;
+    }
+}
+
+/// `warden connect`'s tunnel sends the user's token only to a proxy whose certificate chains to
+/// the given root and names the host the user dialled (`verify-full`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnel_sends_the_token_only_to_a_verified_gateway() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let root = std::env::temp_dir().join(format!("warden-gw-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&root, cert.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let config = warden_pgwire::ProxyConfig {
+        tls: Some(std::sync::Arc::new(tls)),
+        require_tls: true,
+        ..Default::default()
+    };
+    let proxy = Proxy::start_with(TestBackend::allow_all(), config).await;
+    let port = proxy.addr.port();
+    use warden_pgwire::UpstreamTls::VerifyFull;
+    let cases = [
+        ("localhost", root.clone(), true),
+        // The gateway's certificate does not name the address dialled…
+        ("127.0.0.1", root.clone(), false),
+        // …or does not chain to the root the user trusts.
+        ("localhost", std::path::PathBuf::from(SNAKEOIL), false),
+    ];
+    for (host, trusted, ok) in cases {
+        let what = format!("{host} with root {}", trusted.display());
+        let before = *proxy.backend.auth_calls.lock().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap().port();
+        let tunnel = tokio::spawn(warden_pgwire::run_tunnel(
+            listener,
+            warden_pgwire::GatewayAddr {
+                host: host.into(),
+                port,
+            },
+            USER.into(),
+            warden_core::secret::Secret::new(TOKEN.into()),
+            CONNECTION.into(),
+            VerifyFull {
+                root: Some(trusted),
+            },
+            std::future::pending::<()>(),
+        ));
+        let mut cmd = std::process::Command::new("psql");
+        cmd.arg(format!(
+            "host=127.0.0.1 port={local} user=x dbname={CONNECTION}"
+        ))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+        let out = run(cmd, "SELECT 'through';\n").await;
+        let (stdout, stderr) = text(&out);
+        let asked = *proxy.backend.auth_calls.lock().unwrap() - before;
+        if ok {
+            assert!(out.status.success(), "{what}: {stderr}");
+            assert_eq!(stdout.trim(), "through");
+            assert_eq!(asked, 1, "{what}");
+        } else {
+            assert!(!out.status.success(), "{what}: {stdout}");
+            assert!(stderr.contains("TLS handshake failed"), "{what}: {stderr}");
+            assert_eq!(asked, 0, "{what}: the token reached an unverified gateway");
+        }
+        tunnel.abort();
+    }
+    let _ = std::fs::remove_file(&root);
+    proxy.stop().await;
+}

@@ -126,7 +126,7 @@ impl ProxyBackend for TestBackend {
                 user: "postgres".into(),
                 password: Some(Secret::new("unused-under-trust".into())),
                 database: "test".into(),
-                tls: self.upstream_tls.unwrap_or(UpstreamTls::Disable),
+                tls: self.upstream_tls.clone().unwrap_or(UpstreamTls::Disable),
             }),
             review_statements: self.review
                 || self
