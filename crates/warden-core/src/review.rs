@@ -93,6 +93,9 @@ pub struct ApproveInput {
 /// The parts of a new review that come from the request.
 #[derive(Debug, Clone)]
 pub struct NewReview {
+    /// The review's id, drawn by the caller (the core reads no clock or RNG); a time-ordered
+    /// UUID (v7) keeps ids in creation order.
+    pub id: Uuid,
     pub connection: String,
     pub requester: String,
     pub requester_groups: Vec<String>,
@@ -127,7 +130,7 @@ impl Review {
         let timeout = rule.timeout_sec.unwrap_or(default_timeout_sec).max(1);
         let command_sha256 = req.command.as_deref().map(crate::command_sha256);
         Review {
-            id: Uuid::now_v7(),
+            id: req.id,
             kind: rule.kind,
             status: ReviewStatus::Pending,
             connection: req.connection,

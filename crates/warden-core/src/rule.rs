@@ -132,12 +132,14 @@ fn clean_groups(field: &'static str, groups: &[String]) -> Result<Vec<String>, R
 
 impl RuleSpec {
     /// Validates the spec against the known connections and the other existing rules.
-    /// `replacing` is the id of the rule being updated (it does not conflict with itself).
+    /// `replacing` is the id of the rule being updated (it does not conflict with itself); a new
+    /// rule gets `new_id` (drawn by the caller: the core reads no RNG).
     pub fn validate(
         &self,
         known_connections: &[String],
         existing: &[Rule],
         replacing: Option<Uuid>,
+        new_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Rule, RuleError> {
         let name = self.name.trim();
@@ -210,7 +212,7 @@ impl RuleSpec {
             .map(|r| r.created_at)
             .unwrap_or(now);
         Ok(Rule {
-            id: replacing.unwrap_or_else(Uuid::new_v4),
+            id: replacing.unwrap_or(new_id),
             name: name.to_string(),
             description: self.description.trim().to_string(),
             kind,
@@ -291,7 +293,9 @@ mod tests {
 
     #[test]
     fn valid_spec_builds_a_rule_with_defaults() {
-        let r = spec().validate(&conns(), &[], None, now()).unwrap();
+        let r = spec()
+            .validate(&conns(), &[], None, Uuid::new_v4(), now())
+            .unwrap();
         assert_eq!(r.approval_amount, 1);
         assert_eq!(r.max_duration(), DEFAULT_MAX_DURATION_SEC_FOR_TEST);
         assert!(!r.require_all_groups);
@@ -387,20 +391,30 @@ mod tests {
             ),
         ];
         for (s, field) in cases {
-            let e = s.validate(&conns(), &[], None, now()).unwrap_err();
+            let e = s
+                .validate(&conns(), &[], None, Uuid::new_v4(), now())
+                .unwrap_err();
             assert_eq!(e.field(), field, "{e}");
         }
     }
 
     #[test]
     fn second_rule_of_one_type_on_a_connection_is_refused() {
-        let first = spec().validate(&conns(), &[], None, now()).unwrap();
+        let first = spec()
+            .validate(&conns(), &[], None, Uuid::new_v4(), now())
+            .unwrap();
         let second = RuleSpec {
             name: "other".into(),
             ..spec()
         };
         let e = second
-            .validate(&conns(), std::slice::from_ref(&first), None, now())
+            .validate(
+                &conns(),
+                std::slice::from_ref(&first),
+                None,
+                Uuid::new_v4(),
+                now(),
+            )
             .unwrap_err();
         assert!(matches!(e, RuleError::AlreadyBound { .. }), "{e}");
         // A jit rule on the same connection is fine.
@@ -410,14 +424,21 @@ mod tests {
             ..spec()
         };
         assert!(
-            jit.validate(&conns(), std::slice::from_ref(&first), None, now())
-                .is_ok()
+            jit.validate(
+                &conns(),
+                std::slice::from_ref(&first),
+                None,
+                Uuid::new_v4(),
+                now()
+            )
+            .is_ok()
         );
         // Updating the rule itself does not conflict with itself.
         let again = spec().validate(
             &conns(),
             std::slice::from_ref(&first),
             Some(first.id),
+            Uuid::new_v4(),
             now(),
         );
         assert!(again.is_ok());
@@ -427,7 +448,7 @@ mod tests {
             ..spec()
         };
         assert_eq!(
-            dup.validate(&conns(), &[first], None, now())
+            dup.validate(&conns(), &[first], None, Uuid::new_v4(), now())
                 .unwrap_err()
                 .field(),
             "name"
@@ -440,10 +461,14 @@ mod tests {
             approval_groups: vec!["dba".into(), "dba".into(), " sec ".into()],
             ..spec()
         };
-        let r = s.validate(&conns(), &[], None, now()).unwrap();
+        let r = s
+            .validate(&conns(), &[], None, Uuid::new_v4(), now())
+            .unwrap();
         assert_eq!(r.approval_groups, vec!["dba", "sec"]);
         let sh = RuleSpec::reviewers_shorthand("pg", &["dba".into(), "sec".into()]);
-        let r = sh.validate(&conns(), &[], None, now()).unwrap();
+        let r = sh
+            .validate(&conns(), &[], None, Uuid::new_v4(), now())
+            .unwrap();
         assert!(r.require_all_groups);
         assert_eq!(r.name, "pg");
     }

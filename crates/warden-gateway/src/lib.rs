@@ -21,5 +21,6 @@ pub mod openapi;
 pub mod proxy;
 pub mod secrets;
 pub mod server;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod web;

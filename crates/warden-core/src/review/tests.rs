@@ -33,6 +33,7 @@ fn review(r: &Rule) -> Review {
     Review::new(
         r,
         NewReview {
+            id: uuid::Uuid::now_v7(),
             connection: "pg".into(),
             requester: "dev@x".into(),
             requester_groups: vec!["dev".into(), "dba".into()],

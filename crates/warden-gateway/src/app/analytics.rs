@@ -334,6 +334,7 @@ mod tests {
         Review::new(
             &rule(),
             NewReview {
+                id: uuid::Uuid::now_v7(),
                 connection: conn.into(),
                 requester: who.into(),
                 requester_groups: vec![],

@@ -381,7 +381,7 @@ impl App {
             known.push(name.clone());
             let replacing = rules.iter().find(|r| r.name == name).map(|r| r.id);
             let rule = RuleSpec::reviewers_shorthand(&name, &reviewers)
-                .validate(&known, &rules, replacing, now)
+                .validate(&known, &rules, replacing, Uuid::now_v7(), now)
                 .map_err(|e| AppError::bad("invalid_rule", e.to_string()))?;
             events.push(AuditEvent::AdminChange {
                 entity: "rule".into(),

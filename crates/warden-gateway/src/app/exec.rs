@@ -102,6 +102,7 @@ impl App {
                 let mut review = Review::new(
                     rule,
                     NewReview {
+                        id: uuid::Uuid::now_v7(),
                         connection: connection.into(),
                         requester: user.email.clone(),
                         requester_groups: user.groups.clone(),

@@ -141,6 +141,7 @@ impl App {
         let review = Review::new(
             rule,
             NewReview {
+                id: uuid::Uuid::now_v7(),
                 connection: connection.to_string(),
                 requester: user.email.clone(),
                 requester_groups: user.groups.clone(),

@@ -23,7 +23,13 @@ impl App {
             .map(|c| c.name)
             .collect();
         let rule = spec
-            .validate(&known, &rules, replacing.map(|r| r.id), self.now())
+            .validate(
+                &known,
+                &rules,
+                replacing.map(|r| r.id),
+                uuid::Uuid::now_v7(),
+                self.now(),
+            )
             .map_err(|e| AppError::BadRequest {
                 code: "invalid_rule",
                 message: e.to_string(),

@@ -55,7 +55,13 @@ impl App {
             .map(|c| c.name)
             .collect();
         Ok(spec
-            .validate(&known, &rules, replacing_id, self.now())
+            .validate(
+                &known,
+                &rules,
+                replacing_id,
+                uuid::Uuid::now_v7(),
+                self.now(),
+            )
             .map(|_| ()))
     }
 }
