@@ -25,6 +25,7 @@ pub mod decision;
 pub mod duration;
 pub mod evidence;
 pub mod fingerprint;
+pub mod limiter;
 pub mod merkle;
 pub mod model;
 pub mod ocsf;

@@ -200,12 +200,12 @@ async fn openapi() -> Response {
 }
 
 async fn health(State(app): State<AppState>) -> Response {
-    match app.store.ping().await {
+    match app.store_ping().await {
         Ok(()) => (
             StatusCode::OK,
             axum::Json(json!({
                 "status": "ok",
-                "store": app.store.backend_name(),
+                "store": app.store_backend(),
                 "exec_isolation": {
                     "isolated": app.isolation.sandbox().is_some(),
                     "user": app.isolation.sandbox().map(|s| s.user.clone()),
@@ -228,8 +228,14 @@ struct LoginBody {
     password: Secret<String>,
 }
 
-async fn login(State(app): State<AppState>, Json(b): Json<LoginBody>) -> ApiResult<Response> {
-    let (token, user) = app.login(&b.email, b.password.expose(), "api").await?;
+async fn login(
+    State(app): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    Json(b): Json<LoginBody>,
+) -> ApiResult<Response> {
+    let (token, user) = app
+        .login(&b.email, b.password.expose(), "api", peer.ip())
+        .await?;
     Ok(axum::Json(json!({"token": token, "user": user})).into_response())
 }
 

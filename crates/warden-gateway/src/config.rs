@@ -50,6 +50,9 @@ pub struct Config {
     /// Failed proxy logins per minute before refusing: one user from one address, one user
     /// from anywhere, one address for any users (`WARDEN_PG_LOGIN_FAILURES`, `5,20,100`).
     pub pg_login_failures: (u32, u32, u32),
+    /// Web and API password logins: failures per minute allowed for one user from one address,
+    /// one user from anywhere, and one address (`WARDEN_LOGIN_FAILURES`, default 5,20,100).
+    pub login_failures: (u32, u32, u32),
     /// Warm upstream logins kept per connection, startup parameters and relay thread
     /// (`WARDEN_PG_WARM_UPSTREAMS`, 2; 0: open each upstream on demand). Each is a fresh login
     /// used by one session only, closed after 30 s if no session takes it.
@@ -146,7 +149,11 @@ impl Config {
             pg_audit_stall_sec: parse_num("WARDEN_PG_AUDIT_STALL_SEC", 30)?,
             checkpoint_key: env("WARDEN_CHECKPOINT_KEY").map(PathBuf::from),
             pg_login_failures: match env("WARDEN_PG_LOGIN_FAILURES") {
-                Some(v) => parse_login_failures(&v)?,
+                Some(v) => parse_login_failures("WARDEN_PG_LOGIN_FAILURES", &v)?,
+                None => (5, 20, 100),
+            },
+            login_failures: match env("WARDEN_LOGIN_FAILURES") {
+                Some(v) => parse_login_failures("WARDEN_LOGIN_FAILURES", &v)?,
                 None => (5, 20, 100),
             },
             pg_warm_upstreams: parse_num("WARDEN_PG_WARM_UPSTREAMS", 2)?,
@@ -204,6 +211,7 @@ impl Config {
             notify_backoff_ms: 200,
             checkpoint_key: None,
             pg_login_failures: (5, 20, 100),
+            login_failures: (5, 20, 100),
             pg_warm_upstreams: 2,
             checkpoint_file: default_checkpoint_file(&data_dir),
             checkpoint_witness_url: None,
@@ -228,10 +236,10 @@ pub fn default_checkpoint_file(data_dir: &std::path::Path) -> PathBuf {
 }
 
 /// `PER_USER_AND_ADDRESS,PER_USER,PER_ADDRESS`, each at least 1.
-fn parse_login_failures(v: &str) -> anyhow::Result<(u32, u32, u32)> {
+fn parse_login_failures(var: &str, v: &str) -> anyhow::Result<(u32, u32, u32)> {
     let bad = || {
         anyhow::anyhow!(
-            "WARDEN_PG_LOGIN_FAILURES={v:?}: give three limits per minute, e.g. 5,20,100 (one user from one address, one user from anywhere, one address)"
+            "{var}={v:?}: give three limits per minute, e.g. 5,20,100 (one user from one address, one user from anywhere, one address)"
         )
     };
     let n: Vec<u32> = v

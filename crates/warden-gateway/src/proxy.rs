@@ -22,13 +22,13 @@ use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::decision::{AllowReason, Decision};
 use warden_core::secret::Secret;
-use warden_core::{ReviewStatus, RuleType, Session, SessionKind, User};
+use warden_core::{ReviewStatus, RuleType, User};
 use warden_pgwire::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
     StatementDecision, StatementLog, Unrecorded, Upstream, UpstreamTls,
     conninfo::{ConnInfo, Host},
 };
-use warden_store::{AuditCtx, StatementRecord};
+use warden_store::StatementRecord;
 
 use crate::app::native::{NativeAccess, access_of};
 use crate::app::{App, AppError};
@@ -117,11 +117,7 @@ async fn watch_session(
                     connection: live.connection.clone(),
                     reason: format!("live session {} ended: {reason}", live.session_id),
                 };
-                if let Err(e) = app
-                    .store
-                    .append_audit(AuditCtx::new(&live.email, app.now(), vec![ev]))
-                    .await
-                {
+                if let Err(e) = app.audit_native(&live.email, ev).await {
                     tracing::error!(error = %e, "could not audit the end of a proxy session");
                 }
                 break reason;
@@ -260,12 +256,7 @@ impl Backend {
     }
 
     async fn audit(&self, ev: AuditEvent, actor: &str) {
-        if let Err(e) = self
-            .app
-            .store
-            .append_audit(AuditCtx::new(actor, self.app.now(), vec![ev]))
-            .await
-        {
+        if let Err(e) = self.app.audit_native(actor, ev).await {
             tracing::error!(error = %e, "could not audit a proxy event");
         }
     }
@@ -287,8 +278,7 @@ impl Backend {
         // Not a read: decided with the current user, groups, rules and windows, as exec is.
         let app = &self.app;
         let user = app
-            .store
-            .get_user(&grant.user)
+            .find_user(&grant.user)
             .await?
             .ok_or_else(|| AppError::Forbidden("user no longer exists".into()))?;
         let decided = app
@@ -397,29 +387,13 @@ impl ProxyBackend for Backend {
     }
 
     async fn start_session(&self, grant: &SessionGrant) -> Result<(), String> {
-        let app = &self.app;
-        let now = app.now();
-        let session = Session::starting(
-            grant.session_id,
-            SessionKind::Proxy,
-            &grant.user,
-            &grant.connection,
-            grant.review_id,
-            None,
-            now,
-        );
-        let events = vec![
-            AuditEvent::LoginSucceeded { via: "pg".into() },
-            AuditEvent::SessionStarted {
-                session_id: session.id,
-                session_kind: "proxy".into(),
-                connection: session.connection.clone(),
-                review_id: session.review_id,
-                command_sha256: None,
-            },
-        ];
-        app.store
-            .insert_session(&session, AuditCtx::new(&grant.user, now, events))
+        self.app
+            .start_native_session(
+                grant.session_id,
+                &grant.user,
+                &grant.connection,
+                grant.review_id,
+            )
             .await
             .map_err(|e| format!("{e:#}"))?;
         metrics::counter!("warden_proxy_sessions_total").increment(1);
@@ -459,7 +433,7 @@ impl ProxyBackend for Backend {
             })
             .collect();
         let n = records.len();
-        if let Err(e) = self.app.store.record_statements(records).await {
+        if let Err(e) = self.app.record_native_statements(records).await {
             // Handed back: the proxy retries it and holds every session meanwhile.
             metrics::counter!("warden_proxy_audit_failures_total").increment(1);
             return Err(Unrecorded {
@@ -508,22 +482,7 @@ impl ProxyBackend for Backend {
                 tracing::error!(error = %e, review = %id, "could not settle an abandoned held statement");
             }
         }
-        let Ok(Some(mut s)) = app.store.get_session(grant.session_id).await else {
-            return;
-        };
-        let now = app.now();
-        s.ended_at = Some(now);
-        s.duration_ms = Some((now - s.started_at).whole_milliseconds() as i64);
-        let ev = AuditEvent::SessionEnded {
-            session_id: s.id,
-            exit_code: None,
-            output_sha256: None,
-        };
-        if let Err(e) = app
-            .store
-            .finish_session(&s, AuditCtx::new(&grant.user, now, vec![ev]))
-            .await
-        {
+        if let Err(e) = app.end_native_session(grant.session_id, &grant.user).await {
             tracing::error!(error = %e, "could not close a proxy session record");
         }
     }

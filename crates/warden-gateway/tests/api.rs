@@ -610,3 +610,64 @@ async fn passwords_in_url_query_strings_are_redacted(b: Backend) {
     }
     gw.stop().await;
 }
+
+/// `POST /api/login` from a given local address (the loopback network is all of 127/8).
+async fn login_from(gw: &TestGateway, from: [u8; 4], email: &str, password: &str) -> u16 {
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .expect("http client");
+    http.post(format!("{}/api/login", gw.base))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login request")
+        .status()
+        .as_u16()
+}
+
+/// Password logins are limited per user at an address, per user and per address (as the
+/// proxy's are): an attacker at one address guessing the admin's password cannot lock the
+/// admin out everywhere (the limiter once keyed on the email alone), nor everyone behind a
+/// shared address; spraying many accounts from one address is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_key_on_user_and_address() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let admin = warden_gateway::testing::ADMIN_EMAIL;
+    let good = warden_gateway::testing::ADMIN_PASSWORD;
+    let (s, b) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(json!({"email": "dev@example.com", "groups": ["dev"], "password": "dev-password-1"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let attacker = [127, 0, 0, 2];
+    for _ in 0..5 {
+        assert_eq!(login_from(&gw, attacker, admin, "guess").await, 401);
+    }
+    // That user at that address: refused even with the right password.
+    assert_eq!(login_from(&gw, attacker, admin, good).await, 429);
+    // The same user elsewhere, and another user at the same address, log in.
+    assert_eq!(login_from(&gw, [127, 0, 0, 1], admin, good).await, 200);
+    assert_eq!(
+        login_from(&gw, attacker, "dev@example.com", "dev-password-1").await,
+        200
+    );
+    // Spraying: 100 failures over many accounts from one address stop that address.
+    let sprayer = [127, 0, 0, 3];
+    for i in 0..100 {
+        let s = login_from(&gw, sprayer, &format!("u{i}@example.com"), "guess").await;
+        assert_eq!(s, 401, "attempt {i}");
+    }
+    assert_eq!(
+        login_from(&gw, sprayer, "dev@example.com", "dev-password-1").await,
+        429
+    );
+    assert_eq!(
+        login_from(&gw, [127, 0, 0, 4], "dev@example.com", "dev-password-1").await,
+        200
+    );
+    gw.stop().await;
+}

@@ -38,8 +38,7 @@ async fn a_fresh_start_creates_a_private_data_dir() {
     // Something that writes the store (and so its WAL).
     let app = running.app.clone();
     let admin = app
-        .store
-        .get_user(warden_gateway::testing::ADMIN_EMAIL)
+        .find_user(warden_gateway::testing::ADMIN_EMAIL)
         .await
         .unwrap()
         .unwrap();

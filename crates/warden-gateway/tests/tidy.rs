@@ -9,15 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Outside `crates/warden-gateway/src/app/`, files that still reach the store directly.
-const ALLOWED_STORE_OUTSIDE_APP: &[&str] = &[
-    // The proxy's use cases move into `app/proxy.rs` (issue 18 item 1).
-    "crates/warden-gateway/src/proxy.rs",
-    // `/api/health` pings the store; the health check moves into `app`.
-    "crates/warden-gateway/src/api.rs",
-    // `warden gateway` prints the store's backend name at start.
-    "crates/warden-cli/src/cmd/gateway.rs",
-];
+/// Outside `crates/warden-gateway/src/app/`, files that still reach the store directly (none:
+/// `App`'s store field is private to `app`, so the compiler holds this line too).
+const ALLOWED_STORE_OUTSIDE_APP: &[&str] = &[];
 
 /// Crates allowed to depend on `warden-store`.
 const ALLOWED_STORE_DEPENDENTS: &[&str] = &[

@@ -27,7 +27,7 @@
 //! - `upstream.rs` — connecting and authenticating to a PostgreSQL server (cleartext, md5,
 //!   SCRAM-SHA-256, TLS), also used by the tunnel to log in to the gateway.
 //! - `audit.rs` — the bounded audit channel and its batching writer.
-//! - `limiter.rs`, `cancel.rs` — login failure limits; cancel-key mapping.
+//! - `cancel.rs` — cancel-key mapping (login failure limits: `warden_core::limiter`).
 //! - `server.rs`, `tunnel.rs` — the accept loops.
 //!
 //! # Protocol behaviour
@@ -91,7 +91,6 @@ mod cancel;
 mod config;
 pub mod conninfo;
 pub mod frame;
-mod limiter;
 pub mod message;
 mod pool;
 mod prepared;

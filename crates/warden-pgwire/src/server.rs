@@ -17,8 +17,8 @@ use tracing::{info, warn};
 use crate::backend::ProxyBackend;
 use crate::cancel::CancelRegistry;
 use crate::config::ProxyConfig;
-use crate::limiter::FailureLimiter;
 use crate::session::{self, Ctx};
+use warden_core::limiter::FailureLimiter;
 
 /// Serves PostgreSQL clients on `listener` until `shutdown` resolves.
 pub async fn serve<B: ProxyBackend>(
@@ -43,7 +43,7 @@ pub async fn serve<B: ProxyBackend>(
     let pool = crate::pool::WarmPool::new(config.warm_upstreams, config.connect_timeout);
     let ctx = Arc::new(Ctx {
         backend,
-        limiter: FailureLimiter::new(crate::limiter::Limits {
+        limiter: FailureLimiter::new(warden_core::limiter::Limits {
             per_user_and_address: config.max_auth_failures,
             per_user: config.max_auth_failures_per_user,
             per_address: config.max_auth_failures_per_address,

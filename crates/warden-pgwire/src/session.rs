@@ -22,11 +22,11 @@ use crate::backend::{AuthFailure, Login, ProxyBackend, SessionGrant};
 use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::config::ProxyConfig;
 use crate::frame::{self, FrameError, StartupPacket, cstr, lossy};
-use crate::limiter::FailureLimiter;
 use crate::message::{self, Severity, sqlstate};
 use crate::relay::{self, ClientEnd, Ending, RelayError, SessionInfo, Shared};
 use crate::stream::Stream;
 use crate::upstream::{self, ReadError, UpstreamError};
+use warden_core::limiter::FailureLimiter;
 
 /// What every session shares.
 pub(crate) struct Ctx<B> {
@@ -221,7 +221,7 @@ async fn startup<B: ProxyBackend>(
             "replication connections are not supported through Warden",
         ));
     }
-    if ctx.limiter.blocked(peer.ip(), &user, Instant::now()) {
+    if ctx.limiter.blocked(peer.ip(), &user, monotonic_ms()) {
         return refuse(Refusal::fatal(
             sqlstate::INVALID_PASSWORD,
             "too many failed attempts: try again later",
@@ -243,7 +243,7 @@ async fn startup<B: ProxyBackend>(
     }
     let password = cstr(&msg[5..]).map(|(p, _)| lossy(p)).unwrap_or_default();
     if password.is_empty() {
-        ctx.limiter.failed(peer.ip(), &user, Instant::now());
+        ctx.limiter.failed(peer.ip(), &user, monotonic_ms());
         return refuse(bad_password(&user));
     }
     let login = Login {
@@ -255,7 +255,7 @@ async fn startup<B: ProxyBackend>(
     let grant = match ctx.backend.authenticate(login).await {
         Ok(g) => g,
         Err(AuthFailure::BadCredentials) => {
-            ctx.limiter.failed(peer.ip(), &user, Instant::now());
+            ctx.limiter.failed(peer.ip(), &user, monotonic_ms());
             info!(%peer, user, "proxy login failed: bad credentials");
             return refuse(bad_password(&user));
         }
@@ -770,4 +770,11 @@ fn session_end<B: ProxyBackend>(
             _ = stopping => fatal_frame("Warden: the gateway is shutting down".to_string()),
         }
     }
+}
+
+/// Milliseconds on a monotonic clock (since the first call): the login limiter's time.
+fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
 }

@@ -25,7 +25,7 @@ pub async fn run() -> Result<ExitCode> {
     println!("Warden gateway ready");
     println!(
         "  web app & API:   {url}   (store: {}, data dir: {})",
-        running.app.store.backend_name(),
+        running.app.store_backend(),
         running.app.config.data_dir.display()
     );
     if let Some(pg) = running.pg_addr {

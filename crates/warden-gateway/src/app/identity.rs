@@ -114,11 +114,16 @@ impl App {
     }
 
     /// Email + password → a fresh API token (12 h). Rate-limited per email; every attempt audited.
-    pub async fn login(&self, email: &str, password: &str, via: &str) -> AppResult<(String, User)> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        via: &str,
+        peer: std::net::IpAddr,
+    ) -> AppResult<(String, User)> {
         let email = email.trim().to_ascii_lowercase();
         let now = self.now();
-        let key = format!("login:{email}");
-        if self.is_limited(&key) {
+        if self.login_limited(peer, &email) {
             self.audit_login_failure(&email, via, "rate limited").await;
             return Err(AppError::RateLimited(
                 "wait a minute before trying again".into(),
@@ -134,11 +139,12 @@ impl App {
             }
         };
         let Some(user) = user.filter(|_| ok) else {
-            self.note_failure(&key);
+            self.note_login_failure(peer, &email);
             self.audit_login_failure(&email, via, "bad credentials")
                 .await;
             return Err(AppError::Unauthorized("wrong email or password".into()));
         };
+        self.note_login_success(peer, &email);
         let token = self
             .issue_token(&user, "login", Some(LOGIN_TOKEN_TTL_SEC), &user.email)
             .await?;

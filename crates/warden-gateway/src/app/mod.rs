@@ -27,6 +27,7 @@ pub use identity::CreateUser;
 pub use reviews::{JitResult, ReviewView};
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
@@ -131,15 +132,34 @@ impl From<TransitionError> for AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+impl App {
+    /// `"sqlite"` or `"postgres"`: which store this gateway runs on.
+    pub fn store_backend(&self) -> &'static str {
+        self.store.backend_name()
+    }
+
+    /// A cheap round trip to the store, for the health check.
+    pub async fn store_ping(&self) -> AppResult<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// The user with this email, as the store has them now.
+    pub async fn find_user(&self, email: &str) -> AppResult<Option<User>> {
+        Ok(self.store.get_user(email).await?)
+    }
+}
+
 /// The application: shared by every adapter through an `Arc`.
 pub struct App {
-    pub store: Store,
+    /// Private to `app`: every adapter reaches the store through a use case here.
+    store: Store,
     pub config: Config,
     secrets: SecretBox,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<ReviewChanged>,
-    /// Failed logins per key (email or peer) in the current minute: brute-force protection.
-    failures: Mutex<HashMap<String, (i64, u32)>>,
+    /// Failed password logins per user at an address, per user and per address: brute-force
+    /// protection that one shared address cannot turn into locking everyone out.
+    login_limiter: warden_core::limiter::FailureLimiter,
     /// Live proxy sessions per JIT review: told to close when the window ends or is revoked.
     grants: Mutex<HashMap<Uuid, Vec<tokio::sync::watch::Sender<Option<String>>>>>,
     /// Cancelled when the gateway shuts down: long-polls return early so shutdown is prompt.
@@ -159,8 +179,6 @@ impl std::fmt::Debug for App {
     }
 }
 
-pub const MAX_LOGIN_FAILURES_PER_MINUTE: u32 = 5;
-
 impl App {
     pub fn new(
         store: Store,
@@ -177,6 +195,13 @@ impl App {
             Some(_) => tracing::info!("{}", isolation.describe()),
             None => tracing::warn!("{}", isolation.describe()),
         }
+        let login_limiter =
+            warden_core::limiter::FailureLimiter::new(warden_core::limiter::Limits {
+                per_user_and_address: config.login_failures.0,
+                per_user: config.login_failures.1,
+                per_address: config.login_failures.2,
+                window: std::time::Duration::from_secs(60),
+            });
         Arc::new(App {
             isolation,
             store,
@@ -184,7 +209,7 @@ impl App {
             secrets,
             clock,
             events,
-            failures: Mutex::new(HashMap::new()),
+            login_limiter,
             grants: Mutex::new(HashMap::new()),
             shutdown: tokio_util::sync::CancellationToken::new(),
             merkle: tokio::sync::Mutex::new(warden_core::merkle::ChainTree::new()),
@@ -214,28 +239,24 @@ impl App {
         format!("{}/reviews/{id}", self.config.public_url)
     }
 
-    /// Records a failed attempt for `key`; true if the key is now over the limit.
-    pub fn note_failure(&self, key: &str) -> bool {
-        let minute = self.now().unix_timestamp() / 60;
-        let Ok(mut map) = self.failures.lock() else {
-            return true;
-        };
-        let entry = map.entry(key.to_string()).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 += 1;
-        entry.1 > MAX_LOGIN_FAILURES_PER_MINUTE
+    /// The login limiter's clock: milliseconds on the app's clock (the fake one in tests).
+    fn limiter_ms(&self) -> i64 {
+        i64::try_from(self.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
     }
 
-    /// True while `key` has too many failures this minute (fail closed on a poisoned lock).
-    pub fn is_limited(&self, key: &str) -> bool {
-        let minute = self.now().unix_timestamp() / 60;
-        let Ok(map) = self.failures.lock() else {
-            return true;
-        };
-        map.get(key)
-            .is_some_and(|(m, n)| *m == minute && *n >= MAX_LOGIN_FAILURES_PER_MINUTE)
+    /// Records a failed password login of `email` from `peer`.
+    pub fn note_login_failure(&self, peer: IpAddr, email: &str) {
+        self.login_limiter.failed(peer, email, self.limiter_ms());
+    }
+
+    /// Records a successful login (clears the user's counts, not the address's).
+    pub fn note_login_success(&self, peer: IpAddr, email: &str) {
+        self.login_limiter.succeeded(peer, email);
+    }
+
+    /// True while `email` from `peer` may not try again (fail closed on a poisoned lock).
+    pub fn login_limited(&self, peer: IpAddr, email: &str) -> bool {
+        self.login_limiter.blocked(peer, email, self.limiter_ms())
     }
 
     /// Registers a live session on a JIT grant; the receiver gets `Some(reason)` when it must close.

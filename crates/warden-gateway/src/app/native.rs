@@ -11,9 +11,8 @@ use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
 use warden_core::review::NewReview;
-use warden_core::{ConnectionType, Review, ReviewStatus, Rule, User};
-use warden_store::AuditCtx;
-use warden_store::ConnectionRecord;
+use warden_core::{ConnectionType, Review, ReviewStatus, Rule, Session, SessionKind, User};
+use warden_store::{AuditCtx, ConnectionRecord, StatementRecord};
 
 use super::{App, AppError, AppResult};
 
@@ -219,5 +218,77 @@ pub fn access_of(d: &Decision) -> NativeAccess {
         },
         Decision::Allow(_) | Decision::AutoApprove { .. } => NativeAccess::Free { window: None },
         Decision::NeedsReview { .. } => NativeAccess::Reviewed,
+    }
+}
+
+/// The records of a native session (its start, its statements, its end): what the proxy
+/// adapter hands over, written here so only `app` talks to the store.
+impl App {
+    /// Records the start of a granted session: its row, `LoginSucceeded` and `SessionStarted`,
+    /// in one write. Nothing of the session may reach the server before this is durable.
+    pub async fn start_native_session(
+        &self,
+        session_id: Uuid,
+        user: &str,
+        connection: &str,
+        review_id: Option<Uuid>,
+    ) -> AppResult<()> {
+        let now = self.now();
+        let session = Session::starting(
+            session_id,
+            SessionKind::Proxy,
+            user,
+            connection,
+            review_id,
+            None,
+            now,
+        );
+        let events = vec![
+            AuditEvent::LoginSucceeded { via: "pg".into() },
+            AuditEvent::SessionStarted {
+                session_id: session.id,
+                session_kind: SessionKind::Proxy.as_str().into(),
+                connection: session.connection.clone(),
+                review_id: session.review_id,
+                command_sha256: None,
+            },
+        ];
+        self.store
+            .insert_session(&session, AuditCtx::new(user, now, events))
+            .await?;
+        Ok(())
+    }
+
+    /// Chains a batch of statement records (one audit entry per session per batch).
+    pub async fn record_native_statements(&self, records: Vec<StatementRecord>) -> AppResult<()> {
+        Ok(self.store.record_statements(records).await?)
+    }
+
+    /// Closes a native session's record (end time, duration, `SessionEnded`). A session whose
+    /// start was never recorded has nothing to close.
+    pub async fn end_native_session(&self, session_id: Uuid, user: &str) -> AppResult<()> {
+        let Some(mut s) = self.store.get_session(session_id).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        s.ended_at = Some(now);
+        s.duration_ms = Some((now - s.started_at).whole_milliseconds() as i64);
+        let ev = AuditEvent::SessionEnded {
+            session_id: s.id,
+            exit_code: None,
+            output_sha256: None,
+        };
+        self.store
+            .finish_session(&s, AuditCtx::new(user, now, vec![ev]))
+            .await?;
+        Ok(())
+    }
+
+    /// Audits one event of the native path (a failed login, a refusal, a live session cut).
+    pub async fn audit_native(&self, actor: &str, ev: AuditEvent) -> AppResult<()> {
+        Ok(self
+            .store
+            .append_audit(AuditCtx::new(actor, self.now(), vec![ev]))
+            .await?)
     }
 }

@@ -93,7 +93,12 @@ async fn login_page(
     login_form(&app, StatusCode::OK, &next, "", "")
 }
 
-async fn login(State(app): State<AppState>, headers: HeaderMap, form: Form) -> Response {
+async fn login(
+    State(app): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    form: Form,
+) -> Response {
     let next = form.str("next").to_string();
     let email = form.str("email").trim().to_string();
     let bound = cookie(&headers, LOGIN_COOKIE)
@@ -107,7 +112,10 @@ async fn login(State(app): State<AppState>, headers: HeaderMap, form: Form) -> R
             "Your sign-in form expired. Please try again.",
         );
     }
-    match app.login(&email, form.str("password"), "web").await {
+    match app
+        .login(&email, form.str("password"), "web", peer.ip())
+        .await
+    {
         Ok((token, _user)) => {
             let mut resp = see_other(&safe_next(&next));
             let h = resp.headers_mut();
