@@ -21,7 +21,7 @@ use uuid::Uuid;
 use warden_core::review::ApproveInput;
 use warden_core::rule::RuleSpec;
 use warden_core::secret::Secret;
-use warden_core::{ReviewStatus, RuleType, SessionKind, User};
+use warden_core::{SessionKind, User};
 use warden_store::{ReviewFilter, SessionFilter};
 
 use crate::app::{App, AppError, CreateConnection, CreateUser};
@@ -480,27 +480,17 @@ pub struct ReviewQuery {
 
 impl ReviewQuery {
     pub fn filter(&self) -> Result<ReviewFilter, AppError> {
-        let status = match self.status.as_deref().filter(|s| !s.is_empty() && *s != "all") {
-            Some(s) => Some(ReviewStatus::parse(s).ok_or_else(|| {
-                AppError::bad("invalid_status", format!("status {s:?}: use pending, approved, rejected, expired, revoked, executed or all"))
-            })?),
-            None => None,
-        };
-        let kind = match self.kind.as_deref().filter(|s| !s.is_empty()) {
-            Some(k) => Some(
-                RuleType::parse(k)
-                    .ok_or_else(|| AppError::bad("invalid_type", "type: command or jit"))?,
-            ),
-            None => None,
-        };
+        let (filter, _) = crate::app::reviews::parse_filter(
+            self.status.as_deref(),
+            self.connection.as_deref(),
+            self.requester.as_deref(),
+            self.kind.as_deref(),
+            "all",
+        )?;
         Ok(ReviewFilter {
-            status,
-            connection: self.connection.clone().filter(|s| !s.is_empty()),
-            requester: self.requester.clone().filter(|s| !s.is_empty()),
-            kind,
             page: self.page.unwrap_or(1).max(1),
             per_page: self.per_page.unwrap_or(50).clamp(1, 500),
-            ..ReviewFilter::default()
+            ..filter
         })
     }
 }

@@ -671,3 +671,38 @@ async fn login_limits_key_on_user_and_address() {
     );
     gw.stop().await;
 }
+
+/// The API reads a review filter exactly as the web list does (one parser): values trimmed,
+/// status case-insensitive, the requester's email in any case. The API once matched the
+/// requester byte for byte, so `--requester Dev@Example.com` listed nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_filters_read_the_same_everywhere() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("box", &["cat"], &["dba"]).await;
+    let (s, b) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "box", "command": "hello"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    for query in [
+        "requester=Dev@Example.com",
+        "requester=%20dev@example.com%20&status=%20Pending%20",
+        "status=PENDING&type=Command&connection=%20box",
+    ] {
+        let (s, list) = gw
+            .admin("GET", &format!("/api/reviews?{query}"), None)
+            .await;
+        assert_eq!(s, 200, "{query}: {list}");
+        assert_eq!(list.as_array().map(Vec::len), Some(1), "{query}: {list}");
+    }
+    let (s, body) = gw.admin("GET", "/api/reviews?status=pendng", None).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.to_string().contains("use pending"), "{body}");
+    gw.stop().await;
+}

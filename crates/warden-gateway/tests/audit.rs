@@ -309,8 +309,28 @@ async fn exports_reverify_offline(b: Backend) {
         .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = resp.text().await.unwrap();
-    assert!(csv.starts_with("review_id,type,status,requester"), "{csv}");
-    assert!(csv.contains("\"'=cmd 1, \"\"quoted\"\"\""), "{csv}");
+    // Read back as a spreadsheet would (RFC 4180): the header, and the command cell intact
+    // but neutralised.
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        &header[..4],
+        ["review_id", "type", "status", "requester"],
+        "{csv}"
+    );
+    let command = header.iter().position(|h| h == "command").unwrap();
+    let commands: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[command].to_string())
+        .collect();
+    assert!(
+        commands.iter().any(|c| c == "'=cmd 1, \"quoted\""),
+        "{commands:?}"
+    );
+    assert!(
+        csv.ends_with("\r\n") && csv.starts_with("\"review_id\","),
+        "{csv}"
+    );
     // non-admins cannot export; bad params are refused
     let dev = gw.user("other@example.com", &[]).await;
     assert_eq!(

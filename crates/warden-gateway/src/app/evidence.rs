@@ -514,20 +514,11 @@ fn rfc(t: OffsetDateTime) -> String {
 
 /// CSV of an export (one line per review), safe against spreadsheet formula injection.
 pub fn export_csv(x: &AuditExport) -> String {
-    fn cell(s: &str) -> String {
-        let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            format!("'{s}")
-        } else {
-            s.to_string()
-        };
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s
-        }
-    }
-    let mut out = String::from(
-        "review_id,type,status,requester,connection,rule,command,command_sha256,duration_sec,requested_at,approvals,forced,decided_by,decision_reason,decided_at,exit_code,output_sha256,entry_seqs,entry_hashes\n",
+    let mut out = String::new();
+    let header = "review_id,type,status,requester,connection,rule,command,command_sha256,duration_sec,requested_at,approvals,forced,decided_by,decision_reason,decided_at,exit_code,output_sha256,entry_seqs,entry_hashes";
+    csv_line(
+        &mut out,
+        &header.split(',').map(str::to_string).collect::<Vec<_>>(),
     );
     for r in &x.rows {
         let approvals: Vec<String> = r
@@ -580,8 +571,38 @@ pub fn export_csv(x: &AuditExport) -> String {
                 .join(" "),
             hashes.join(" "),
         ];
-        out.push_str(&fields.iter().map(|f| cell(f)).collect::<Vec<_>>().join(","));
-        out.push('\n');
+        csv_line(&mut out, &fields);
     }
     out
+}
+
+/// Appends one CSV record to `out`, written by the `csv` crate (RFC 4180: every cell quoted,
+/// quotes doubled, CRLF), each cell first neutralised against formula injection (a leading
+/// `=`, `+`, `-`, `@`, tab or CR gets a `'`: commands and reasons are attacker text that
+/// spreadsheets would otherwise evaluate). The one CSV writer of every export.
+pub fn csv_line(out: &mut String, cells: &[String]) {
+    let safe: Vec<String> = cells
+        .iter()
+        .map(|c| {
+            if c.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                format!("'{c}")
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .terminator(csv::Terminator::CRLF)
+        .flexible(true)
+        .from_writer(Vec::new());
+    // Writing to memory cannot fail (and `flexible` accepts any number of cells).
+    if let Err(e) = w.write_record(&safe) {
+        tracing::error!(error = %e, "could not write a CSV record");
+        return;
+    }
+    match w.into_inner() {
+        Ok(bytes) => out.push_str(&String::from_utf8_lossy(&bytes)),
+        Err(e) => tracing::error!(error = %e, "could not write a CSV record"),
+    }
 }

@@ -14,14 +14,14 @@ mod exec;
 mod identity;
 pub mod native;
 pub mod notify;
-mod reviews;
+pub mod reviews;
 mod rules;
 pub mod sweeper;
 mod web_support;
 
 pub use audit::VerifyReport;
 pub use connections::{CreateConnection, SavedConnection};
-pub use evidence::{ExportFilter, export_csv};
+pub use evidence::{ExportFilter, csv_line, export_csv};
 pub use exec::ExecResult;
 pub use identity::CreateUser;
 pub use reviews::{JitResult, ReviewView};

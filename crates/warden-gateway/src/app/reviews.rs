@@ -545,3 +545,49 @@ pub(crate) fn auto_event(r: &Review) -> AuditEvent {
         approved: true,
     }
 }
+
+/// The one reading of a review filter, for every listing (API, web list, CSV export, CLI through
+/// the API): values trimmed, status and type case-insensitive, the requester's email
+/// lowercased (as emails are stored). `default_status` applies when the query names none (the
+/// web list shows Pending by default; the API and the export everything). Returns the filter and
+/// the status as understood (`all` for none).
+pub fn parse_filter(
+    status: Option<&str>,
+    connection: Option<&str>,
+    requester: Option<&str>,
+    kind: Option<&str>,
+    default_status: &str,
+) -> Result<(ReviewFilter, String), AppError> {
+    let status_s = status.unwrap_or(default_status).trim().to_ascii_lowercase();
+    let status_v = match status_s.as_str() {
+        "" | "all" => None,
+        s => Some(ReviewStatus::parse(s).ok_or_else(|| {
+            AppError::bad(
+                "invalid_status",
+                format!("status {s:?}: use pending, approved, rejected, expired, revoked, executed or all"),
+            )
+        })?),
+    };
+    let kind = match kind.map(str::trim).filter(|k| !k.is_empty()) {
+        Some(k) => Some(
+            RuleType::parse(&k.to_ascii_lowercase())
+                .ok_or_else(|| AppError::bad("invalid_type", "type: command or jit"))?,
+        ),
+        None => None,
+    };
+    let clean = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    Ok((
+        ReviewFilter {
+            status: status_v,
+            connection: clean(connection),
+            requester: clean(requester).map(|r| r.to_ascii_lowercase()),
+            kind,
+            ..ReviewFilter::default()
+        },
+        if status_s.is_empty() {
+            "all".into()
+        } else {
+            status_s
+        },
+    ))
+}

@@ -24,7 +24,6 @@ use uuid::Uuid;
 use warden_core::audit::{AuditEntry, AuditEvent};
 use warden_core::review::ApproveInput;
 use warden_core::{ReviewStatus, RuleType, User};
-use warden_store::ReviewFilter;
 
 use super::view::{ResultView, age, dur, iso, status_class, truncate, ts, ts_opt};
 use super::{Nav, Posted, Viewer, WebError, WebResult, fail, render, render_status, see_other};
@@ -406,48 +405,7 @@ struct ListQuery {
     page: Option<u32>,
 }
 
-/// The review filter for the list and the CSV export; `default_status` applies when the query
-/// names none (the list shows Pending by default, the export everything).
-pub fn parse_filter(
-    status: Option<&str>,
-    connection: Option<&str>,
-    requester: Option<&str>,
-    kind: Option<&str>,
-    default_status: &str,
-) -> Result<(ReviewFilter, String), AppError> {
-    let status_s = status.unwrap_or(default_status).trim().to_ascii_lowercase();
-    let status_v = match status_s.as_str() {
-        "" | "all" => None,
-        s => Some(ReviewStatus::parse(s).ok_or_else(|| {
-            AppError::bad(
-                "invalid_status",
-                format!("status {s:?}: use pending, approved, rejected, expired, revoked, executed or all"),
-            )
-        })?),
-    };
-    let kind = match kind.map(str::trim).filter(|k| !k.is_empty()) {
-        Some(k) => Some(
-            RuleType::parse(k)
-                .ok_or_else(|| AppError::bad("invalid_type", "type: command or jit"))?,
-        ),
-        None => None,
-    };
-    let clean = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
-    Ok((
-        ReviewFilter {
-            status: status_v,
-            connection: clean(connection),
-            requester: clean(requester).map(|r| r.to_ascii_lowercase()),
-            kind,
-            ..ReviewFilter::default()
-        },
-        if status_s.is_empty() {
-            "all".into()
-        } else {
-            status_s
-        },
-    ))
-}
+pub use crate::app::reviews::parse_filter;
 
 fn query_string(pairs: &[(&str, &str)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());

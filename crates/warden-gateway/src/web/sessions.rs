@@ -242,22 +242,15 @@ async fn detail(State(app): State<AppState>, viewer: Viewer, Path(id): Path<Stri
 // CSV
 // ---------------------------------------------------------------------------------------------
 
-/// One CSV cell: neutralised against formula injection, always quoted.
-pub fn csv_cell(value: &str) -> String {
-    let risky = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let v = if risky {
-        format!("'{value}")
-    } else {
-        value.to_string()
-    };
-    format!("\"{}\"", v.replace('"', "\"\""))
+/// One CSV cell as written: neutralised against formula injection, always quoted.
+#[cfg(test)]
+fn csv_cell(value: &str) -> String {
+    let mut out = String::new();
+    crate::app::csv_line(&mut out, &[value.to_string()]);
+    out.trim_end_matches("\r\n").to_string()
 }
 
-pub(super) fn csv_line(out: &mut String, cells: &[String]) {
-    let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-    out.push_str(&line.join(","));
-    out.push_str("\r\n");
-}
+pub(super) use crate::app::csv_line;
 
 pub(super) fn csv_response(filename: &str, body: String) -> Response {
     (
