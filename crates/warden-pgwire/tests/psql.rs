@@ -143,17 +143,7 @@ async fn psql_review_held_approved_rejected_and_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_over_tls_and_require_tls() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .unwrap();
+    let (tls, _) = self_signed_localhost();
     let config = warden_pgwire::ProxyConfig {
         tls: Some(std::sync::Arc::new(tls)),
         require_tls: true,
@@ -279,19 +269,9 @@ async fn upstream_certificates_are_verified_as_sslmode_asks() {
 /// the given root and names the host the user dialled (`verify-full`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tunnel_sends_the_token_only_to_a_verified_gateway() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (tls, pem) = self_signed_localhost();
     let root = std::env::temp_dir().join(format!("warden-gw-{}.pem", uuid::Uuid::new_v4()));
-    std::fs::write(&root, cert.cert.pem()).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .unwrap();
+    std::fs::write(&root, pem).unwrap();
     let config = warden_pgwire::ProxyConfig {
         tls: Some(std::sync::Arc::new(tls)),
         require_tls: true,
@@ -347,4 +327,21 @@ async fn the_tunnel_sends_the_token_only_to_a_verified_gateway() {
     }
     let _ = std::fs::remove_file(&root);
     proxy.stop().await;
+}
+
+/// A TLS server configuration with a fresh self-signed certificate for `localhost`, and that
+/// certificate as PEM (the root a client must trust).
+fn self_signed_localhost() -> (rustls::ServerConfig, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    (tls, cert.cert.pem())
 }
