@@ -776,7 +776,10 @@ async fn metrics(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Re
             "metrics require an admin token".into(),
         )));
     }
-    let _ = &app;
+    // The store's group commit, as of now: writes and the commits that carried them.
+    let (writes, commits) = app.store_write_stats();
+    metrics::gauge!("warden_store_writes").set(writes as f64);
+    metrics::gauge!("warden_store_commits").set(commits as f64);
     let body = crate::server::metrics_handle()
         .map(|h| h.render())
         .unwrap_or_default();

@@ -706,3 +706,37 @@ async fn review_filters_read_the_same_everywhere() {
     assert!(body.to_string().contains("use pending"), "{body}");
     gw.stop().await;
 }
+
+/// `/metrics` is for admins and shows the store's group commit (writes ≥ commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_store_group_commit() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    assert_eq!(
+        gw.call("GET", "/metrics", Some(&dev), None).await.0,
+        403
+    );
+    let body = reqwest::Client::new()
+        .get(format!("{}/metrics", gw.base))
+        .bearer_auth(&gw.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (writes, commits) = (value("warden_store_writes"), value("warden_store_commits"));
+    assert!(
+        commits >= 1.0 && writes >= commits,
+        "{writes} writes, {commits} commits"
+    );
+    gw.stop().await;
+}

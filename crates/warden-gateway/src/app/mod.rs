@@ -138,6 +138,12 @@ impl App {
         self.store.backend_name()
     }
 
+    /// Writes the store committed and the commits that carried them since it was opened (group
+    /// commit: under load, fewer commits than writes).
+    pub fn store_write_stats(&self) -> (u64, u64) {
+        self.store.write_stats()
+    }
+
     /// A cheap round trip to the store, for the health check.
     pub async fn store_ping(&self) -> AppResult<()> {
         Ok(self.store.ping().await?)
