@@ -712,10 +712,7 @@ async fn review_filters_read_the_same_everywhere() {
 async fn metrics_show_the_store_group_commit() {
     let gw = TestGateway::spawn(Backend::Sqlite).await;
     let dev = gw.user("dev@example.com", &["dev"]).await;
-    assert_eq!(
-        gw.call("GET", "/metrics", Some(&dev), None).await.0,
-        403
-    );
+    assert_eq!(gw.call("GET", "/metrics", Some(&dev), None).await.0, 403);
     let body = reqwest::Client::new()
         .get(format!("{}/metrics", gw.base))
         .bearer_auth(&gw.admin_token)
@@ -734,6 +731,8 @@ async fn metrics_show_the_store_group_commit() {
             .unwrap()
     };
     let (writes, commits) = (value("warden_store_writes"), value("warden_store_commits"));
+    assert!(body.contains("# HELP warden_store_commits "), "{body}");
+    assert!(body.contains("# TYPE warden_store_commits gauge"), "{body}");
     assert!(
         commits >= 1.0 && writes >= commits,
         "{writes} writes, {commits} commits"
