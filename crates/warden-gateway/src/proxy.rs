@@ -19,10 +19,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use warden_core::User;
 use warden_core::audit::AuditEvent;
-use warden_core::decision::{AllowReason, Decision};
 use warden_core::secret::Secret;
-use warden_core::{ReviewStatus, RuleType, User};
 use warden_pgwire::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
     StatementDecision, StatementLog, Unrecorded, Upstream, UpstreamTls,
@@ -30,7 +29,7 @@ use warden_pgwire::{
 };
 use warden_store::StatementRecord;
 
-use crate::app::native::{NativeAccess, access_of};
+use crate::app::native::{HeldResult, NativeAccess, StatementRuling, access_of};
 use crate::app::{App, AppError};
 
 /// The gateway's answers to the proxy.
@@ -275,89 +274,40 @@ impl Backend {
                 read_write: false,
             });
         }
-        // Not a read: decided with the current user, groups, rules and windows, as exec is.
-        let app = &self.app;
-        let user = app
-            .find_user(&grant.user)
-            .await?
-            .ok_or_else(|| AppError::Forbidden("user no longer exists".into()))?;
-        let decided = app
-            .native_decision(&user, &grant.connection)
-            .await?
-            .map_err(AppError::Forbidden)?;
-        let rule_name = match &decided.decision {
-            Decision::Deny(d) => {
-                return Ok(StatementDecision::Deny {
-                    message: format!("Warden: {}", d.message()),
-                });
-            }
-            Decision::Allow(AllowReason::Window { review_id, .. }) => {
-                return Ok(StatementDecision::Allow {
-                    review_id: Some(*review_id),
-                    read_write: true,
-                });
-            }
-            // No command rule holds it any more (removed, or the user is exempt now), or an
-            // admin's own statement under auto-approve.
-            Decision::Allow(_) | Decision::AutoApprove { .. } => {
-                return Ok(StatementDecision::Allow {
-                    review_id: None,
-                    read_write: true,
-                });
-            }
-            Decision::NeedsReview { rule } => rule.clone(),
-        };
-        let Some(rule) = decided
-            .rules
-            .iter()
-            .find(|r| r.kind == RuleType::Command && r.name == rule_name)
-        else {
-            return Err(AppError::Internal(anyhow::anyhow!(
-                "rule {rule_name} vanished while deciding"
-            )));
-        };
-        let reason = match &reading {
-            warden_core::classify::Reading::Write { reason } => Some(reason.clone()),
-            warden_core::classify::Reading::Read => None,
-        };
-        tracing::debug!(?reason, "statement held");
-        let stored = app
-            .hold_native_statement(&user, &grant.connection, rule, statement.to_string())
-            .await?;
-        if let Ok(mut h) = self.held.lock() {
-            h.insert(stored.id, grant.session_id);
+        if let warden_core::classify::Reading::Write { reason } = &reading {
+            tracing::debug!(%reason, "not a read");
         }
-        let waiter = self.app.clone();
-        let id = stored.id;
+        // Not a read: the application rules on it (current user, groups, rules and windows).
+        let (review, user) = match self
+            .app
+            .rule_on_native_statement(&grant.user, &grant.connection, statement.to_string())
+            .await?
+        {
+            StatementRuling::Allow { review_id } => {
+                return Ok(StatementDecision::Allow {
+                    review_id,
+                    read_write: true,
+                });
+            }
+            StatementRuling::Deny(message) => return Ok(StatementDecision::Deny { message }),
+            StatementRuling::Held { review, user } => (review, *user),
+        };
+        let id = review.id;
+        if let Ok(mut h) = self.held.lock() {
+            h.insert(id, grant.session_id);
+        }
+        let app = self.app.clone();
         let outcome = async move {
-            loop {
-                match waiter.wait_decision(&user, id, Duration::from_secs(30)).await {
-                    Ok(v) => match v.review.status {
-                        ReviewStatus::Approved | ReviewStatus::Executed => return HeldOutcome::Approved { review_id: id },
-                        ReviewStatus::Rejected => {
-                            return HeldOutcome::Rejected {
-                                by: v.review.decided_by.unwrap_or_default(),
-                                reason: v.review.reason.unwrap_or_default(),
-                            };
-                        }
-                        ReviewStatus::Expired | ReviewStatus::Revoked => return HeldOutcome::Expired,
-                        ReviewStatus::Pending => {
-                            if waiter.shutdown.is_cancelled() {
-                                return HeldOutcome::Expired;
-                            }
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %e, review = %id, "waiting for a held statement failed");
-                        return HeldOutcome::Expired;
-                    }
-                }
+            match app.await_held(&user, id).await {
+                HeldResult::Approved => HeldOutcome::Approved { review_id: id },
+                HeldResult::Rejected { by, reason } => HeldOutcome::Rejected { by, reason },
+                HeldResult::Expired => HeldOutcome::Expired,
             }
         }
         .boxed();
         Ok(StatementDecision::Held {
             review_id: Some(id),
-            review_url: app.review_url(id),
+            review_url: self.app.review_url(id),
             outcome,
         })
     }

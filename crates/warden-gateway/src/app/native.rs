@@ -11,7 +11,9 @@ use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
 use warden_core::review::NewReview;
-use warden_core::{ConnectionType, Review, ReviewStatus, Rule, Session, SessionKind, User};
+use warden_core::{
+    ConnectionType, Review, ReviewStatus, Rule, RuleType, Session, SessionKind, User,
+};
 use warden_store::{AuditCtx, ConnectionRecord, StatementRecord};
 
 use super::{App, AppError, AppResult};
@@ -290,5 +292,113 @@ impl App {
             .store
             .append_audit(AuditCtx::new(actor, self.now(), vec![ev]))
             .await?)
+    }
+}
+
+/// What happens to one statement of a native session that is not a read.
+pub enum StatementRuling {
+    /// It runs, read-write (a JIT window, or no command rule holds it any more).
+    Allow { review_id: Option<Uuid> },
+    /// It is refused; the message says why.
+    Deny(String),
+    /// It is held: `review` waits for approvers (wait with [`App::await_held`]).
+    Held {
+        review: Box<Review>,
+        user: Box<User>,
+    },
+}
+
+/// How a held statement's review settled.
+pub enum HeldResult {
+    Approved,
+    Rejected {
+        by: String,
+        reason: String,
+    },
+    /// Expired, revoked, or never decided (the gateway is stopping, the wait failed).
+    Expired,
+}
+
+impl App {
+    /// Rules on a statement of `user`'s native session on `connection` that the classifier did
+    /// not read as a read: decided with the current user, groups, rules and windows, as `exec`
+    /// is; held under the command rule that requires review.
+    pub async fn rule_on_native_statement(
+        &self,
+        user: &str,
+        connection: &str,
+        statement: String,
+    ) -> AppResult<StatementRuling> {
+        let user = self
+            .find_user(user)
+            .await?
+            .ok_or_else(|| AppError::Forbidden("user no longer exists".into()))?;
+        let decided = self
+            .native_decision(&user, connection)
+            .await?
+            .map_err(AppError::Forbidden)?;
+        let rule_name = match &decided.decision {
+            Decision::Deny(d) => {
+                return Ok(StatementRuling::Deny(format!("Warden: {}", d.message())));
+            }
+            Decision::Allow(AllowReason::Window { review_id, .. }) => {
+                return Ok(StatementRuling::Allow {
+                    review_id: Some(*review_id),
+                });
+            }
+            // No command rule holds it any more (removed, or the user is exempt now), or an
+            // admin's own statement under auto-approve.
+            Decision::Allow(_) | Decision::AutoApprove { .. } => {
+                return Ok(StatementRuling::Allow { review_id: None });
+            }
+            Decision::NeedsReview { rule } => rule.clone(),
+        };
+        let Some(rule) = decided
+            .rules
+            .iter()
+            .find(|r| r.kind == RuleType::Command && r.name == rule_name)
+        else {
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "rule {rule_name} vanished while deciding"
+            )));
+        };
+        let review = self
+            .hold_native_statement(&user, connection, rule, statement)
+            .await?;
+        Ok(StatementRuling::Held {
+            review: Box::new(review),
+            user: Box::new(user),
+        })
+    }
+
+    /// Waits until a held statement's review is decided (re-polling every 30 s, ending early
+    /// when the gateway stops).
+    pub async fn await_held(&self, user: &User, id: Uuid) -> HeldResult {
+        loop {
+            match self
+                .wait_decision(user, id, std::time::Duration::from_secs(30))
+                .await
+            {
+                Ok(v) => match v.review.status {
+                    ReviewStatus::Approved | ReviewStatus::Executed => return HeldResult::Approved,
+                    ReviewStatus::Rejected => {
+                        return HeldResult::Rejected {
+                            by: v.review.decided_by.unwrap_or_default(),
+                            reason: v.review.reason.unwrap_or_default(),
+                        };
+                    }
+                    ReviewStatus::Expired | ReviewStatus::Revoked => return HeldResult::Expired,
+                    ReviewStatus::Pending => {
+                        if self.shutdown.is_cancelled() {
+                            return HeldResult::Expired;
+                        }
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, review = %id, "waiting for a held statement failed");
+                    return HeldResult::Expired;
+                }
+            }
+        }
     }
 }
