@@ -780,6 +780,10 @@ async fn metrics(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Re
     let (writes, commits) = app.store_write_stats();
     metrics::gauge!("warden_store_writes").set(writes as f64);
     metrics::gauge!("warden_store_commits").set(commits as f64);
+    match app.pending_review_count().await {
+        Ok(n) => metrics::gauge!("warden_reviews_pending").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "could not count pending reviews for /metrics"),
+    }
     let body = crate::server::metrics_handle()
         .map(|h| h.render())
         .unwrap_or_default();

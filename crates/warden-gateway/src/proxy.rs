@@ -228,6 +228,7 @@ impl Backend {
         ));
         if let Ok(mut w) = self.watchers.lock() {
             w.insert(session_id, watcher.abort_handle());
+            metrics::gauge!("warden_proxy_sessions_live").set(w.len() as f64);
         }
         Ok(SessionGrant {
             session_id,
@@ -413,12 +414,11 @@ impl ProxyBackend for Backend {
     }
 
     async fn session_ended(&self, grant: &SessionGrant) {
-        if let Some(w) = self
-            .watchers
-            .lock()
-            .ok()
-            .and_then(|mut w| w.remove(&grant.session_id))
-        {
+        if let Some(w) = self.watchers.lock().ok().and_then(|mut w| {
+            let removed = w.remove(&grant.session_id);
+            metrics::gauge!("warden_proxy_sessions_live").set(w.len() as f64);
+            removed
+        }) {
             w.abort();
         }
         let app = &self.app;

@@ -67,6 +67,14 @@ fn describe_metrics() {
         "Audit checkpoints that could not reach their witness."
     );
     describe_gauge!(
+        "warden_reviews_pending",
+        "Reviews waiting for a decision now (all connections)."
+    );
+    describe_gauge!(
+        "warden_proxy_sessions_live",
+        "PostgreSQL proxy sessions open now."
+    );
+    describe_gauge!(
         "warden_store_writes",
         "Writes the store committed since the gateway started."
     );

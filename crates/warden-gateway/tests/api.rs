@@ -707,12 +707,25 @@ async fn review_filters_read_the_same_everywhere() {
     gw.stop().await;
 }
 
-/// `/metrics` is for admins and shows the store's group commit (writes ≥ commits).
+/// `/metrics` is for admins: the store's group commit (writes ≥ commits), the pending reviews
+/// (counted by the store, as the lists are), HELP and TYPE lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_store_group_commit() {
     let gw = TestGateway::spawn(Backend::Sqlite).await;
     let dev = gw.user("dev@example.com", &["dev"]).await;
     assert_eq!(gw.call("GET", "/metrics", Some(&dev), None).await.0, 403);
+    // One held command: one pending review.
+    gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("box", &["cat"], &["dba"]).await;
+    let (s, b) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(&dev),
+            Some(json!({"connection": "box", "command": "hello"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
     let body = reqwest::Client::new()
         .get(format!("{}/metrics", gw.base))
         .bearer_auth(&gw.admin_token)
@@ -732,6 +745,7 @@ async fn metrics_show_the_store_group_commit() {
     };
     let (writes, commits) = (value("warden_store_writes"), value("warden_store_commits"));
     assert!(body.contains("# HELP warden_store_commits "), "{body}");
+    assert_eq!(value("warden_reviews_pending"), 1.0, "{body}");
     assert!(body.contains("# TYPE warden_store_commits gauge"), "{body}");
     assert!(
         commits >= 1.0 && writes >= commits,

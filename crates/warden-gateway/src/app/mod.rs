@@ -144,6 +144,16 @@ impl App {
         self.store.write_stats()
     }
 
+    /// Reviews waiting for a decision, all connections (one indexed count).
+    pub async fn pending_review_count(&self) -> AppResult<i64> {
+        let filter = warden_store::ReviewFilter {
+            status: Some(ReviewStatus::Pending),
+            per_page: 1,
+            ..warden_store::ReviewFilter::default()
+        };
+        Ok(self.store.list_reviews(&filter).await?.1)
+    }
+
     /// A cheap round trip to the store, for the health check.
     pub async fn store_ping(&self) -> AppResult<()> {
         Ok(self.store.ping().await?)
