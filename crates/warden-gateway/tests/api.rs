@@ -672,6 +672,21 @@ async fn login_limits_key_on_user_and_address() {
     gw.stop().await;
 }
 
+/// `dev` holds one command on a command connection `box` that `dba` reviews: one pending review.
+async fn hold_a_command(gw: &TestGateway, dev: &str) {
+    gw.user("dba@example.com", &["dba"]).await;
+    gw.command_connection("box", &["cat"], &["dba"]).await;
+    let (s, b) = gw
+        .call(
+            "POST",
+            "/api/exec",
+            Some(dev),
+            Some(json!({"connection": "box", "command": "hello"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+}
+
 /// The API reads a review filter exactly as the web list does (one parser): values trimmed,
 /// status case-insensitive, the requester's email in any case. The API once matched the
 /// requester byte for byte, so `--requester Dev@Example.com` listed nothing.
@@ -679,17 +694,7 @@ async fn login_limits_key_on_user_and_address() {
 async fn review_filters_read_the_same_everywhere() {
     let gw = TestGateway::spawn(Backend::Sqlite).await;
     let dev = gw.user("dev@example.com", &["dev"]).await;
-    gw.user("dba@example.com", &["dba"]).await;
-    gw.command_connection("box", &["cat"], &["dba"]).await;
-    let (s, b) = gw
-        .call(
-            "POST",
-            "/api/exec",
-            Some(&dev),
-            Some(json!({"connection": "box", "command": "hello"})),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
+    hold_a_command(&gw, &dev).await;
     for query in [
         "requester=Dev@Example.com",
         "requester=%20dev@example.com%20&status=%20Pending%20",
@@ -715,17 +720,7 @@ async fn metrics_show_the_store_group_commit() {
     let dev = gw.user("dev@example.com", &["dev"]).await;
     assert_eq!(gw.call("GET", "/metrics", Some(&dev), None).await.0, 403);
     // One held command: one pending review.
-    gw.user("dba@example.com", &["dba"]).await;
-    gw.command_connection("box", &["cat"], &["dba"]).await;
-    let (s, b) = gw
-        .call(
-            "POST",
-            "/api/exec",
-            Some(&dev),
-            Some(json!({"connection": "box", "command": "hello"})),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
+    hold_a_command(&gw, &dev).await;
     let body = reqwest::Client::new()
         .get(format!("{}/metrics", gw.base))
         .bearer_auth(&gw.admin_token)
