@@ -123,6 +123,17 @@ impl Client {
         self.token.as_deref()
     }
 
+    /// Like [`Client::call`], keeping the JSON it read too (what `-o json` prints, unchanged).
+    pub async fn typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Typed<T>> {
+        let (_, raw) = self.call_raw(method, path, body).await?;
+        Typed::read(raw)
+    }
+
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -256,4 +267,19 @@ impl Client {
 /// Is this error a connection failure (worth retrying while waiting)?
 pub fn is_unreachable(e: &anyhow::Error) -> bool {
     e.to_string().starts_with("cannot reach the gateway")
+}
+
+/// A gateway answer read as the gateway's own type, with the JSON it came as.
+#[derive(Debug, Clone)]
+pub struct Typed<T> {
+    pub raw: Value,
+    pub value: T,
+}
+
+impl<T: DeserializeOwned> Typed<T> {
+    pub fn read(raw: Value) -> Result<Typed<T>> {
+        let value = serde_json::from_value(raw.clone())
+            .context("unexpected response from the gateway (is it a different version?)")?;
+        Ok(Typed { raw, value })
+    }
 }

@@ -289,7 +289,8 @@ async fn held_exec_waits_for_approval_and_prints_the_result() {
     let dev = gw.user("dev@example.com", &["dev"]).await;
     let dba = gw.user("dba@example.com", &["dba"]).await;
     gw.command_connection("shell", &["sh"], &["dba"]).await;
-    let (child, id) = start_exec(&cli, &dev, "shell", "echo from-the-approved-command").await;
+    let (child, id, log) =
+        start_exec_logged(&cli, &dev, "shell", "echo from-the-approved-command").await;
     // the approver sees it in the list and approves from their own CLI
     let list = cli.ok(Some(&dba), &["review", "list"]).await;
     assert!(
@@ -300,6 +301,21 @@ async fn held_exec_waits_for_approval_and_prints_the_result() {
     assert!(
         show.contains("echo from-the-approved-command") && show.contains("PENDING"),
         "{show}"
+    );
+    // what the approver may do is the server's answer, with the command to do it
+    assert!(
+        show.contains(&format!(
+            "you may:     approve (warden review approve {id})"
+        )) && show.contains("reject (")
+            && !show.contains("withdraw ("),
+        "{show}"
+    );
+    let mine = cli.ok(Some(&dev), &["review", "show", &id]).await;
+    assert!(
+        mine.contains(&format!(
+            "you may:     withdraw (warden review withdraw {id})"
+        )) && !mine.contains("approve ("),
+        "{mine}"
     );
     cli.ok(Some(&dba), &["review", "approve", &id, "--reason", "ok"])
         .await;
@@ -312,6 +328,17 @@ async fn held_exec_waits_for_approval_and_prints_the_result() {
         String::from_utf8_lossy(&out.stdout),
         "from-the-approved-command\n"
     );
+    // who approved is said when it runs
+    // (the background reader may still be draining the pipe of the exited child)
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = log.lock().unwrap().clone();
+        if said.contains("Ran: ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(said.contains("Ran: approved by dba@example.com"), "{said}");
     // the result is kept for later
     let show = cli.ok(Some(&dev), &["review", "show", &id]).await;
     assert!(

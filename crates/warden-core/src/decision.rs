@@ -4,14 +4,14 @@
 //! Evaluation order (SPEC §2/§3): access groups → active JIT window → rule binding → exempt
 //! groups → required groups → admin auto-approve.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::model::{Connection, Review, ReviewStatus, Rule, RuleType, User};
 
 /// Why a request is allowed without a (new) review.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AllowReason {
     /// No rule of the relevant type is bound to the connection.

@@ -11,6 +11,7 @@
 //!    └─timeout─▶ EXPIRED
 //! ```
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -119,6 +120,64 @@ fn nonempty(reason: Option<&str>) -> Option<String> {
 /// The reason recorded when a requester withdraws their own request.
 pub const WITHDRAWN: &str = "withdrawn by requester";
 
+/// The decisions one actor may take on one review now ([`Review::permitted`]). Adapters show
+/// these and nothing else; the transitions still decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actions {
+    pub approve: bool,
+    pub reject: bool,
+    pub force: bool,
+    pub withdraw: bool,
+    pub revoke: bool,
+}
+
+impl Actions {
+    pub fn any(&self) -> bool {
+        self.approve || self.reject || self.force || self.withdraw || self.revoke
+    }
+    /// The permitted decisions' names, in the order a menu lists them.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.approve, "approve"),
+            (self.force, "force"),
+            (self.reject, "reject"),
+            (self.withdraw, "withdraw"),
+            (self.revoke, "revoke"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect()
+    }
+}
+
+/// How a review was decided ([`Review::outcome`]); a withdrawal is REJECTED by status (the
+/// API's statuses stay those of the spec) and `withdrawn` here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pending,
+    Approved,
+    AutoApproved,
+    ForceApproved,
+    Rejected,
+    Withdrawn,
+    Expired,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::AutoApproved => "auto_approved",
+            Self::ForceApproved => "force_approved",
+            Self::Rejected => "rejected",
+            Self::Withdrawn => "withdrawn",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 impl Review {
     /// A new PENDING review under `rule`, expiring after the rule's timeout (or `default_timeout_sec`).
     pub fn new(
@@ -175,23 +234,23 @@ impl Review {
         }
     }
 
-    /// Records an approval; the review becomes APPROVED when the quorum is met or on a force approval.
-    pub fn approve(
-        mut self,
+    /// Whether [`Review::approve`] with `input` would succeed, and if not, why. The transition
+    /// runs exactly this check first, so [`Review::permitted`] can never disagree with it.
+    fn check_approve(
+        &self,
         actor: Actor<'_>,
-        input: ApproveInput,
+        input: &ApproveInput,
         now: OffsetDateTime,
-    ) -> Result<Review, TransitionError> {
+    ) -> Result<(), TransitionError> {
         if actor.auditor {
             return Err(TransitionError::ReadOnly);
         }
         self.ensure_pending(now)?;
-        let reason = nonempty(input.reason.as_deref());
         if input.force {
             if !actor.in_any(&self.policy.force_approval_groups) {
                 return Err(TransitionError::NotForceMember);
             }
-            if reason.is_none() {
+            if nonempty(input.reason.as_deref()).is_none() {
                 return Err(TransitionError::ReasonRequired);
             }
         } else {
@@ -219,6 +278,20 @@ impl Review {
                     "requested {current}s, got {d}s"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Records an approval; the review becomes APPROVED when the quorum is met or on a force approval.
+    pub fn approve(
+        mut self,
+        actor: Actor<'_>,
+        input: ApproveInput,
+        now: OffsetDateTime,
+    ) -> Result<Review, TransitionError> {
+        self.check_approve(actor, &input, now)?;
+        let reason = nonempty(input.reason.as_deref());
+        if let Some(d) = input.duration_sec {
             self.duration_sec = Some(d);
         }
         let eligible_groups: Vec<String> = self
@@ -281,13 +354,13 @@ impl Review {
         self
     }
 
-    /// Any eligible approver (approval or force-approval group) rejects, with a reason.
-    pub fn reject(
-        mut self,
+    /// Whether [`Review::reject`] would succeed (see [`Review::check_approve`]).
+    fn check_reject(
+        &self,
         actor: Actor<'_>,
         reason: Option<&str>,
         now: OffsetDateTime,
-    ) -> Result<Review, TransitionError> {
+    ) -> Result<(), TransitionError> {
         if actor.auditor {
             return Err(TransitionError::ReadOnly);
         }
@@ -302,6 +375,18 @@ impl Review {
                 self.policy.approval_groups.join(", "),
             ));
         }
+        nonempty(reason).ok_or(TransitionError::ReasonRequired)?;
+        Ok(())
+    }
+
+    /// Any eligible approver (approval or force-approval group) rejects, with a reason.
+    pub fn reject(
+        mut self,
+        actor: Actor<'_>,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Review, TransitionError> {
+        self.check_reject(actor, reason, now)?;
         let reason = nonempty(reason).ok_or(TransitionError::ReasonRequired)?;
         self.status = ReviewStatus::Rejected;
         self.decided_by = Some(actor.email.to_string());
@@ -316,11 +401,20 @@ impl Review {
         actor: Actor<'_>,
         now: OffsetDateTime,
     ) -> Result<Review, TransitionError> {
+        self.check_withdraw(actor, now)?;
+        self.withdrawn(WITHDRAWN.into(), now)
+    }
+
+    /// Whether [`Review::withdraw`] would succeed (see [`Review::check_approve`]).
+    fn check_withdraw(&self, actor: Actor<'_>, now: OffsetDateTime) -> Result<(), TransitionError> {
+        if actor.auditor {
+            return Err(TransitionError::ReadOnly);
+        }
+        self.ensure_pending(now)?;
         if actor.email != self.requester {
-            self.ensure_pending(now)?;
             return Err(TransitionError::NotRequester);
         }
-        self.withdrawn(WITHDRAWN.into(), now)
+        Ok(())
     }
 
     /// The request is withdrawn on the requester's behalf because what would have run it is
@@ -341,9 +435,10 @@ impl Review {
 
     /// True for a request withdrawn by (or on behalf of) its requester, as opposed to rejected
     /// by an approver.
+    /// Only a withdrawal is decided by the requester (they cannot reject their own request),
+    /// whether or not some approvals were already recorded.
     pub fn is_withdrawn(&self) -> bool {
         self.status == ReviewStatus::Rejected
-            && self.approvals.is_empty()
             && self.decided_by.as_deref() == Some(self.requester.as_str())
             && self
                 .reason
@@ -370,13 +465,8 @@ impl Review {
         Ok(self)
     }
 
-    /// An approver (approval or force group) or an admin ends an approved JIT window early.
-    pub fn revoke(
-        mut self,
-        actor: Actor<'_>,
-        reason: Option<&str>,
-        now: OffsetDateTime,
-    ) -> Result<Review, TransitionError> {
+    /// Whether [`Review::revoke`] would succeed (see [`Review::check_approve`]).
+    fn check_revoke(&self, actor: Actor<'_>) -> Result<(), TransitionError> {
         if actor.auditor {
             return Err(TransitionError::ReadOnly);
         }
@@ -395,6 +485,17 @@ impl Review {
         {
             return Err(TransitionError::NotRevoker);
         }
+        Ok(())
+    }
+
+    /// An approver (approval or force group) or an admin ends an approved JIT window early.
+    pub fn revoke(
+        mut self,
+        actor: Actor<'_>,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Review, TransitionError> {
+        self.check_revoke(actor)?;
         self.status = ReviewStatus::Revoked;
         self.decided_by = Some(actor.email.to_string());
         self.reason = Some(nonempty(reason).unwrap_or_else(|| "revoked".into()));
@@ -430,6 +531,46 @@ impl Review {
         }
         self.status = ReviewStatus::Executed;
         Ok(self)
+    }
+
+    /// What `actor` may do to this review at `now`: exactly the decisions that would succeed
+    /// (each answer is the transition's own check), so every adapter shows the same buttons the
+    /// decision will honour. Force and reject are asked with a reason, as their forms require one.
+    pub fn permitted(&self, actor: Actor<'_>, now: OffsetDateTime) -> Actions {
+        const SOME_REASON: Option<&str> = Some("reason");
+        let approve = ApproveInput::default();
+        let force = ApproveInput {
+            force: true,
+            reason: SOME_REASON.map(str::to_string),
+            duration_sec: None,
+        };
+        Actions {
+            approve: self.check_approve(actor, &approve, now).is_ok(),
+            force: self.check_approve(actor, &force, now).is_ok(),
+            reject: self.check_reject(actor, SOME_REASON, now).is_ok(),
+            withdraw: self.check_withdraw(actor, now).is_ok(),
+            revoke: self.check_revoke(actor).is_ok(),
+        }
+    }
+
+    /// How the review was decided, read from its recorded decision (its status says where it
+    /// is now: an approved command that ran is EXECUTED, its outcome stays `approved`).
+    pub fn outcome(&self) -> Outcome {
+        match self.status {
+            ReviewStatus::Pending => Outcome::Pending,
+            ReviewStatus::Expired => Outcome::Expired,
+            ReviewStatus::Rejected if self.is_withdrawn() => Outcome::Withdrawn,
+            ReviewStatus::Rejected => Outcome::Rejected,
+            ReviewStatus::Approved | ReviewStatus::Executed | ReviewStatus::Revoked => {
+                if self.forced {
+                    Outcome::ForceApproved
+                } else if self.approvals.iter().any(|a| a.auto) {
+                    Outcome::AutoApproved
+                } else {
+                    Outcome::Approved
+                }
+            }
+        }
     }
 
     /// "1 of 2: dba ✓ security …" — progress toward the quorum, for lists and notifications.

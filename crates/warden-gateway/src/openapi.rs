@@ -103,7 +103,7 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
     (
         "get",
         "/api/reviews/{id}",
-        "One review with url, progress and result.",
+        "One review with url, progress, outcome, the caller's permitted actions and result.",
         false,
     ),
     (
@@ -292,6 +292,11 @@ pub fn document() -> Value {
                     "approvals": {"type": "array", "items": {"type": "object", "properties": {"approver": {"type": "string"}, "group": {"type": "string"}, "forced": {"type": "boolean"}, "at": {"type": "string", "format": "date-time"}}}},
                     "reason": {"type": ["string", "null"]}, "created_at": {"type": "string", "format": "date-time"},
                     "decided_at": {"type": ["string", "null"], "format": "date-time"}, "url": {"type": "string"}, "progress": {"type": "string"},
+                    "outcome": {"enum": ["pending", "approved", "auto_approved", "force_approved", "rejected", "withdrawn", "expired"],
+                                "description": "How the review was decided (a withdrawal is REJECTED by status, withdrawn here)"},
+                    "actions": {"type": "object", "description": "The decisions the caller may take now; the transitions still decide",
+                                "properties": {"approve": {"type": "boolean"}, "reject": {"type": "boolean"}, "force": {"type": "boolean"},
+                                               "withdraw": {"type": "boolean"}, "revoke": {"type": "boolean"}}},
                     "result": {"type": ["object", "null"]}
                 }}
             }

@@ -28,6 +28,7 @@ on_both_stores!(
     approval_racing_expiry_never_both,
     pending_review_survives_restart,
     every_step_is_audited,
+    actions_are_what_each_caller_may_do,
 );
 
 async fn exec(gw: &TestGateway, token: &str, conn: &str, cmd: &str) -> (u16, Value) {
@@ -564,5 +565,133 @@ async fn every_step_is_audited(b: Backend) {
         gw.admin("GET", "/api/audit/verify", None).await.1["ok"],
         true
     );
+    gw.stop().await;
+}
+
+/// `actions` in the review JSON is, for each caller, exactly what the API then lets them do:
+/// every action offered succeeds when tried, every action withheld is refused.
+async fn actions_are_what_each_caller_may_do(b: Backend) {
+    let gw = TestGateway::spawn(b).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let dba = gw.user("dba@example.com", &["dba"]).await;
+    let oncall = gw.user("oncall@example.com", &["oncall"]).await;
+    let eve = gw.user("eve@example.com", &["sales"]).await;
+    let (s, b) = gw
+        .admin(
+            "POST",
+            "/api/users",
+            Some(
+                json!({"email": "audit@example.com", "groups": ["dba", "oncall"], "auditor": true}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, t) = gw
+        .admin(
+            "POST",
+            "/api/tokens",
+            Some(json!({"user": "audit@example.com"})),
+        )
+        .await;
+    let auditor = t["token"].as_str().unwrap().to_string();
+    gw.command_connection("c", &["cat"], &[]).await;
+    let (s, body) = gw
+        .admin(
+            "POST",
+            "/api/rules",
+            Some(json!({
+                "name": "r", "type": "command", "connections": ["c"], "approval_groups": ["dba"],
+                "approval_amount": 2, "force_approval_groups": ["oncall"]
+            })),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let who = [
+        ("dev", &dev),
+        ("dba", &dba),
+        ("oncall", &oncall),
+        ("eve", &eve),
+        ("auditor", &auditor),
+    ];
+    let actions_of = |v: &Value| -> Vec<String> {
+        ["approve", "force", "reject", "withdraw", "revoke"]
+            .into_iter()
+            .filter(|a| v["actions"][*a] == true)
+            .map(String::from)
+            .collect()
+    };
+    let mut offered: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    for (name, tok) in who {
+        let (_, r) = exec(&gw, &dev, "c", &format!("for {name}")).await;
+        let id = r["review"]["id"].as_str().unwrap().to_string();
+        assert_eq!(r["review"]["outcome"], "pending", "{r}");
+        let (s, v) = gw
+            .call("GET", &format!("/api/reviews/{id}"), Some(tok), None)
+            .await;
+        if name == "eve" {
+            assert_eq!(s, 404, "eve may not even see it");
+            offered.insert(name, vec![]);
+        } else {
+            assert_eq!(s, 200, "{v}");
+            offered.insert(name, actions_of(&v));
+        }
+        // Try every action on its own fresh review, so one success does not hide another.
+        for action in ["approve", "force", "reject", "withdraw"] {
+            let (_, r) = exec(&gw, &dev, "c", &format!("{name} tries {action}")).await;
+            let id = r["review"]["id"].as_str().unwrap().to_string();
+            let (path, body) = match action {
+                "force" => ("approve", json!({"force": true, "reason": "outage"})),
+                "approve" => ("approve", json!({})),
+                a => (a, json!({"reason": "no"})),
+            };
+            let (s, resp) = gw
+                .call(
+                    "PUT",
+                    &format!("/api/reviews/{id}/{path}"),
+                    Some(tok),
+                    Some(body),
+                )
+                .await;
+            let allowed = offered[name].iter().any(|a| a == action);
+            assert_eq!(
+                s == 200,
+                allowed,
+                "{name} {action}: offered {:?}, got {s} {resp}",
+                offered[name]
+            );
+        }
+    }
+    assert_eq!(offered["dev"], vec!["withdraw"]);
+    assert_eq!(offered["dba"], vec!["approve", "reject"]);
+    assert_eq!(offered["oncall"], vec!["force", "reject"]);
+    assert_eq!(offered["auditor"], Vec::<String>::new());
+    // Once dba approved, approving again is not offered (one of two approvals recorded).
+    let (_, r) = exec(&gw, &dev, "c", "half way").await;
+    let id = r["review"]["id"].as_str().unwrap().to_string();
+    let (s, v) = gw
+        .call(
+            "PUT",
+            &format!("/api/reviews/{id}/approve"),
+            Some(&dba),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(actions_of(&v), vec!["reject"], "{v}");
+    // Withdrawn is named as the outcome; the status stays REJECTED as the spec says.
+    let (_, v) = gw
+        .call(
+            "PUT",
+            &format!("/api/reviews/{id}/withdraw"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (v["status"].as_str(), v["outcome"].as_str()),
+        (Some("REJECTED"), Some("withdrawn")),
+        "{v}"
+    );
+    assert!(actions_of(&v).is_empty(), "nothing is left to do: {v}");
     gw.stop().await;
 }

@@ -119,12 +119,16 @@ pub async fn run(client: &Client, a: Args) -> Result<ExitCode> {
             },
         };
         match request::request_window(client, &req).await? {
-            Ok(r) if r.is_null() || r.get("status").and_then(Value::as_str) == Some("APPROVED") => {
-                if let Some(end) = r.get("window_end").and_then(Value::as_str) {
-                    eprintln!("Access window open until {end}");
+            Ok(None) => {}
+            Ok(Some(r)) if r.value.review.status == warden_core::ReviewStatus::Approved => {
+                if let Some(end) = r.raw.get("window_end").and_then(Value::as_str) {
+                    eprintln!(
+                        "Access window open until {end} ({})",
+                        super::wait::decided_line(&r.value)
+                    );
                 }
             }
-            Ok(r) => return Ok(super::wait::report(&r, Format::Table)),
+            Ok(Some(r)) => return Ok(super::wait::report(&r, Format::Table)),
             Err(code) => return Ok(code),
         }
     }

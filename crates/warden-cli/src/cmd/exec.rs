@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
+use warden_core::ReviewStatus;
+use warden_gateway::app::ExecResult;
 
-use super::wait::{self, Waited};
+use super::wait::{self, Fetched, Waited};
 use crate::OutputArgs;
-use crate::client::Client;
+use crate::client::{Client, Typed};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -43,8 +45,8 @@ pub struct Args {
 pub async fn run(client: &Client, a: Args) -> Result<ExitCode> {
     client.require_token()?;
     if let Some(id) = a.review {
-        let r: Value = client
-            .call(Method::GET, &format!("/api/reviews/{id}"), None)
+        let r: Fetched = client
+            .typed(Method::GET, &format!("/api/reviews/{id}"), None)
             .await?;
         return finish(client, r, a.out.format).await;
     }
@@ -63,50 +65,45 @@ pub async fn run(client: &Client, a: Args) -> Result<ExitCode> {
         }
     };
     let conn = a.connection.unwrap_or_default();
-    let resp: Value = client
-        .call(
+    let resp: Typed<ExecResult> = client
+        .typed(
             Method::POST,
             "/api/exec",
             Some(&json!({"connection": conn, "command": command})),
         )
         .await?;
-    match resp.get("status").and_then(Value::as_str) {
-        Some("executed") => Ok(wait::print_session(
-            resp.get("session").unwrap_or(&Value::Null),
-            a.out.format,
-        )),
-        Some("pending") => {
-            let review = resp.get("review").cloned().unwrap_or(Value::Null);
+    match resp.value {
+        ExecResult::Executed { session, .. } => Ok(wait::print_session(&session, a.out.format)),
+        ExecResult::Pending { review } => {
             if a.no_wait {
-                let id = review.get("id").and_then(Value::as_str).unwrap_or("");
-                eprintln!(
-                    "Held for approval at {}",
-                    review.get("url").and_then(Value::as_str).unwrap_or("")
-                );
-                println!("{id}");
+                eprintln!("Held for approval at {}", review.url);
+                println!("{}", review.review.id);
                 return Ok(ExitCode::SUCCESS);
             }
-            finish(client, review, a.out.format).await
+            let raw = resp.raw.get("review").cloned().unwrap_or_default();
+            finish(
+                client,
+                Typed {
+                    raw,
+                    value: *review,
+                },
+                a.out.format,
+            )
+            .await
         }
-        other => bail!("unexpected answer from the gateway: {other:?}"),
     }
 }
 
-async fn finish(client: &Client, review: Value, format: crate::output::Format) -> Result<ExitCode> {
-    let id = review
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let url = review
-        .get("url")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let status = review.get("status").and_then(Value::as_str).unwrap_or("");
-    let settled = if status == "PENDING" || status == "APPROVED" {
+async fn finish(
+    client: &Client,
+    review: Fetched,
+    format: crate::output::Format,
+) -> Result<ExitCode> {
+    let status = review.value.review.status;
+    let settled = if status == ReviewStatus::Pending || status == ReviewStatus::Approved {
+        let (id, url) = (review.value.review.id.to_string(), review.value.url.clone());
         match wait::wait(client, &id, &url).await? {
-            Waited::Settled(r) => r,
+            Waited::Settled(r) => *r,
             Waited::Interrupted => return Ok(ExitCode::from(wait::EXIT_INTERRUPTED)),
         }
     } else {

@@ -6,9 +6,12 @@ use anyhow::Result;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::wait::{self, Waited};
+use warden_core::ReviewStatus;
+use warden_gateway::app::JitResult;
+
+use super::wait::{self, Fetched, Waited};
 use crate::OutputArgs;
-use crate::client::Client;
+use crate::client::{Client, Typed};
 use crate::output::{self, field, print_list};
 
 #[derive(clap::Args, Debug)]
@@ -34,62 +37,61 @@ pub struct AccessArgs {
     pub out: OutputArgs,
 }
 
-/// Requests a window and waits for the decision; returns the settled review (or an exit code).
-pub async fn request_window(client: &Client, a: &Args) -> Result<Result<Value, ExitCode>> {
+/// Requests a window and waits for the decision: the settled review, `None` when no approval
+/// is needed, or the exit code to leave with.
+pub async fn request_window(
+    client: &Client,
+    a: &Args,
+) -> Result<Result<Option<Fetched>, ExitCode>> {
     client.require_token()?;
     let body = json!({"connection": a.connection, "duration": a.duration, "reason": a.reason});
-    let resp: Value = client
-        .call(Method::POST, "/api/access-requests", Some(&body))
+    let resp: Typed<JitResult> = client
+        .typed(Method::POST, "/api/access-requests", Some(&body))
         .await?;
-    if resp.get("status").and_then(Value::as_str) == Some("not_needed") {
-        eprintln!(
-            "No approval needed for you on {} ({}).",
-            a.connection,
-            output::cell(resp.pointer("/reason/kind"))
-        );
-        return Ok(Ok(Value::Null));
+    let review = match resp.value {
+        JitResult::NotNeeded { .. } => {
+            eprintln!(
+                "No approval needed for you on {} ({}).",
+                a.connection,
+                output::cell(resp.raw.pointer("/reason/kind"))
+            );
+            return Ok(Ok(None));
+        }
+        JitResult::Review { review } => Typed {
+            raw: resp.raw.get("review").cloned().unwrap_or_default(),
+            value: *review,
+        },
+    };
+    if review.value.review.status != ReviewStatus::Pending {
+        return Ok(Ok(Some(review)));
     }
-    let review = resp.get("review").cloned().unwrap_or(Value::Null);
-    let id = review
-        .get("id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let url = review
-        .get("url")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if review.get("status").and_then(Value::as_str) != Some("PENDING") {
-        return Ok(Ok(review));
-    }
+    let (id, url) = (review.value.review.id.to_string(), review.value.url.clone());
     if a.no_wait {
         eprintln!("Requested: {url}");
         println!("{id}");
         return Ok(Err(ExitCode::SUCCESS));
     }
     match wait::wait(client, &id, &url).await? {
-        Waited::Settled(r) => Ok(Ok(r)),
+        Waited::Settled(r) => Ok(Ok(Some(*r))),
         Waited::Interrupted => Ok(Err(ExitCode::from(wait::EXIT_INTERRUPTED))),
     }
 }
 
 pub async fn run(client: &Client, a: Args) -> Result<ExitCode> {
     let r = match request_window(client, &a).await? {
-        Ok(r) => r,
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(ExitCode::SUCCESS),
         Err(code) => return Ok(code),
     };
-    if r.is_null() {
-        return Ok(ExitCode::SUCCESS);
-    }
     if a.out.format == output::Format::Json {
-        output::print_json(&r);
+        output::print_json(&r.raw);
     }
-    if r.get("status").and_then(Value::as_str) == Some("APPROVED") {
+    if r.value.review.status == ReviewStatus::Approved {
         eprintln!(
-            "Access window open on {} until {}",
+            "Access window open on {} until {} ({})",
             a.connection,
-            output::cell(r.get("window_end"))
+            output::cell(r.raw.get("window_end")),
+            wait::decided_line(&r.value)
         );
         return Ok(ExitCode::SUCCESS);
     }

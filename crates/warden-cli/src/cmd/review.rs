@@ -11,7 +11,9 @@ use anyhow::Result;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::wait::{self, Waited};
+use warden_core::review::Outcome;
+
+use super::wait::{self, Fetched, Waited};
 use crate::OutputArgs;
 use crate::client::Client;
 use crate::output::{self, Format, field, print_list, truncate};
@@ -122,7 +124,8 @@ pub fn print_reviews(format: Format, items: &Value) {
     print_list(format, items, &refs);
 }
 
-fn print_review(client_base: &str, r: &Value, timeline: Option<&Value>, format: Format) {
+fn print_review(client_base: &str, f: &Fetched, timeline: Option<&Value>, format: Format) {
+    let r = &f.raw;
     if format == Format::Json {
         let mut v = r.clone();
         if let (Some(obj), Some(t)) = (v.as_object_mut(), timeline) {
@@ -142,6 +145,7 @@ fn print_review(client_base: &str, r: &Value, timeline: Option<&Value>, format: 
             ""
         }
     );
+    println!("  outcome:     {}", wait::decided_line(&f.value));
     println!("  type:        {}", g("type"));
     println!("  connection:  {}", g("connection"));
     println!(
@@ -236,6 +240,21 @@ fn print_review(client_base: &str, r: &Value, timeline: Option<&Value>, format: 
             println!("    {}", shown(line));
         }
     }
+    let id = f.value.review.id;
+    let may: Vec<String> = f
+        .value
+        .actions
+        .names()
+        .into_iter()
+        .map(|a| match a {
+            "force" => format!("force (warden review approve {id} --force --reason …)"),
+            "reject" | "revoke" => format!("{a} (warden review {a} {id} --reason …)"),
+            a => format!("{a} (warden review {a} {id})"),
+        })
+        .collect();
+    if !may.is_empty() {
+        println!("  you may:     {}", may.join(", "));
+    }
     if let Some(t) = timeline.and_then(Value::as_array) {
         println!("  timeline:");
         for e in t {
@@ -272,8 +291,8 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             print_reviews(out.format, &items);
         }
         Command::Show { id, out } => {
-            let r: Value = client
-                .call(Method::GET, &format!("/api/reviews/{id}"), None)
+            let r: Fetched = client
+                .typed(Method::GET, &format!("/api/reviews/{id}"), None)
                 .await?;
             let t: Value = client
                 .call(Method::GET, &format!("/api/reviews/{id}/timeline"), None)
@@ -288,8 +307,8 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             out,
         } => {
             let body = json!({"reason": reason, "force": force, "duration": duration});
-            let r: Value = client
-                .call(
+            let r: Fetched = client
+                .typed(
                     Method::PUT,
                     &format!("/api/reviews/{id}/approve"),
                     Some(&body),
@@ -298,8 +317,8 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             decided(&r, "approved", out.format);
         }
         Command::Reject { id, reason, out } => {
-            let r: Value = client
-                .call(
+            let r: Fetched = client
+                .typed(
                     Method::PUT,
                     &format!("/api/reviews/{id}/reject"),
                     Some(&json!({"reason": reason})),
@@ -308,14 +327,14 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             decided(&r, "rejected", out.format);
         }
         Command::Withdraw { id, out } => {
-            let r: Value = client
-                .call(Method::PUT, &format!("/api/reviews/{id}/withdraw"), None)
+            let r: Fetched = client
+                .typed(Method::PUT, &format!("/api/reviews/{id}/withdraw"), None)
                 .await?;
             decided(&r, "withdrawn", out.format);
         }
         Command::Revoke { id, reason, out } => {
-            let r: Value = client
-                .call(
+            let r: Fetched = client
+                .typed(
                     Method::PUT,
                     &format!("/api/reviews/{id}/revoke"),
                     Some(&json!({"reason": reason})),
@@ -324,25 +343,17 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
             decided(&r, "revoked", out.format);
         }
         Command::Wait { id, out } => {
-            let r: Value = client
-                .call(Method::GET, &format!("/api/reviews/{id}"), None)
+            let r: Fetched = client
+                .typed(Method::GET, &format!("/api/reviews/{id}"), None)
                 .await?;
-            let url = r
-                .get("url")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let status = r.get("status").and_then(Value::as_str).unwrap_or("");
-            let settled = if status == "PENDING"
-                || (status == "APPROVED"
-                    && r.get("type").and_then(Value::as_str) == Some("command"))
-            {
+            let settled = if wait::settled(&r.value) {
+                r
+            } else {
+                let url = r.value.url.clone();
                 match wait::wait(client, &id, &url).await? {
-                    Waited::Settled(r) => r,
+                    Waited::Settled(r) => *r,
                     Waited::Interrupted => return Ok(ExitCode::from(wait::EXIT_INTERRUPTED)),
                 }
-            } else {
-                r
             };
             return Ok(wait::report(&settled, out.format));
         }
@@ -350,15 +361,20 @@ pub async fn run(client: &Client, c: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn decided(r: &Value, verb: &str, format: Format) {
+fn decided(r: &Fetched, verb: &str, format: Format) {
     if format == Format::Json {
-        output::print_json(r);
+        output::print_json(&r.raw);
     } else {
+        let v = &r.value;
+        let how = if v.outcome == Outcome::Pending {
+            format!("({})", v.progress)
+        } else {
+            format!("— {}", wait::decided_line(v))
+        };
         println!(
-            "Review {} {verb}: now {} ({})",
-            output::cell(r.get("id")),
-            output::cell(r.get("status")),
-            output::cell(r.get("progress"))
+            "Review {} {verb}: now {} {how}",
+            v.review.id,
+            v.review.status.as_str()
         );
     }
 }

@@ -10,9 +10,15 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::Value;
+use warden_core::review::Outcome;
+use warden_core::{ReviewStatus, RuleType, Session};
+use warden_gateway::app::ReviewView;
 
-use crate::client::{Client, is_unreachable};
+use crate::client::{Client, Typed, is_unreachable};
 use crate::output::Format;
+
+/// A review as the gateway sent it.
+pub type Fetched = Typed<ReviewView>;
 
 pub const EXIT_REJECTED: u8 = 3;
 pub const EXIT_EXPIRED: u8 = 4;
@@ -20,7 +26,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// What a wait ended with.
 pub enum Waited {
-    Settled(Value),
+    Settled(Box<Fetched>),
     Interrupted,
 }
 
@@ -63,11 +69,11 @@ impl Indicator {
     }
 }
 
-fn settled(r: &Value) -> bool {
-    let status = r.get("status").and_then(Value::as_str).unwrap_or("");
-    let jit = r.get("type").and_then(Value::as_str) == Some("jit");
-    matches!(status, "REJECTED" | "EXPIRED" | "REVOKED" | "EXECUTED")
-        || (jit && status == "APPROVED")
+/// Nothing more will happen that the requester waits for: a command ran or never will, a
+/// window opened or never will.
+pub fn settled(r: &ReviewView) -> bool {
+    let r = &r.review;
+    r.status.is_terminal() || (r.kind == RuleType::Jit && r.status == ReviewStatus::Approved)
 }
 
 pub async fn wait(client: &Client, id: &str, url: &str) -> Result<Waited> {
@@ -76,7 +82,7 @@ pub async fn wait(client: &Client, id: &str, url: &str) -> Result<Waited> {
     let mut backoff = Duration::from_millis(500);
     loop {
         let path = format!("/api/reviews/{id}/wait?timeout=25");
-        let poll = client.call::<Value>(Method::GET, &path, None);
+        let poll = client.typed::<ReviewView>(Method::GET, &path, None);
         let res = tokio::select! {
             r = poll => r,
             _ = tokio::signal::ctrl_c() => {
@@ -88,15 +94,11 @@ pub async fn wait(client: &Client, id: &str, url: &str) -> Result<Waited> {
         match res {
             Ok(r) => {
                 backoff = Duration::from_millis(500);
-                if settled(&r) {
+                if settled(&r.value) {
                     ind.done();
-                    return Ok(Waited::Settled(r));
+                    return Ok(Waited::Settled(Box::new(r)));
                 }
-                let progress = r
-                    .get("progress")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let progress = r.value.progress.clone();
                 if progress != last_progress {
                     ind.set(&format!("Waiting for approval at {url} — {progress}"));
                     last_progress = progress;
@@ -118,60 +120,95 @@ pub async fn wait(client: &Client, id: &str, url: &str) -> Result<Waited> {
     }
 }
 
+/// Who decided a review, as one line: "approved by a, b", "force-approved by sre: outage".
+pub fn decided_line(v: &ReviewView) -> String {
+    let r = &v.review;
+    let by = r.decided_by.as_deref().unwrap_or("someone");
+    let reason = r.reason.as_deref().map(crate::cmd::review::shown);
+    let approvers = || {
+        r.approvals
+            .iter()
+            .map(|a| a.approver.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match v.outcome {
+        Outcome::Pending => format!("pending ({})", v.progress),
+        Outcome::Approved => format!("approved by {}", approvers()),
+        Outcome::AutoApproved => "auto-approved (an admin's own request)".into(),
+        Outcome::ForceApproved => format!("force-approved by {by}: {}", reason.unwrap_or_default()),
+        Outcome::Rejected => format!("rejected by {by}: {}", reason.unwrap_or_default()),
+        Outcome::Withdrawn => format!("withdrawn ({})", reason.unwrap_or_default()),
+        Outcome::Expired => "expired: nobody approved it before the timeout — resubmit".into(),
+    }
+}
+
 /// Prints a settled review the way `exec` users expect and returns the exit code.
-pub fn report(review: &Value, format: Format) -> ExitCode {
-    let status = review.get("status").and_then(Value::as_str).unwrap_or("");
-    let by = review
-        .get("decided_by")
-        .and_then(Value::as_str)
-        .unwrap_or("someone");
-    let reason = review.get("reason").and_then(Value::as_str).unwrap_or("");
-    match status {
-        "EXECUTED" => match review.get("result") {
-            Some(s) if !s.is_null() => print_session(s, format),
-            _ => {
-                eprintln!("executed (no result recorded)");
+pub fn report(f: &Fetched, format: Format) -> ExitCode {
+    let v = &f.value;
+    let r = &v.review;
+    let by = r.decided_by.as_deref().unwrap_or("someone");
+    let reason = r
+        .reason
+        .as_deref()
+        .map(crate::cmd::review::shown)
+        .unwrap_or_default();
+    match r.status {
+        ReviewStatus::Executed => match &v.result {
+            Some(s) => {
+                eprintln!("Ran: {}", decided_line(v));
+                print_session(s, format)
+            }
+            None => {
+                eprintln!("{} (no result recorded)", decided_line(v));
                 ExitCode::SUCCESS
             }
         },
-        "REJECTED" => {
-            eprintln!("Rejected by {by}: {reason}");
+        ReviewStatus::Rejected => {
+            eprintln!("{}", capitalised(&decided_line(v)));
             ExitCode::from(EXIT_REJECTED)
         }
-        "EXPIRED" => {
+        ReviewStatus::Expired => {
             eprintln!("Request expired — resubmit (nobody approved it before the timeout)");
             ExitCode::from(EXIT_EXPIRED)
         }
-        "REVOKED" => {
+        ReviewStatus::Revoked => {
             eprintln!("Revoked by {by}: {reason}");
             ExitCode::from(EXIT_REJECTED)
         }
-        "APPROVED" => {
-            eprintln!(
-                "Approved. {}",
-                review.get("progress").and_then(Value::as_str).unwrap_or("")
-            );
+        ReviewStatus::Approved => {
+            eprintln!("{}. {}", capitalised(&decided_line(v)), v.progress);
             ExitCode::SUCCESS
         }
-        other => {
-            eprintln!("review is {other}");
+        ReviewStatus::Pending => {
+            eprintln!("review is PENDING ({})", v.progress);
             ExitCode::FAILURE
         }
     }
 }
 
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 /// Prints an execution's output (or its JSON rows) and returns its exit code.
-pub fn print_session(s: &Value, format: Format) -> ExitCode {
-    let code = s.get("exit_code").and_then(Value::as_i64).unwrap_or(1);
+pub fn print_session(s: &Session, format: Format) -> ExitCode {
+    let code = s.exit_code.unwrap_or(1);
     if format == Format::Json {
-        crate::output::print_json(s.get("rows_json").filter(|v| !v.is_null()).unwrap_or(s));
+        match &s.rows_json {
+            Some(rows) if !rows.is_null() => crate::output::print_json(rows),
+            _ => crate::output::print_json(&serde_json::to_value(s).unwrap_or(Value::Null)),
+        }
     } else {
-        let out = s.get("output").and_then(Value::as_str).unwrap_or("");
+        let out = s.output.as_deref().unwrap_or("");
         print!("{out}");
         if !out.is_empty() && !out.ends_with('\n') {
             println!();
         }
-        if s.get("output_truncated").and_then(Value::as_bool) == Some(true) {
+        if s.output_truncated {
             eprintln!("(output truncated)");
         }
     }

@@ -582,3 +582,135 @@ fn auditors_decide_nothing_whatever_their_groups() {
         ReviewStatus::Approved
     );
 }
+
+proptest! {
+    /// Whatever state a review reaches, `permitted` answers for every actor exactly what the
+    /// transitions do: no adapter can offer a button the decision refuses, or hide one it takes.
+    #[test]
+    fn permitted_agrees_with_every_transition(
+        jit in any::<bool>(),
+        acts in proptest::collection::vec(act(), 0..10),
+    ) {
+        let kind = if jit { RuleType::Jit } else { RuleType::Command };
+        let ru = rule(kind, &["dba", "sec"], false, 2, &["oncall"]);
+        let mut r = review(&ru);
+        let mut t = 1i64;
+        let mut people: Vec<(&str, Vec<String>, bool, bool)> = PEOPLE
+            .iter()
+            .map(|(e, g)| (*e, g.iter().map(|s| s.to_string()).collect(), false, false))
+            .collect();
+        people.push(("root@x", vec![], true, false));
+        people.push(("audit@x", vec!["dba".into(), "oncall".into()], false, true));
+        people.push(("dev@x", vec!["dev".into()], false, true));
+        for a in acts {
+            t += 1;
+            let next = match a {
+                Act::Approve(i, f) => {
+                    let (email, gs) = PEOPLE[i];
+                    let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
+                    let input = if f { force("because") } else { ok() };
+                    r.clone().approve(Actor { email, groups: &gs, admin: false, auditor: false }, input, later(t))
+                }
+                Act::Reject(i) => {
+                    let (email, gs) = PEOPLE[i];
+                    let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
+                    r.clone().reject(Actor { email, groups: &gs, admin: false, auditor: false }, Some("no"), later(t))
+                }
+                Act::Withdraw => {
+                    let gs = vec!["dev".to_string()];
+                    r.clone().withdraw(Actor { email: "dev@x", groups: &gs, admin: false, auditor: false }, later(t))
+                }
+                Act::Expire(s) => { t += s; r.clone().expire(later(t)) }
+            };
+            if let Ok(n) = next {
+                r = n;
+            }
+            let now = later(t);
+            for (email, groups, admin, auditor) in &people {
+                let who = Actor { email, groups, admin: *admin, auditor: *auditor };
+                let p = r.permitted(who, now);
+                prop_assert_eq!(p.approve, r.clone().approve(who, ok(), now).is_ok(), "approve for {}", email);
+                prop_assert_eq!(p.force, r.clone().approve(who, force("why"), now).is_ok(), "force for {}", email);
+                prop_assert_eq!(p.reject, r.clone().reject(who, Some("no"), now).is_ok(), "reject for {}", email);
+                prop_assert_eq!(p.withdraw, r.clone().withdraw(who, now).is_ok(), "withdraw for {}", email);
+                prop_assert_eq!(p.revoke, r.clone().revoke(who, None, now).is_ok(), "revoke for {}", email);
+                if *auditor {
+                    prop_assert!(!p.any(), "an auditor may do nothing");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn outcome_names_how_the_review_was_decided() {
+    let ru = rule(RuleType::Command, &["dba"], false, 1, &["oncall"]);
+    let dba = vec!["dba".to_string()];
+    let oncall = vec!["oncall".to_string()];
+    let dev = vec!["dev".to_string()];
+    let a = Actor {
+        email: "a@x",
+        groups: &dba,
+        admin: false,
+        auditor: false,
+    };
+    let f = Actor {
+        email: "f@x",
+        groups: &oncall,
+        admin: false,
+        auditor: false,
+    };
+    let d = Actor {
+        email: "dev@x",
+        groups: &dev,
+        admin: false,
+        auditor: false,
+    };
+    assert_eq!(review(&ru).outcome(), Outcome::Pending);
+    let approved = review(&ru).approve(a, ok(), later(1)).unwrap();
+    assert_eq!(approved.outcome(), Outcome::Approved);
+    assert_eq!(
+        approved.mark_executed().unwrap().outcome(),
+        Outcome::Approved
+    );
+    let forced = review(&ru).approve(f, force("outage"), later(1)).unwrap();
+    assert_eq!(forced.outcome(), Outcome::ForceApproved);
+    assert_eq!(
+        review(&ru).auto_approve(later(1)).outcome(),
+        Outcome::AutoApproved
+    );
+    assert_eq!(
+        review(&ru)
+            .reject(a, Some("no"), later(1))
+            .unwrap()
+            .outcome(),
+        Outcome::Rejected
+    );
+    assert_eq!(
+        review(&ru).withdraw(d, later(1)).unwrap().outcome(),
+        Outcome::Withdrawn
+    );
+    assert_eq!(
+        review(&ru)
+            .abandon("the client left", later(1))
+            .unwrap()
+            .outcome(),
+        Outcome::Withdrawn
+    );
+    assert_eq!(
+        review(&ru).expire(later(100_000)).unwrap().outcome(),
+        Outcome::Expired
+    );
+    // A rejection whose reason starts like a withdrawal is still a rejection.
+    let sly = review(&ru)
+        .reject(a, Some("withdrawn, says I"), later(1))
+        .unwrap();
+    assert_eq!(sly.outcome(), Outcome::Rejected);
+    // A withdrawal after some approvals is still a withdrawal.
+    let ru2 = rule(RuleType::Command, &["dba"], false, 2, &["oncall"]);
+    let half = review(&ru2).approve(a, ok(), later(1)).unwrap();
+    assert_eq!(
+        half.withdraw(d, later(2)).unwrap().outcome(),
+        Outcome::Withdrawn
+    );
+}

@@ -13,18 +13,17 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
-use warden_core::review::NewReview;
 use warden_core::{ExecOutcome, Review, ReviewStatus, Session, SessionKind, User};
 use warden_exec::ExecOptions;
 use warden_store::{AuditCtx, ConnectionRecord};
 
-use super::reviews::{ReviewView, auto_event, requested_event};
+use super::reviews::{Ask, ReviewView, Runner};
 use super::{App, AppError, AppResult};
 
 /// Longest command accepted (the stored, approved bytes).
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ExecResult {
     /// Ran now (no review needed, exempt, inside a JIT window, or auto-approved).
@@ -99,31 +98,15 @@ impl App {
                     .iter()
                     .find(|r| r.name == rule)
                     .ok_or_else(|| AppError::Internal(anyhow::anyhow!("rule {rule} vanished")))?;
-                let mut review = Review::new(
-                    rule,
-                    NewReview {
-                        id: uuid::Uuid::now_v7(),
-                        connection: connection.into(),
-                        requester: user.email.clone(),
-                        requester_groups: user.groups.clone(),
-                        command: Some(command.to_string()),
-                        duration_sec: None,
-                        request_reason: None,
-                    },
-                    self.config.review_timeout_sec,
-                    now,
-                );
-                let mut events = vec![requested_event(&review)];
-                if auto {
-                    review = review.auto_approve(now);
-                    events.push(auto_event(&review));
-                }
+                let ask = Ask {
+                    connection: connection.into(),
+                    command: Some(command.to_string()),
+                    duration_sec: None,
+                    reason: None,
+                };
                 let stored = self
-                    .store
-                    .insert_review(&review, AuditCtx::new(&user.email, now, events))
+                    .open_review(user, rule, ask, auto, Runner::Executor)
                     .await?;
-                self.publish(stored.id, stored.status);
-                metrics::counter!("warden_reviews_created_total", "type" => "command").increment(1);
                 if auto {
                     let session = self.execute_review(stored.id).await?.ok_or_else(|| {
                         AppError::conflict("already_executed", "review already executed")
@@ -133,14 +116,14 @@ impl App {
                         .get_review(stored.id)
                         .await?
                         .ok_or_else(|| AppError::NotFound("review".into()))?;
-                    let view = self.view(review).await?;
+                    let view = self.view(user, review).await?;
                     return Ok(ExecResult::Executed {
                         session: Box::new(session),
                         review: Some(Box::new(view)),
                     });
                 }
                 Ok(ExecResult::Pending {
-                    review: Box::new(self.view(stored).await?),
+                    review: Box::new(self.view(user, stored).await?),
                 })
             }
         }

@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::audit::AuditEvent;
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_command};
-use warden_core::review::NewReview;
 use warden_core::{
     ConnectionType, Review, ReviewStatus, Rule, RuleType, Session, SessionKind, User,
 };
 use warden_store::{AuditCtx, ConnectionRecord, StatementRecord};
 
+use super::reviews::{Ask, Runner};
 use super::{App, AppError, AppResult};
 
 /// How a native session may use its connection, now.
@@ -138,36 +138,14 @@ impl App {
         rule: &Rule,
         statement: String,
     ) -> AppResult<Review> {
-        let now = self.now();
-        let review = Review::new(
-            rule,
-            NewReview {
-                id: uuid::Uuid::now_v7(),
-                connection: connection.to_string(),
-                requester: user.email.clone(),
-                requester_groups: user.groups.clone(),
-                command: Some(statement),
-                duration_sec: None,
-                request_reason: None,
-            },
-            self.config.review_timeout_sec,
-            now,
-        );
-        let ev = AuditEvent::ReviewRequested {
-            review_id: review.id,
-            review_type: "command".into(),
-            connection: review.connection.clone(),
-            rule: review.rule.clone(),
-            command_sha256: review.command_sha256.clone(),
+        let ask = Ask {
+            connection: connection.to_string(),
+            command: Some(statement),
             duration_sec: None,
             reason: None,
         };
-        let stored = self
-            .store
-            .insert_review_claimed(&review, AuditCtx::new(&user.email, now, vec![ev]))
-            .await?;
-        self.publish(stored.id, stored.status);
-        Ok(stored)
+        self.open_review(user, rule, ask, false, Runner::HoldingSession)
+            .await
     }
 
     /// Keeps the execution claims of statements a live session holds from going stale.

@@ -4,28 +4,33 @@
 
 use std::time::Duration as StdDuration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use warden_core::audit::{AuditEntry, AuditEvent};
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_jit};
-use warden_core::review::{Actor, ApproveInput, NewReview, TransitionError};
-use warden_core::{Review, ReviewStatus, RuleType, Session, User};
+use warden_core::review::{Actions, Actor, ApproveInput, NewReview, Outcome, TransitionError};
+use warden_core::{Review, ReviewStatus, Rule, RuleType, Session, User};
 use warden_store::{AuditCtx, ReviewFilter};
 
 use super::{App, AppError, AppResult};
 
-/// A review as shown to clients: the review, its link, quorum progress, and its result.
-#[derive(Debug, Clone, Serialize)]
+/// A review as shown to one caller: the review, its link, quorum progress, how it was decided,
+/// what this caller may do to it now ([`Review::permitted`]), and its result. The CLI reads
+/// this same type back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReviewView {
     #[serde(flatten)]
     pub review: Review,
     pub url: String,
     pub progress: String,
+    pub outcome: Outcome,
+    /// The decisions the caller may take now (the transitions still decide).
+    pub actions: Actions,
     /// The execution (command reviews) once it ran.
     pub result: Option<Session>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum JitResult {
     /// No approval needed (exempt, not required): use the connection directly.
@@ -35,6 +40,25 @@ pub enum JitResult {
     Review {
         review: Box<ReviewView>,
     },
+}
+
+/// What a new review asks for ([`App::open_review`]).
+pub(crate) struct Ask {
+    pub connection: String,
+    /// The command (command rules).
+    pub command: Option<String>,
+    /// The window (JIT rules).
+    pub duration_sec: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// Who runs a command review once it is approved.
+pub(crate) enum Runner {
+    /// An executor, claiming the review when it is approved (exec, web terminal; JIT windows).
+    Executor,
+    /// The proxied session that holds the statement: the claim is taken at once so no
+    /// executor ever runs it.
+    HoldingSession,
 }
 
 const MAX_DECISION_RETRIES: usize = 8;
@@ -56,19 +80,26 @@ pub fn can_view(user: &User, r: &Review) -> bool {
 }
 
 impl App {
-    pub(crate) async fn view(&self, review: Review) -> AppResult<ReviewView> {
+    /// `review` as `user` sees it, with its result read from the store once it ran.
+    pub(crate) async fn view(&self, user: &User, review: Review) -> AppResult<ReviewView> {
         let result = if review.kind == RuleType::Command && review.status == ReviewStatus::Executed
         {
             self.store.session_for_review(review.id).await?
         } else {
             None
         };
-        Ok(ReviewView {
+        Ok(self.view_with(user, review, result))
+    }
+
+    fn view_with(&self, user: &User, review: Review, result: Option<Session>) -> ReviewView {
+        ReviewView {
             url: self.review_url(review.id),
             progress: review.progress(),
+            outcome: review.outcome(),
+            actions: review.permitted(actor(user), self.now()),
             review,
             result,
-        })
+        }
     }
 
     async fn load_visible(&self, user: &User, id: Uuid) -> AppResult<Review> {
@@ -80,7 +111,7 @@ impl App {
 
     pub async fn get_review(&self, user: &User, id: Uuid) -> AppResult<ReviewView> {
         let r = self.load_visible(user, id).await?;
-        self.view(r).await
+        self.view(user, r).await
     }
 
     /// The review's audit entries, oldest first (its timeline).
@@ -112,11 +143,9 @@ impl App {
         let mut results = self.store.sessions_for_reviews(&executed).await?;
         let out = reviews
             .into_iter()
-            .map(|review| ReviewView {
-                url: self.review_url(review.id),
-                progress: review.progress(),
-                result: results.remove(&review.id),
-                review,
+            .map(|review| {
+                let result = results.remove(&review.id);
+                self.view_with(user, review, result)
             })
             .collect();
         Ok((out, total))
@@ -203,7 +232,7 @@ impl App {
             )
             .await?;
         self.after_approval(&stored);
-        self.view(stored).await
+        self.view(user, stored).await
     }
 
     /// Approved command reviews run now, in the background: the approver's request returns at
@@ -242,7 +271,7 @@ impl App {
                 },
             )
             .await?;
-        self.view(stored).await
+        self.view(user, stored).await
     }
 
     pub async fn withdraw(&self, user: &User, id: Uuid) -> AppResult<ReviewView> {
@@ -262,7 +291,7 @@ impl App {
                 },
             )
             .await?;
-        self.view(stored).await
+        self.view(user, stored).await
     }
 
     /// Withdraws a pending request on its requester's behalf because what would have run it is
@@ -319,7 +348,7 @@ impl App {
                 stored.reason.clone().unwrap_or_default()
             ),
         );
-        self.view(stored).await
+        self.view(user, stored).await
     }
 
     pub(crate) async fn expire_review(&self, review: Review) -> AppResult<()> {
@@ -387,7 +416,7 @@ impl App {
             let r = self.load_visible(user, id).await?;
             let settled = settled(&r);
             if settled || tokio::time::Instant::now() >= deadline || self.shutdown.is_cancelled() {
-                return self.view(r).await;
+                return self.view(user, r).await;
             }
             // Wake on a local event for this review, or re-read every second (another replica
             // may have decided it).
@@ -406,6 +435,49 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The one place a review is opened, whatever asked (exec, web terminal, JIT request, a
+    /// held proxied statement): the review built under `rule`, its `ReviewRequested` event and,
+    /// with `auto`, the admin's auto-approval, stored in one write — with its execution slot
+    /// already claimed when the session that holds the statement runs it — then announced.
+    pub(crate) async fn open_review(
+        &self,
+        user: &User,
+        rule: &Rule,
+        ask: Ask,
+        auto: bool,
+        runner: Runner,
+    ) -> AppResult<Review> {
+        let now = self.now();
+        let mut review = Review::new(
+            rule,
+            NewReview {
+                id: uuid::Uuid::now_v7(),
+                connection: ask.connection,
+                requester: user.email.clone(),
+                requester_groups: user.groups.clone(),
+                command: ask.command,
+                duration_sec: ask.duration_sec,
+                request_reason: ask.reason,
+            },
+            self.config.review_timeout_sec,
+            now,
+        );
+        let mut events = vec![requested_event(&review)];
+        if auto {
+            review = review.auto_approve(now);
+            events.push(auto_event(&review));
+        }
+        let audit = AuditCtx::new(&user.email, now, events);
+        let stored = match runner {
+            Runner::Executor => self.store.insert_review(&review, audit).await?,
+            Runner::HoldingSession => self.store.insert_review_claimed(&review, audit).await?,
+        };
+        self.publish(stored.id, stored.status);
+        metrics::counter!("warden_reviews_created_total", "type" => stored.kind.as_str())
+            .increment(1);
+        Ok(stored)
     }
 
     /// `warden request CONN --duration D`: a JIT window request.
@@ -458,33 +530,18 @@ impl App {
             .iter()
             .find(|r| r.name == rule_name)
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("rule vanished")))?;
-        let now = self.now();
-        let mut review = Review::new(
-            rule,
-            NewReview {
-                id: uuid::Uuid::now_v7(),
-                connection: connection.into(),
-                requester: user.email.clone(),
-                requester_groups: user.groups.clone(),
-                command: None,
-                duration_sec: Some(duration_sec),
-                request_reason: reason,
-            },
-            self.config.review_timeout_sec,
-            now,
-        );
-        let mut events = vec![requested_event(&review)];
-        if matches!(decision, Decision::AutoApprove { .. }) {
-            review = review.auto_approve(now);
-            events.push(auto_event(&review));
-        }
+        let ask = Ask {
+            connection: connection.into(),
+            command: None,
+            duration_sec: Some(duration_sec),
+            reason,
+        };
+        let auto = matches!(decision, Decision::AutoApprove { .. });
         let stored = self
-            .store
-            .insert_review(&review, AuditCtx::new(&user.email, now, events))
+            .open_review(user, rule, ask, auto, Runner::Executor)
             .await?;
-        self.publish(stored.id, stored.status);
         Ok(JitResult::Review {
-            review: Box::new(self.view(stored).await?),
+            review: Box::new(self.view(user, stored).await?),
         })
     }
 
@@ -502,7 +559,7 @@ impl App {
         let now = self.now();
         let mut out = Vec::new();
         for r in rs.into_iter().filter(|r| r.window_active(now)) {
-            out.push(self.view(r).await?);
+            out.push(self.view(user, r).await?);
         }
         Ok(out)
     }

@@ -21,9 +21,9 @@ use futures::Stream;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
+use warden_core::RuleType;
 use warden_core::audit::{AuditEntry, AuditEvent};
-use warden_core::review::ApproveInput;
-use warden_core::{ReviewStatus, RuleType, User};
+use warden_core::review::{Actions, ApproveInput, Outcome};
 
 use super::view::{ResultView, age, dur, iso, status_class, truncate, ts, ts_opt};
 use super::{Nav, Posted, Viewer, WebError, WebResult, fail, render, render_status, see_other};
@@ -144,49 +144,14 @@ pub struct DetailView {
     pub decided_by: String,
     pub reason: String,
     pub forced: bool,
+    /// Withdrawn by (or on behalf of) the requester: REJECTED by status.
+    pub withdrawn: bool,
     pub created: String,
     pub expires: String,
     pub decided_at: String,
     pub window_end: String,
     pub result: Option<ResultView>,
     pub timeline: Vec<TimelineItem>,
-}
-
-/// Which decision forms this user may use (a courtesy: the `App` decides).
-#[derive(Default)]
-pub struct Actions {
-    pub approve: bool,
-    pub reject: bool,
-    pub force: bool,
-    pub revoke: bool,
-    pub withdraw: bool,
-}
-
-impl Actions {
-    fn any(&self) -> bool {
-        self.approve || self.reject || self.force || self.revoke || self.withdraw
-    }
-}
-
-fn actions_for(user: &User, v: &ReviewView, now: OffsetDateTime) -> Actions {
-    let r = &v.review;
-    let p = &r.policy;
-    // Auditors decide nothing (the review's transitions refuse them too).
-    let pending = !user.auditor && r.status == ReviewStatus::Pending && now < r.expires_at;
-    let own = r.requester == user.email;
-    let approver = user.in_any(&p.approval_groups);
-    let forcer = user.in_any(&p.force_approval_groups);
-    let approved_already = r.approvals.iter().any(|a| a.approver == user.email);
-    Actions {
-        approve: pending && !own && approver && !approved_already,
-        reject: pending && !own && (approver || forcer),
-        force: pending && forcer && !approved_already,
-        withdraw: pending && own,
-        revoke: !user.auditor
-            && r.kind == RuleType::Jit
-            && r.status == ReviewStatus::Approved
-            && (user.admin || approver || forcer),
-    }
 }
 
 fn describe(e: &AuditEntry) -> (String, String) {
@@ -322,6 +287,7 @@ fn detail_view(v: &ReviewView, timeline: &[AuditEntry]) -> DetailView {
         id: r.id.to_string(),
         status: r.status.as_str(),
         status_class: status_class(r.status),
+        withdrawn: v.outcome == Outcome::Withdrawn,
         kind: kind_label(r.kind),
         is_jit: r.kind == RuleType::Jit,
         connection: r.connection.clone(),
@@ -570,7 +536,7 @@ async fn load_detail(
 ) -> Result<(DetailView, Actions), AppError> {
     let v = app.get_review(&viewer.user, id).await?;
     let timeline = app.review_timeline(&viewer.user, id).await?;
-    let a = actions_for(&viewer.user, &v, app.now());
+    let a = v.actions;
     Ok((detail_view(&v, &timeline), a))
 }
 
