@@ -23,7 +23,9 @@
 //! - [`message`] — the few messages the proxy reads or writes itself.
 //! - `stream.rs` — plain/TLS streams on both sides.
 //! - `session.rs` — one connection: TLS, startup, login, upstream, relay, end.
-//! - `relay.rs` — the two relay halves and the answer-ordering queue.
+//! - `relay/` — the two relay halves and the answer-ordering queue: `mod.rs` (shared state,
+//!   the client half without review), `matcher.rs` (the upstream half), `reviewer.rs` (the
+//!   client half under statement review).
 //! - `upstream.rs` — connecting and authenticating to a PostgreSQL server (cleartext, md5,
 //!   SCRAM-SHA-256, TLS), also used by the tunnel to log in to the gateway.
 //! - `audit.rs` — the bounded audit channel and its batching writer.

@@ -483,10 +483,10 @@ impl Store {
                 w.push(format!("kind = {}", query.next_param()));
                 query.push(k.as_str());
             }
-            crate::where_sql(&w)
+            crate::query::where_sql(&w)
         }
         let mut h = self.db.read("listing deliveries").await?;
-        let (rows, total): (Vec<DeliveryRow>, i64) = crate::fetch_page(
+        let (rows, total): (Vec<DeliveryRow>, i64) = crate::query::fetch_page(
             &mut h,
             "deliveries",
             delivery_cols!(),
