@@ -463,14 +463,7 @@ async fn waiting_exec_reconnects_after_a_gateway_restart() {
     let (config, dir) = gw.stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let gw = TestGateway::start(config, dir, None).await;
-    let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, _) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 200);
     let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
         .await

@@ -222,6 +222,72 @@ impl TestGateway {
         b["token"].as_str().expect("token").to_string()
     }
 
+    /// `POST /api/exec` as `token`: `(status, body)`.
+    pub async fn exec(&self, token: &str, connection: &str, command: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            "/api/exec",
+            Some(token),
+            Some(json!({"connection": connection, "command": command})),
+        )
+        .await
+    }
+
+    /// A command that must be held for review: its review id.
+    pub async fn held(&self, token: &str, connection: &str, command: &str) -> String {
+        let (s, r) = self.exec(token, connection, command).await;
+        assert_eq!(s, 202, "{command:?} on {connection} should be held: {r}");
+        r["review"]["id"].as_str().expect("review id").to_string()
+    }
+
+    /// `PUT /api/reviews/{id}/{action}` as `token` (`approve`, `reject`, `withdraw`, `revoke`)
+    /// with an optional body: `(status, body)`.
+    pub async fn decide(
+        &self,
+        token: &str,
+        id: &str,
+        action: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call(
+            "PUT",
+            &format!("/api/reviews/{id}/{action}"),
+            Some(token),
+            body,
+        )
+        .await
+    }
+
+    /// Approves as `token`, which must succeed: the review after the approval.
+    pub async fn approve(&self, token: &str, id: &str) -> Value {
+        let (s, r) = self.decide(token, id, "approve", None).await;
+        assert_eq!(s, 200, "approve {id}: {r}");
+        r
+    }
+
+    /// Rejects as `token` with `reason`, which must succeed.
+    pub async fn reject(&self, token: &str, id: &str, reason: &str) -> Value {
+        let (s, r) = self
+            .decide(token, id, "reject", Some(json!({"reason": reason})))
+            .await;
+        assert_eq!(s, 200, "reject {id}: {r}");
+        r
+    }
+
+    /// Long-polls the review until it settles (or 10 s pass): the review as `token` sees it.
+    pub async fn wait(&self, token: &str, id: &str) -> Value {
+        let (s, r) = self
+            .call(
+                "GET",
+                &format!("/api/reviews/{id}/wait?timeout=10"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "wait {id}: {r}");
+        r
+    }
+
     /// Creates a `command` connection running `sh -c 'CMD'`-style argv.
     pub async fn command_connection(&self, name: &str, argv: &[&str], reviewers: &[&str]) {
         let (s, b) = self
@@ -229,4 +295,18 @@ impl TestGateway {
             .await;
         assert_eq!(s, 201, "create connection {name}: {b}");
     }
+}
+
+/// Runs each named `async fn(Backend)` on both stores, as tests `NAME::sqlite` and
+/// `NAME::postgres`: every gateway behaviour holds on the embedded default and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() { super::$name($crate::testing::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() { super::$name($crate::testing::Backend::Postgres).await }
+        }
+    )*};
 }

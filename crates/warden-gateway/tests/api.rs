@@ -3,18 +3,8 @@
 //! nothing.
 
 use serde_json::{Value, json};
+use warden_gateway::on_both_stores;
 use warden_gateway::testing::{Backend, TestGateway};
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_stores!(
     authentication_and_admin_only_endpoints,

@@ -9,18 +9,8 @@ mod notify_support;
 
 use serde_json::{Value, json};
 use sqlx::Connection;
+use warden_gateway::on_both_stores;
 use warden_gateway::testing::{Backend, TestGateway};
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_stores!(
     tampering_is_caught,
@@ -83,21 +73,11 @@ async fn activity(gw: &TestGateway) -> (String, String) {
             .await;
         let id = r["review"]["id"].as_str().unwrap().to_string();
         if approve {
-            gw.call(
-                "PUT",
-                &format!("/api/reviews/{id}/approve"),
-                Some(&dba),
-                Some(json!({"reason": "ok"})),
-            )
-            .await;
+            gw.decide(&dba, &id, "approve", Some(json!({"reason": "ok"})))
+                .await;
         } else {
-            gw.call(
-                "PUT",
-                &format!("/api/reviews/{id}/reject"),
-                Some(&dba),
-                Some(json!({"reason": "no"})),
-            )
-            .await;
+            gw.decide(&dba, &id, "reject", Some(json!({"reason": "no"})))
+                .await;
         }
         gw.call(
             "GET",
@@ -227,14 +207,7 @@ async fn two_replicas_share_one_chain_and_decisions() {
                 .unwrap()
         })
     };
-    let (s, _) = b
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, _) = b.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 200);
     let done = tokio::time::timeout(std::time::Duration::from_secs(20), waiter)
         .await
@@ -583,13 +556,8 @@ async fn activity_more(gw: &TestGateway) {
         )
         .await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        Some(json!({"reason": "ok"})),
-    )
-    .await;
+    gw.decide(&dba, &id, "approve", Some(json!({"reason": "ok"})))
+        .await;
     gw.call(
         "GET",
         &format!("/api/reviews/{id}/wait?timeout=10"),

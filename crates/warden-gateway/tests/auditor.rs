@@ -4,18 +4,8 @@
 //! groups that would allow them. Each refusal is checked to have changed nothing.
 
 use serde_json::{Value, json};
+use warden_gateway::on_both_stores;
 use warden_gateway::testing::{Backend, TestGateway};
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_stores!(
     auditors_read_everything,
@@ -47,32 +37,15 @@ async fn auditor(gw: &TestGateway) -> String {
     b["token"].as_str().unwrap().to_string()
 }
 
-async fn exec(gw: &TestGateway, token: &str, conn: &str, cmd: &str) -> (u16, Value) {
-    gw.call(
-        "POST",
-        "/api/exec",
-        Some(token),
-        Some(json!({"connection": conn, "command": cmd})),
-    )
-    .await
-}
-
 /// A dev's command approved and run (one session), and a second one left pending.
 async fn some_history(gw: &TestGateway) -> (String, String, String) {
     let dev = gw.user("dev@example.com", &["dev"]).await;
     let dba = gw.user("dba@example.com", &["dba"]).await;
     gw.command_connection("shell", &["sh"], &["dba"]).await;
-    let (s, r) = exec(gw, &dev, "shell", "echo ran-once").await;
+    let (s, r) = gw.exec(&dev, "shell", "echo ran-once").await;
     assert_eq!(s, 202, "{r}");
     let ran = r["review"]["id"].as_str().unwrap().to_string();
-    let (s, b) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{ran}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, b) = gw.decide(&dba, &ran, "approve", None).await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = gw
         .call(
@@ -84,7 +57,7 @@ async fn some_history(gw: &TestGateway) -> (String, String, String) {
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["status"], "EXECUTED", "{b}");
-    let (s, r) = exec(gw, &dev, "shell", "echo still-pending").await;
+    let (s, r) = gw.exec(&dev, "shell", "echo still-pending").await;
     assert_eq!(s, 202, "{r}");
     let pending = r["review"]["id"].as_str().unwrap().to_string();
     (dev, ran, pending)

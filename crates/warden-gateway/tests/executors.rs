@@ -22,14 +22,7 @@ async fn held_then_approved(
         .await;
     assert_eq!(s, 202, "{r}");
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(dba),
-            None,
-        )
-        .await;
+    let (s, body) = gw.decide(dba, &id, "approve", None).await;
     assert_eq!(s, 200, "{body}");
     let (_, done) = gw
         .call(

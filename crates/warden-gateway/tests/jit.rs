@@ -6,18 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use warden_gateway::on_both_stores;
 use warden_gateway::testing::{Backend, FakeClock, TestGateway};
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_stores!(
     requests_are_checked,
@@ -58,16 +48,6 @@ async fn request(
     .await
 }
 
-async fn exec(gw: &TestGateway, token: &str, cmd: &str) -> (u16, Value) {
-    gw.call(
-        "POST",
-        "/api/exec",
-        Some(token),
-        Some(json!({"connection": "c", "command": cmd})),
-    )
-    .await
-}
-
 async fn requests_are_checked(b: Backend) {
     let gw = TestGateway::spawn(b).await;
     let (dev, _) = setup(&gw, false).await;
@@ -86,7 +66,7 @@ async fn requests_are_checked(b: Backend) {
     let (s, r) = request(&gw, &dev, json!("soon"), Some("x")).await;
     assert_eq!(s, 400, "{r}");
     // outside any window, a jit-only connection refuses exec with a hint
-    let (s, r) = exec(&gw, &dev, "x").await;
+    let (s, r) = gw.exec(&dev, "c", "x").await;
     assert_eq!(s, 403);
     assert!(
         r["error"].as_str().unwrap().contains("warden request c"),
@@ -107,12 +87,7 @@ async fn window_opens_runs_freely_and_closes(b: Backend) {
     let id = r["review"]["id"].as_str().unwrap().to_string();
     // the approver shortens the window to 2 seconds
     let (s, ap) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            Some(json!({"duration": 2})),
-        )
+        .decide(&dba, &id, "approve", Some(json!({"duration": 2})))
         .await;
     assert_eq!(s, 200, "{ap}");
     assert_eq!(ap["status"], "APPROVED");
@@ -121,7 +96,7 @@ async fn window_opens_runs_freely_and_closes(b: Backend) {
     let (_, mine) = gw.call("GET", "/api/access", Some(&dev), None).await;
     assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
     // inside the window: exec runs at once (the command rule is not consulted), linked to the grant
-    let (s, r) = exec(&gw, &dev, "inside").await;
+    let (s, r) = gw.exec(&dev, "c", "inside").await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["session"]["output"], "inside");
     assert_eq!(r["session"]["review_id"], id.as_str());
@@ -131,7 +106,7 @@ async fn window_opens_runs_freely_and_closes(b: Backend) {
         .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
         .await;
     assert_eq!(after["status"], "EXECUTED", "{after}");
-    let (s, r) = exec(&gw, &dev, "outside").await;
+    let (s, r) = gw.exec(&dev, "c", "outside").await;
     assert_eq!(s, 202, "held again: {r}");
     let (_, mine) = gw.call("GET", "/api/access", Some(&dev), None).await;
     assert_eq!(mine, json!([]));
@@ -161,64 +136,26 @@ async fn revoke_ends_the_window(b: Backend) {
     let (dev, dba) = setup(&gw, false).await;
     let (_, r) = request(&gw, &dev, json!("30m"), Some("debug")).await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        None,
-    )
-    .await;
-    assert_eq!(exec(&gw, &dev, "ok").await.0, 200);
+    gw.decide(&dba, &id, "approve", None).await;
+    assert_eq!(gw.exec(&dev, "c", "ok").await.0, 200);
     let outsider = gw.user("eve@example.com", &["sales"]).await;
+    assert_eq!(gw.decide(&outsider, &id, "revoke", None).await.0, 404);
     assert_eq!(
-        gw.call(
-            "PUT",
-            &format!("/api/reviews/{id}/revoke"),
-            Some(&outsider),
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        gw.call(
-            "PUT",
-            &format!("/api/reviews/{id}/revoke"),
-            Some(&dev),
-            None
-        )
-        .await
-        .0,
+        gw.decide(&dev, &id, "revoke", None).await.0,
         403,
         "the requester cannot revoke"
     );
     let (s, r) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/revoke"),
-            Some(&dba),
-            Some(json!({"reason": "done"})),
-        )
+        .decide(&dba, &id, "revoke", Some(json!({"reason": "done"})))
         .await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["status"], "REVOKED");
     assert_eq!(
-        exec(&gw, &dev, "after").await.0,
+        gw.exec(&dev, "c", "after").await.0,
         403,
         "window closed at once"
     );
-    assert_eq!(
-        gw.call(
-            "PUT",
-            &format!("/api/reviews/{id}/revoke"),
-            Some(&dba),
-            None
-        )
-        .await
-        .0,
-        409
-    );
+    assert_eq!(gw.decide(&dba, &id, "revoke", None).await.0, 409);
     gw.stop().await;
 }
 
@@ -227,16 +164,10 @@ async fn window_survives_restart(b: Backend) {
     let (dev, dba) = setup(&gw, false).await;
     let (_, r) = request(&gw, &dev, json!("30m"), Some("restart")).await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        None,
-    )
-    .await;
+    gw.decide(&dba, &id, "approve", None).await;
     let (config, dir) = gw.stop().await;
     let gw = TestGateway::start(config, dir, None).await;
-    let (s, r) = exec(&gw, &dev, "still open").await;
+    let (s, r) = gw.exec(&dev, "c", "still open").await;
     assert_eq!(s, 200, "{r}");
     gw.stop().await;
 }
@@ -254,19 +185,13 @@ async fn injected_clock_ends_windows(b: Backend) {
     let (dev, dba) = setup(&gw, false).await;
     let (_, r) = request(&gw, &dev, json!("1h"), Some("long job")).await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        None,
-    )
-    .await;
+    gw.decide(&dba, &id, "approve", None).await;
     clock.advance(59 * 60);
     gw.running.app.sweep().await.unwrap();
-    assert_eq!(exec(&gw, &dev, "minute 59").await.0, 200, "still inside");
+    assert_eq!(gw.exec(&dev, "c", "minute 59").await.0, 200, "still inside");
     clock.advance(60);
     // exactly at the end: no longer inside, even before the sweeper runs
-    assert_eq!(exec(&gw, &dev, "minute 60").await.0, 403);
+    assert_eq!(gw.exec(&dev, "c", "minute 60").await.0, 403);
     gw.running.app.sweep().await.unwrap();
     let (_, r) = gw
         .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)

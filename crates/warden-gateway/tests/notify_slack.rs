@@ -51,19 +51,6 @@ async fn finish_setup(gw: TestGateway, slack: Fake) -> Setup {
     }
 }
 
-async fn held(gw: &TestGateway, token: &str, cmd: &str) -> String {
-    let (s, r) = gw
-        .call(
-            "POST",
-            "/api/exec",
-            Some(token),
-            Some(json!({"connection": "shell", "command": cmd})),
-        )
-        .await;
-    assert_eq!(s, 202, "{r}");
-    r["review"]["id"].as_str().unwrap().to_string()
-}
-
 async fn review(gw: &TestGateway, id: &str) -> Value {
     let (s, r) = gw.admin("GET", &format!("/api/reviews/{id}"), None).await;
     assert_eq!(s, 200, "{r}");
@@ -86,12 +73,13 @@ fn find_block<'a>(blocks: &'a Value, kind: &str) -> Vec<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn review_message_signed_clicks_and_updates() {
     let Setup { gw, slack, dev, .. } = setup().await;
-    let id = held(
-        &gw,
-        &dev,
-        "UPDATE accounts SET plan = 'pro' WHERE id < 7 && true",
-    )
-    .await;
+    let id = gw
+        .held(
+            &dev,
+            "shell",
+            "UPDATE accounts SET plan = 'pro' WHERE id < 7 && true",
+        )
+        .await;
     notify(&gw).await;
 
     // The message: bearer token, channel, facts, the exact command in a code block, buttons.
@@ -270,7 +258,7 @@ async fn review_message_signed_clicks_and_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reject_through_the_modal() {
     let Setup { gw, slack, dev, .. } = setup().await;
-    let id = held(&gw, &dev, "DROP TABLE accounts").await;
+    let id = gw.held(&dev, "shell", "DROP TABLE accounts").await;
     notify(&gw).await;
 
     // A non-approver's Reject: refused, no modal.
@@ -389,10 +377,10 @@ async fn every_decision_path_updates_the_message() {
     } = finish_setup(gw, slack).await;
 
     // API approval (the CLI and the web app use the same endpoint).
-    let a = held(&gw, &dev, "echo a").await;
+    let a = gw.held(&dev, "shell", "echo a").await;
     // Expiry by the sweeper (a command longer than Slack allows in one block).
     let long = format!("echo {}", "<x>".repeat(2000));
-    let b = held(&gw, &dev, &long).await;
+    let b = gw.held(&dev, "shell", &long).await;
     notify(&gw).await;
     assert_eq!(slack.to("/chat.postMessage").len(), 2);
     let post_b = slack
@@ -412,14 +400,7 @@ async fn every_decision_path_updates_the_message() {
         text.contains("Command truncated") && text.contains(&format!("/reviews/{b}|")),
         "link to the full text: {text}"
     );
-    let (s, r) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{a}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, r) = gw.decide(&dba, &a, "approve", None).await;
     assert_eq!(s, 200, "{r}");
     gw.call(
         "GET",
@@ -552,7 +533,7 @@ async fn teams_cards() {
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    let id = held(&gw, &dev, "echo teams").await;
+    let id = gw.held(&dev, "shell", "echo teams").await;
     notify(&gw).await;
     let posts = teams.to("/workflows/abc/triggers/manual/paths/invoke");
     assert_eq!(posts.len(), 1);
@@ -591,14 +572,7 @@ async fn teams_cards() {
             .ends_with(&format!("/reviews/{id}"))
     );
 
-    let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, _) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 200);
     gw.call(
         "GET",
@@ -647,7 +621,7 @@ async fn an_auditors_slack_click_decides_nothing() {
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    let id = held(&gw, &dev, "echo never").await;
+    let id = gw.held(&dev, "shell", "echo never").await;
     for action in [
         format!("warden_approve:{id}:dba"),
         format!("warden_reject:{id}"),

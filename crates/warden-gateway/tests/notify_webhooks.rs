@@ -102,14 +102,7 @@ async fn approved_command(gw: &TestGateway, dev: &str, dba: &str, cmd: &str) -> 
         .await;
     assert_eq!(s, 202, "{r}");
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    let (s, r) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(dba),
-            None,
-        )
-        .await;
+    let (s, r) = gw.decide(dba, &id, "approve", None).await;
     assert_eq!(s, 200, "{r}");
     let (_, r) = gw
         .call(

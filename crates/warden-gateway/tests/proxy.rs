@@ -49,17 +49,6 @@ async fn setup(b: Backend) -> (TestGateway, Psql, String, String) {
     (gw, Psql { port }, dev, dba)
 }
 
-/// `dba` approves review `id`: the API's status and body.
-async fn approve(gw: &TestGateway, dba: &str, id: &str) -> (u16, Value) {
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(dba),
-        None,
-    )
-    .await
-}
-
 async fn pending_id(gw: &TestGateway, dba: &str) -> String {
     for _ in 0..100 {
         let (_, list) = gw
@@ -152,7 +141,7 @@ async fn writes_are_held_per_statement_reads_run() {
         .call("GET", &format!("/api/reviews/{id}"), Some(&dba), None)
         .await;
     assert_eq!(r["command"], create.as_str());
-    approve(&gw, &dba, &id).await;
+    gw.decide(&dba, &id, "approve", None).await;
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
@@ -181,13 +170,8 @@ async fn writes_are_held_per_statement_reads_run() {
         .spawn()
         .unwrap();
     let id = pending_id(&gw, &dba).await;
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/reject"),
-        Some(&dba),
-        Some(json!({"reason": "keep it"})),
-    )
-    .await;
+    gw.decide(&dba, &id, "reject", Some(json!({"reason": "keep it"})))
+        .await;
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
@@ -280,7 +264,7 @@ async fn each_run_of_a_prepared_write_is_reviewed_with_its_parameters() {
             && command.contains("as text 'first'"),
         "{command}"
     );
-    approve(&gw, &dba, &first).await;
+    gw.decide(&dba, &first, "approve", None).await;
     let n = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .unwrap()
@@ -302,10 +286,10 @@ async fn each_run_of_a_prepared_write_is_reviewed_with_its_parameters() {
         r["command"].as_str().unwrap().contains("as text 'second'"),
         "{r}"
     );
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{second}/reject"),
-        Some(&dba),
+    gw.decide(
+        &dba,
+        &second,
+        "reject",
         Some(json!({"reason": "not that row"})),
     )
     .await;
@@ -403,7 +387,7 @@ async fn jit_windows_gate_sessions_and_close_them() {
         )
         .await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    approve(&gw, &dba, &id).await;
+    gw.decide(&dba, &id, "approve", None).await;
     let started = std::time::Instant::now();
     let (code, _, err) = psql
         .run("dev@example.com", &dev, "pg", "SELECT pg_sleep(20)")
@@ -429,7 +413,7 @@ async fn jit_windows_gate_sessions_and_close_them() {
         )
         .await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    approve(&gw, &dba, &id).await;
+    gw.decide(&dba, &id, "approve", None).await;
     let child = psql
         .cmd("dev@example.com", &dev, "pg", "SELECT pg_sleep(30)")
         .stderr(std::process::Stdio::piped())
@@ -438,10 +422,10 @@ async fn jit_windows_gate_sessions_and_close_them() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let t = std::time::Instant::now();
     let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/revoke"),
-            Some(&dba),
+        .decide(
+            &dba,
+            &id,
+            "revoke",
             Some(json!({"reason": "incident over"})),
         )
         .await;
@@ -536,13 +520,8 @@ async fn reads_that_write_are_held_or_refused_by_the_server() {
                 .call("GET", &format!("/api/reviews/{id}"), Some(&dba), None)
                 .await;
             assert_eq!(r["command"], held.as_str(), "{r}");
-            gw.call(
-                "PUT",
-                &format!("/api/reviews/{id}/reject"),
-                Some(&dba),
-                Some(json!({"reason": "no"})),
-            )
-            .await;
+            gw.decide(&dba, &id, "reject", Some(json!({"reason": "no"})))
+                .await;
         };
         let (ran, ()) = tokio::join!(run, reject);
         let e = db_text(&ran.expect_err(&held));
@@ -666,7 +645,7 @@ async fn held_statements_end_in_what_happened() {
         let id = pending_id(&gw, &dba).await;
         clock.advance(600);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (s, b) = approve(&gw, &dba, &id).await;
+        let (s, b) = gw.decide(&dba, &id, "approve", None).await;
         assert_eq!(s, 200, "{b}");
         id
     };
@@ -735,7 +714,7 @@ async fn held_statements_end_in_what_happened() {
         "{r}"
     );
     // Approving it now is refused: nothing would run it.
-    let (s, _) = approve(&gw, &dba, &id).await;
+    let (s, _) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 409);
     assert_eq!(
         direct_psql(&format!("SELECT count(*) FROM {t}"))

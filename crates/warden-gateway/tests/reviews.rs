@@ -5,18 +5,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use warden_gateway::on_both_stores;
 use warden_gateway::testing::{Backend, TestGateway};
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
-}
 
 on_both_stores!(
     held_command_runs_once_approved,
@@ -31,36 +21,13 @@ on_both_stores!(
     actions_are_what_each_caller_may_do,
 );
 
-async fn exec(gw: &TestGateway, token: &str, conn: &str, cmd: &str) -> (u16, Value) {
-    gw.call(
-        "POST",
-        "/api/exec",
-        Some(token),
-        Some(json!({"connection": conn, "command": cmd})),
-    )
-    .await
-}
-
-async fn wait(gw: &TestGateway, token: &str, id: &str) -> Value {
-    let (s, r) = gw
-        .call(
-            "GET",
-            &format!("/api/reviews/{id}/wait?timeout=10"),
-            Some(token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
-    r
-}
-
 async fn held_command_runs_once_approved(b: Backend) {
     let gw = TestGateway::spawn(b).await;
     let dev = gw.user("dev@example.com", &["dev"]).await;
     let dba = gw.user("dba@example.com", &["dba"]).await;
     let outsider = gw.user("eve@example.com", &["sales"]).await;
     gw.command_connection("shell", &["sh"], &["dba"]).await;
-    let (s, r) = exec(&gw, &dev, "shell", "echo approved-bytes; exit 3").await;
+    let (s, r) = gw.exec(&dev, "shell", "echo approved-bytes; exit 3").await;
     assert_eq!(s, 202, "held: {r}");
     let review = &r["review"];
     assert_eq!(review["status"], "PENDING");
@@ -77,26 +44,9 @@ async fn held_command_runs_once_approved(b: Backend) {
     );
     let id = review["id"].as_str().unwrap().to_string();
     // the requester cannot approve; an outsider cannot see it; the approver lists it
-    let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dev),
-            None,
-        )
-        .await;
+    let (s, body) = gw.decide(&dev, &id, "approve", None).await;
     assert_eq!(s, 403, "{body}");
-    assert_eq!(
-        gw.call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&outsider),
-            None
-        )
-        .await
-        .0,
-        404
-    );
+    assert_eq!(gw.decide(&outsider, &id, "approve", None).await.0, 404);
     let (_, pending) = gw
         .call("GET", "/api/reviews?status=pending", Some(&dba), None)
         .await;
@@ -123,12 +73,7 @@ async fn held_command_runs_once_approved(b: Backend) {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            Some(json!({"reason": "looks fine"})),
-        )
+        .decide(&dba, &id, "approve", Some(json!({"reason": "looks fine"})))
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["approvals"][0]["approver"], "dba@example.com");
@@ -141,14 +86,7 @@ async fn held_command_runs_once_approved(b: Backend) {
     assert_eq!(done["result"]["exit_code"], 3);
     assert_eq!(done["result"]["output"], "approved-bytes\n");
     // approving again is a conflict; the review shows the stored result later too
-    let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, body) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 409, "{body}");
     let (_, later) = gw
         .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
@@ -170,67 +108,32 @@ async fn quorum_require_all_and_amount(b: Backend) {
     gw.command_connection("c", &["cat"], &[]).await;
     let (s, body) = gw.admin("POST", "/api/rules", Some(json!({"name": "dual", "type": "command", "connections": ["c"], "approval_groups": ["dba", "security"], "require_all_groups": true}))).await;
     assert_eq!(s, 201, "{body}");
-    let (_, r) = exec(&gw, &dev, "c", "hello").await;
+    let (_, r) = gw.exec(&dev, "c", "hello").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    let (_, after1) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&both),
-            None,
-        )
-        .await;
+    let (_, after1) = gw.decide(&both, &id, "approve", None).await;
     assert_eq!(
         after1["status"], "PENDING",
         "one person covers one group: {after1}"
     );
-    let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&both),
-            None,
-        )
-        .await;
+    let (s, _) = gw.decide(&both, &id, "approve", None).await;
     assert_eq!(s, 403, "double approval by one person refused");
-    let (_, after2) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba2),
-            None,
-        )
-        .await;
+    let (_, after2) = gw.decide(&dba2, &id, "approve", None).await;
     assert_eq!(after2["status"], "APPROVED", "{after2}");
-    assert_eq!(wait(&gw, &dev, &id).await["result"]["output"], "hello");
+    assert_eq!(gw.wait(&dev, &id).await["result"]["output"], "hello");
     // approval amount 2 of distinct people within one group
     let (s, _) = gw.admin("PUT", "/api/rules/dual", Some(json!({"name": "dual", "type": "command", "connections": ["c"], "approval_groups": ["dba"], "approval_amount": 2}))).await;
     assert_eq!(s, 200);
-    let (_, r) = exec(&gw, &dev, "c", "two").await;
+    let (_, r) = gw.exec(&dev, "c", "two").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
     assert_eq!(
-        gw.call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba2),
-            None
-        )
-        .await
-        .1["status"],
+        gw.decide(&dba2, &id, "approve", None).await.1["status"],
         "PENDING"
     );
     assert_eq!(
-        gw.call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba3),
-            None
-        )
-        .await
-        .1["status"],
+        gw.decide(&dba3, &id, "approve", None).await.1["status"],
         "APPROVED"
     );
-    assert_eq!(wait(&gw, &dev, &id).await["status"], "EXECUTED");
+    assert_eq!(gw.wait(&dev, &id).await["status"], "EXECUTED");
     gw.stop().await;
 }
 
@@ -239,27 +142,20 @@ async fn reject_withdraw_and_terminal_conflicts(b: Backend) {
     let dev = gw.user("dev@example.com", &["dev"]).await;
     let dba = gw.user("dba@example.com", &["dba"]).await;
     gw.command_connection("c", &["cat"], &["dba"]).await;
-    let (_, r) = exec(&gw, &dev, "c", "DROP TABLE users").await;
+    let (_, r) = gw.exec(&dev, "c", "DROP TABLE users").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/reject"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, body) = gw.decide(&dba, &id, "reject", None).await;
     assert_eq!(s, 400, "reason required: {body}");
     let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/reject"),
-            Some(&dba),
+        .decide(
+            &dba,
+            &id,
+            "reject",
             Some(json!({"reason": "use a migration"})),
         )
         .await;
     assert_eq!(s, 200, "{body}");
-    let done = wait(&gw, &dev, &id).await;
+    let done = gw.wait(&dev, &id).await;
     assert_eq!(done["status"], "REJECTED");
     assert_eq!(done["decided_by"], "dba@example.com");
     assert_eq!(done["reason"], "use a migration");
@@ -276,27 +172,10 @@ async fn reject_withdraw_and_terminal_conflicts(b: Backend) {
         assert_eq!(s, 409, "{action} on a terminal review: {body}");
     }
     // withdraw by the requester only
-    let (_, r) = exec(&gw, &dev, "c", "oops").await;
+    let (_, r) = gw.exec(&dev, "c", "oops").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        gw.call(
-            "PUT",
-            &format!("/api/reviews/{id}/withdraw"),
-            Some(&dba),
-            None
-        )
-        .await
-        .0,
-        403
-    );
-    let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/withdraw"),
-            Some(&dev),
-            None,
-        )
-        .await;
+    assert_eq!(gw.decide(&dba, &id, "withdraw", None).await.0, 403);
+    let (s, body) = gw.decide(&dev, &id, "withdraw", None).await;
     assert_eq!(s, 200);
     assert_eq!(body["status"], "REJECTED");
     assert_eq!(body["reason"], "withdrawn by requester");
@@ -317,35 +196,30 @@ async fn force_approval_and_exemptions(b: Backend) {
     }))).await;
     assert_eq!(s, 201, "{body}");
     // exempt: runs at once
-    let (s, r) = exec(&gw, &sre, "c", "exempt").await;
+    let (s, r) = gw.exec(&sre, "c", "exempt").await;
     assert_eq!((s, r["status"].as_str()), (200, Some("executed")), "{r}");
     // not in required groups: runs at once
-    let (s, r) = exec(&gw, &contractor, "c", "not required").await;
+    let (s, r) = gw.exec(&contractor, "c", "not required").await;
     assert_eq!((s, r["status"].as_str()), (200, Some("executed")), "{r}");
     // held; force approval of one's own request needs a reason
-    let (s, r) = exec(&gw, &oncall, "c", "fix prod").await;
+    let (s, r) = gw.exec(&oncall, "c", "fix prod").await;
     assert_eq!(s, 202);
     let id = r["review"]["id"].as_str().unwrap().to_string();
     let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&oncall),
-            Some(json!({"force": true})),
-        )
+        .decide(&oncall, &id, "approve", Some(json!({"force": true})))
         .await;
     assert_eq!(s, 400, "force without reason");
     let (s, body) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&oncall),
+        .decide(
+            &oncall,
+            &id,
+            "approve",
             Some(json!({"force": true, "reason": "prod down"})),
         )
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["forced"], true);
-    let done = wait(&gw, &oncall, &id).await;
+    let done = gw.wait(&oncall, &id).await;
     assert_eq!(done["status"], "EXECUTED");
     assert_eq!(done["result"]["output"], "fix prod");
     // an admin's own request is auto-approved and runs at once, recorded as a review
@@ -369,18 +243,11 @@ async fn expiry_by_the_sweeper(b: Backend) {
     let dba = gw.user("dba@example.com", &["dba"]).await;
     gw.command_connection("c", &["cat"], &[]).await;
     gw.admin("POST", "/api/rules", Some(json!({"name": "r", "type": "command", "connections": ["c"], "approval_groups": ["dba"], "timeout_sec": 1}))).await;
-    let (_, r) = exec(&gw, &dev, "c", "too late").await;
+    let (_, r) = gw.exec(&dev, "c", "too late").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    let done = wait(&gw, &dev, &id).await;
+    let done = gw.wait(&dev, &id).await;
     assert_eq!(done["status"], "EXPIRED", "{done}");
-    let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, _) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 409);
     let (_, sessions) = gw.admin("GET", "/api/sessions", None).await;
     assert_eq!(sessions, json!([]), "an expired command never runs");
@@ -397,7 +264,7 @@ async fn racing_approvers_execute_once(b: Backend) {
     gw.command_connection("c", &["cat"], &[]).await;
     gw.admin("POST", "/api/rules", Some(json!({"name": "r", "type": "command", "connections": ["c"], "approval_groups": ["dba"], "approval_amount": 2}))).await;
     for round in 0..3 {
-        let (_, r) = exec(&gw, &dev, "c", &format!("race {round}")).await;
+        let (_, r) = gw.exec(&dev, "c", &format!("race {round}")).await;
         let id = r["review"]["id"].as_str().unwrap().to_string();
         let mut tasks = Vec::new();
         for t in &approvers {
@@ -420,7 +287,7 @@ async fn racing_approvers_execute_once(b: Backend) {
         let ok = codes.iter().filter(|c| **c == 200).count();
         assert!(ok >= 2, "at least the quorum got through: {codes:?}");
         assert!(codes.iter().all(|c| *c == 200 || *c == 409), "{codes:?}");
-        let done = wait(&gw, &dev, &id).await;
+        let done = gw.wait(&dev, &id).await;
         assert_eq!(done["status"], "EXECUTED");
         let approvals = done["approvals"].as_array().unwrap();
         assert_eq!(approvals.len(), ok, "no approval lost, none invented");
@@ -443,19 +310,12 @@ async fn approval_racing_expiry_never_both(b: Backend) {
     gw.command_connection("c", &["cat"], &[]).await;
     gw.admin("POST", "/api/rules", Some(json!({"name": "r", "type": "command", "connections": ["c"], "approval_groups": ["dba"], "timeout_sec": 1}))).await;
     for i in 0..4 {
-        let (_, r) = exec(&gw, &dev, "c", &format!("edge {i}")).await;
+        let (_, r) = gw.exec(&dev, "c", &format!("edge {i}")).await;
         let id = r["review"]["id"].as_str().unwrap().to_string();
         // approve right around the deadline
         tokio::time::sleep(Duration::from_millis(900 + i * 50)).await;
-        let (s, _) = gw
-            .call(
-                "PUT",
-                &format!("/api/reviews/{id}/approve"),
-                Some(&dba),
-                None,
-            )
-            .await;
-        let done = wait(&gw, &dev, &id).await;
+        let (s, _) = gw.decide(&dba, &id, "approve", None).await;
+        let done = gw.wait(&dev, &id).await;
         let (_, sessions) = gw
             .admin("GET", &format!("/api/sessions?review={id}"), None)
             .await;
@@ -479,7 +339,7 @@ async fn pending_review_survives_restart(b: Backend) {
     let dev = gw.user("dev@example.com", &["dev"]).await;
     let dba = gw.user("dba@example.com", &["dba"]).await;
     gw.command_connection("c", &["cat"], &["dba"]).await;
-    let (_, r) = exec(&gw, &dev, "c", "after restart").await;
+    let (_, r) = gw.exec(&dev, "c", "after restart").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
     let (config, dir) = gw.stop().await;
     let gw = TestGateway::start(config, dir, None).await;
@@ -487,16 +347,9 @@ async fn pending_review_survives_restart(b: Backend) {
         .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
         .await;
     assert_eq!(again["status"], "PENDING", "{again}");
-    let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, _) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 200);
-    let done = wait(&gw, &dev, &id).await;
+    let done = gw.wait(&dev, &id).await;
     assert_eq!(done["result"]["output"], "after restart");
     gw.stop().await;
 }
@@ -506,16 +359,11 @@ async fn every_step_is_audited(b: Backend) {
     let dev = gw.user("dev@example.com", &["dev"]).await;
     let dba = gw.user("dba@example.com", &["dba"]).await;
     gw.command_connection("c", &["cat"], &["dba"]).await;
-    let (_, r) = exec(&gw, &dev, "c", "audited").await;
+    let (_, r) = gw.exec(&dev, "c", "audited").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    gw.call(
-        "PUT",
-        &format!("/api/reviews/{id}/approve"),
-        Some(&dba),
-        Some(json!({"reason": "ok"})),
-    )
-    .await;
-    wait(&gw, &dev, &id).await;
+    gw.decide(&dba, &id, "approve", Some(json!({"reason": "ok"})))
+        .await;
+    gw.wait(&dev, &id).await;
     let (s, timeline) = gw
         .call(
             "GET",
@@ -552,7 +400,7 @@ async fn every_step_is_audited(b: Backend) {
     // denial is audited too
     let sales = gw.user("s@example.com", &["sales"]).await;
     gw.admin("POST", "/api/connections", Some(json!({"name": "locked", "type": "command", "command": ["cat"], "access_groups": ["dba"]}))).await;
-    assert_eq!(exec(&gw, &sales, "locked", "x").await.0, 403);
+    assert_eq!(gw.exec(&sales, "locked", "x").await.0, 403);
     let (_, entries) = gw.admin("GET", "/api/audit?limit=1000", None).await;
     assert!(
         entries
@@ -622,7 +470,7 @@ async fn actions_are_what_each_caller_may_do(b: Backend) {
     };
     let mut offered: std::collections::HashMap<&str, Vec<String>> = Default::default();
     for (name, tok) in who {
-        let (_, r) = exec(&gw, &dev, "c", &format!("for {name}")).await;
+        let (_, r) = gw.exec(&dev, "c", &format!("for {name}")).await;
         let id = r["review"]["id"].as_str().unwrap().to_string();
         assert_eq!(r["review"]["outcome"], "pending", "{r}");
         let (s, v) = gw
@@ -637,7 +485,7 @@ async fn actions_are_what_each_caller_may_do(b: Backend) {
         }
         // Try every action on its own fresh review, so one success does not hide another.
         for action in ["approve", "force", "reject", "withdraw"] {
-            let (_, r) = exec(&gw, &dev, "c", &format!("{name} tries {action}")).await;
+            let (_, r) = gw.exec(&dev, "c", &format!("{name} tries {action}")).await;
             let id = r["review"]["id"].as_str().unwrap().to_string();
             let (path, body) = match action {
                 "force" => ("approve", json!({"force": true, "reason": "outage"})),
@@ -666,27 +514,13 @@ async fn actions_are_what_each_caller_may_do(b: Backend) {
     assert_eq!(offered["oncall"], vec!["force", "reject"]);
     assert_eq!(offered["auditor"], Vec::<String>::new());
     // Once dba approved, approving again is not offered (one of two approvals recorded).
-    let (_, r) = exec(&gw, &dev, "c", "half way").await;
+    let (_, r) = gw.exec(&dev, "c", "half way").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
-    let (s, v) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, v) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(actions_of(&v), vec!["reject"], "{v}");
     // Withdrawn is named as the outcome; the status stays REJECTED as the spec says.
-    let (_, v) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/withdraw"),
-            Some(&dev),
-            None,
-        )
-        .await;
+    let (_, v) = gw.decide(&dev, &id, "withdraw", None).await;
     assert_eq!(
         (v["status"].as_str(), v["outcome"].as_str()),
         (Some("REJECTED"), Some("withdrawn")),

@@ -389,12 +389,7 @@ async fn approver_flows_in_headless_chromium() {
     let id2 = id_rx.await.unwrap();
     ui.find(&format!("tr[data-id='{id2}']")).await;
     let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id2}/reject"),
-            Some(&dba),
-            Some(json!({"reason": "not today"})),
-        )
+        .decide(&dba, &id2, "reject", Some(json!({"reason": "not today"})))
         .await;
     assert_eq!(s, 200);
     ui.until(
@@ -478,14 +473,7 @@ async fn approver_flows_in_headless_chromium() {
         .unwrap();
     ui.shot("terminal-waiting").await;
     ui.js("window.__sameDocument = 44; return true;").await;
-    let (s, v) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{held_id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, v) = gw.decide(&dba, &held_id, "approve", None).await;
     assert_eq!(s, 200, "{v}");
     ui.until(
         "the terminal result",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
+use warden_gateway::on_both_stores;
 use warden_gateway::testing::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, TestGateway};
 
 const XSS_SCRIPT: &str = "<script>alert(1)</script>";
@@ -154,34 +155,10 @@ async fn user(gw: &TestGateway, email: &str, groups: &[&str], password: &str) ->
     b["token"].as_str().unwrap().to_string()
 }
 
-async fn held(gw: &TestGateway, token: &str, conn: &str, cmd: &str) -> String {
-    let (s, r) = gw
-        .call(
-            "POST",
-            "/api/exec",
-            Some(token),
-            Some(json!({"connection": conn, "command": cmd})),
-        )
-        .await;
-    assert_eq!(s, 202, "held: {r}");
-    r["review"]["id"].as_str().unwrap().to_string()
-}
-
 async fn review_status(gw: &TestGateway, id: &str) -> String {
     let (s, r) = gw.admin("GET", &format!("/api/reviews/{id}"), None).await;
     assert_eq!(s, 200, "{r}");
     r["status"].as_str().unwrap().to_string()
-}
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() { super::$name(super::Backend::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() { super::$name(super::Backend::Postgres).await }
-        }
-    )*};
 }
 
 on_both_stores!(
@@ -317,7 +294,9 @@ async fn csrf_is_required_and_refusals_change_nothing(b: Backend) {
     let dev = user(&gw, "dev@example.com", &["dev"], "dev-password-1").await;
     user(&gw, "dba@example.com", &["dba"], "dba-password-1").await;
     gw.command_connection("shell", &["sh"], &["dba"]).await;
-    let id = held(&gw, &dev, "shell", "echo approved-through-the-web").await;
+    let id = gw
+        .held(&dev, "shell", "echo approved-through-the-web")
+        .await;
     let dba = Web::logged_in(&gw, "dba@example.com", "dba-password-1").await;
     let path = format!("/reviews/{id}/approve");
 
@@ -401,7 +380,7 @@ async fn commands_render_escaped(b: Backend) {
     user(&gw, "dba@example.com", &["dba"], "dba-password-1").await;
     gw.command_connection("shell", &["sh"], &["dba"]).await;
     let cmd = format!("echo '{XSS_SCRIPT}' && echo '{XSS_ATTR}'");
-    let id = held(&gw, &dev, "shell", &cmd).await;
+    let id = gw.held(&dev, "shell", &cmd).await;
     let dba = Web::logged_in(&gw, "dba@example.com", "dba-password-1").await;
 
     for path in [
@@ -546,7 +525,7 @@ async fn auditors_read_every_page_and_decide_nothing() {
     let gw = TestGateway::spawn(Backend::Sqlite).await;
     let dev = user(&gw, "dev@example.com", &["dev"], "dev-password-1").await;
     gw.command_connection("shell", &["sh"], &["dba"]).await;
-    let id = held(&gw, &dev, "shell", "echo for-the-auditor").await;
+    let id = gw.held(&dev, "shell", "echo for-the-auditor").await;
     // An auditor in the approver group and the connection's groups.
     let (s, b) = gw
         .admin(
@@ -720,7 +699,7 @@ async fn rule_form_shows_errors_next_to_fields_and_the_rule_takes_effect() {
     assert_eq!(rule["timeout_sec"], 1800);
     let (_, html) = admin.page("/rules?done=created").await;
     assert!(html.contains("prod-writes") && html.contains("Rule created"));
-    let id = held(&gw, &dev, "shell", "echo now-held").await;
+    let id = gw.held(&dev, "shell", "echo now-held").await;
     assert_eq!(review_status(&gw, &id).await, "PENDING");
 
     // A second command rule on the same connection: error at "connections".
@@ -910,14 +889,7 @@ async fn terminal_runs_holds_and_shows_results() {
     let (_, r) = gw.admin("GET", &format!("/api/reviews/{id}"), None).await;
     assert_eq!(r["status"], "PENDING");
     let dba = user(&gw, "dba@example.com", &["dba"], "dba-password-1").await;
-    let (s, _) = gw
-        .call(
-            "PUT",
-            &format!("/api/reviews/{id}/approve"),
-            Some(&dba),
-            None,
-        )
-        .await;
+    let (s, _) = gw.decide(&dba, &id, "approve", None).await;
     assert_eq!(s, 200);
     let mut html = String::new();
     for _ in 0..100 {
@@ -961,7 +933,7 @@ async fn events_stream_visible_review_changes() {
     );
     let mut dba_stream = r.bytes_stream();
     let mut eve_stream = eve.get("/events").await.bytes_stream();
-    let id = held(&gw, &dev, "shell", "echo live").await;
+    let id = gw.held(&dev, "shell", "echo live").await;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !seen.contains(&id) && tokio::time::Instant::now() < deadline {
@@ -1000,9 +972,9 @@ async fn list_filters_paginate_and_exports_are_formula_safe() {
     gw.command_connection("other", &["sh"], &["dba"]).await;
     let mut ids = Vec::new();
     for i in 0..27 {
-        ids.push(held(&gw, &dev, "shell", &format!("echo {i}")).await);
+        ids.push(gw.held(&dev, "shell", &format!("echo {i}")).await);
     }
-    let formula = held(&gw, &dev, "other", "=cmd|' /C calc'!A0").await;
+    let formula = gw.held(&dev, "other", "=cmd|' /C calc'!A0").await;
     let (s, _) = gw
         .call(
             "PUT",
@@ -1144,7 +1116,7 @@ async fn decision_buttons_follow_what_the_user_may_do() {
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    let id = held(&gw, &dev, "shell", "echo forced").await;
+    let id = gw.held(&dev, "shell", "echo forced").await;
     let detail = format!("/reviews/{id}");
 
     let dba = Web::logged_in(&gw, "dba@example.com", "dba-password-1").await;
@@ -1327,7 +1299,7 @@ async fn deliveries_page_shows_webhooks_and_the_log_escaped_to_admins_only() {
         .admin("POST", "/api/webhooks", Some(json!({"url": url})))
         .await;
     assert_eq!(s, 201, "{b}");
-    let review = held(&gw, &dev, "shell", "echo notify-me").await;
+    let review = gw.held(&dev, "shell", "echo notify-me").await;
 
     // Deliver until the webhook delivery has failed at least once.
     let n = gw.running.app.notifier();
