@@ -4,18 +4,14 @@
 //! This is the only module (with `web`) that knows HTTP. Handlers are thin: parse, call one
 //! `App` use case, serialise. Authorization lives in the use cases.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use warden_core::review::ApproveInput;
@@ -24,112 +20,9 @@ use warden_core::secret::Secret;
 use warden_core::{SessionKind, User};
 use warden_store::{ReviewFilter, SessionFilter};
 
-use crate::app::{App, AppError, CreateConnection, CreateUser};
-
-pub type AppState = Arc<App>;
-
-/// An error as the API shows it.
-pub struct ApiError(pub AppError);
-
-impl From<AppError> for ApiError {
-    fn from(e: AppError) -> Self {
-        Self(e)
-    }
-}
-
-pub fn status_of(e: &AppError) -> StatusCode {
-    match e {
-        AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-        AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-        AppError::NotFound(_) => StatusCode::NOT_FOUND,
-        AppError::Conflict { .. } => StatusCode::CONFLICT,
-        AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-        AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = status_of(&self.0);
-        let message = match &self.0 {
-            AppError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                "internal error; see the gateway log".to_string()
-            }
-            other => other.to_string(),
-        };
-        (
-            status,
-            axum::Json(json!({"error": message, "code": self.0.code()})),
-        )
-            .into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-/// A page of a list as a JSON array, with the total number of matches in `X-Total-Count`.
-pub fn paged<T: Serialize>(items: Vec<T>, total: i64) -> Response {
-    let mut resp = axum::Json(items).into_response();
-    resp.headers_mut()
-        .insert("x-total-count", axum::http::HeaderValue::from(total));
-    resp
-}
-
-/// JSON body extractor whose rejections are API errors (400 with what to fix).
-pub struct Json<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rej) => {
-                let code = match &rej {
-                    JsonRejection::MissingJsonContentType(_) => "content_type",
-                    JsonRejection::JsonSyntaxError(_) => "bad_json",
-                    JsonRejection::JsonDataError(_) => "invalid_fields",
-                    _ => "bad_body",
-                };
-                Err(ApiError(AppError::bad(code, rej.body_text())))
-            }
-        }
-    }
-}
-
-impl<T: Serialize> IntoResponse for Json<T> {
-    fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
-    }
-}
-
-/// The authenticated caller (from `Authorization: Bearer <token>`).
-pub struct Caller(pub User);
-
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(|| {
-            ApiError(AppError::Unauthorized(
-                "missing Authorization: Bearer <token> (get one with warden login)".into(),
-            ))
-        })?;
-        Ok(Caller(app.authenticate(token).await?))
-    }
-}
+use crate::app::{AppError, CreateConnection, CreateUser};
+use crate::http::ApiResult;
+pub use crate::http::{ApiError, AppState, Caller, Json, bearer, paged, status_of};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -179,20 +72,6 @@ pub fn router() -> Router<AppState> {
             get(list_checkpoints).post(create_checkpoint),
         )
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-}
-
-/// Unknown paths: the API's JSON 404 under `/api` and `/metrics`, the web app's HTML page
-/// elsewhere.
-async fn not_found(uri: axum::http::Uri) -> Response {
-    let path = uri.path();
-    if path == "/api" || path.starts_with("/api/") || path.starts_with("/metrics") {
-        return ApiError(AppError::NotFound(
-            "no such endpoint (see /api/openapi.json)".into(),
-        ))
-        .into_response();
-    }
-    crate::web::not_found_page(path)
 }
 
 async fn openapi() -> Response {
@@ -784,7 +663,7 @@ async fn metrics(State(app): State<AppState>, Caller(u): Caller) -> ApiResult<Re
         Ok(n) => metrics::gauge!("warden_reviews_pending").set(n as f64),
         Err(e) => tracing::warn!(error = %e, "could not count pending reviews for /metrics"),
     }
-    let body = crate::server::metrics_handle()
+    let body = crate::telemetry::metrics_handle()
         .map(|h| h.render())
         .unwrap_or_default();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())

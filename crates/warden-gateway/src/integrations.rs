@@ -19,13 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
-use time::OffsetDateTime;
 use warden_notify::slack::{parse_command, parse_interaction, verify_signature};
 use warden_store::notify::{DeliveryFilter, DeliveryStatus};
 
-use crate::api::{ApiError, AppState, Caller, Json};
 use crate::app::AppError;
 use crate::app::notify::{CreateWebhook, SlackAnswer};
+use crate::http::{ApiError, AppState, Caller, Json};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -55,7 +54,7 @@ fn unverified(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<Respon
         header("x-slack-request-timestamp"),
         header("x-slack-signature"),
         body,
-        OffsetDateTime::now_utc().unix_timestamp(),
+        app.now().unix_timestamp(),
     )
     .err()
     .map(|e| {
@@ -168,5 +167,5 @@ async fn list_deliveries(
         per_page: q.per_page.unwrap_or(100).clamp(1, 1000),
     };
     let (items, total) = app.list_deliveries(&u, filter).await?;
-    Ok(crate::api::paged(items, total))
+    Ok(crate::http::paged(items, total))
 }

@@ -2,10 +2,9 @@
 //! listener, the proxy listener and the sweeper, and shut all of them down gracefully.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warden_store::Store;
@@ -14,74 +13,18 @@ use crate::app::{App, Clock, SystemClock};
 use crate::config::Config;
 use crate::secrets::SecretBox;
 
-static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// The process-wide Prometheus recorder (installed once, shared by every gateway in a process).
-pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
-    METRICS
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().ok();
-            describe_metrics();
-            handle
-        })
-        .as_ref()
-}
-
-/// The HELP line of every metric the gateway exports (what each number answers).
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        "warden_reviews_created_total",
-        "Reviews requested, by type (command or jit)."
-    );
-    describe_counter!(
-        "warden_review_transitions_total",
-        "Review state changes (approved, rejected, expired, revoked, executed…)."
-    );
-    describe_counter!(
-        "warden_executions_total",
-        "Commands run by an executor, by connection type and success."
-    );
-    describe_counter!(
-        "warden_proxy_sessions_total",
-        "PostgreSQL proxy sessions started (their start recorded)."
-    );
-    describe_counter!(
-        "warden_proxy_statements_total",
-        "Statements of proxy sessions chained into the audit log."
-    );
-    describe_counter!(
-        "warden_proxy_audit_failures_total",
-        "Statement batches the store could not record (the proxy holds its sessions and retries)."
-    );
-    describe_counter!(
-        "warden_audit_checkpoints_witnessed_total",
-        "Audit checkpoints a witness acknowledged."
-    );
-    describe_counter!(
-        "warden_audit_checkpoints_refused_total",
-        "Audit checkpoints a witness refused."
-    );
-    describe_counter!(
-        "warden_audit_checkpoint_witness_failures_total",
-        "Audit checkpoints that could not reach their witness."
-    );
-    describe_gauge!(
-        "warden_reviews_pending",
-        "Reviews waiting for a decision now (all connections)."
-    );
-    describe_gauge!(
-        "warden_proxy_sessions_live",
-        "PostgreSQL proxy sessions open now."
-    );
-    describe_gauge!(
-        "warden_store_writes",
-        "Writes the store committed since the gateway started."
-    );
-    describe_gauge!(
-        "warden_store_commits",
-        "Store transactions that committed those writes (fewer than writes: group commit)."
-    );
+/// Unknown paths: the API's JSON 404 under `/api` and `/metrics`, the web app's HTML page
+/// elsewhere.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") || path.starts_with("/metrics") {
+        return crate::http::ApiError(crate::app::AppError::NotFound(
+            "no such endpoint (see /api/openapi.json)".into(),
+        ))
+        .into_response();
+    }
+    crate::web::not_found_page(path)
 }
 
 /// A running gateway (used by `warden gateway` and by integration tests).
@@ -110,7 +53,7 @@ pub async fn start(config: Config) -> Result<Running> {
 }
 
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Running> {
-    let _ = metrics_handle();
+    let _ = crate::telemetry::metrics_handle();
     crate::datadir::prepare(&config)?;
     let store = Store::connect(config.database_url.expose())
         .await
@@ -141,6 +84,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     let router = crate::web::router()
         .merge(crate::api::router())
         .merge(crate::integrations::router())
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(2 * 1024 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app.clone());

@@ -70,16 +70,34 @@ fn make_private(dir: &std::path::Path) {
 #[cfg(not(unix))]
 fn make_private(_dir: &std::path::Path) {}
 
-/// A controllable clock for tests (starts at the real time).
-pub struct FakeClock(std::sync::Mutex<OffsetDateTime>);
+/// A controllable clock for tests, starting at the real time: frozen ([`FakeClock::new`]:
+/// time moves only by [`FakeClock::advance`]) or flowing with real time plus whatever was
+/// advanced ([`FakeClock::flowing`], what a [`TestGateway`] gets by default, so a test jumps
+/// over a timeout instead of sleeping through it while everything else still sees time pass).
+pub struct FakeClock(std::sync::Mutex<FakeTime>);
+
+struct FakeTime {
+    at: OffsetDateTime,
+    /// Flowing: real time elapsed since this instant is added to `at`.
+    since: Option<std::time::Instant>,
+}
 
 impl FakeClock {
     pub fn new() -> Arc<FakeClock> {
-        Arc::new(FakeClock(std::sync::Mutex::new(OffsetDateTime::now_utc())))
+        Arc::new(FakeClock(std::sync::Mutex::new(FakeTime {
+            at: OffsetDateTime::now_utc(),
+            since: None,
+        })))
+    }
+    pub fn flowing() -> Arc<FakeClock> {
+        Arc::new(FakeClock(std::sync::Mutex::new(FakeTime {
+            at: OffsetDateTime::now_utc(),
+            since: Some(std::time::Instant::now()),
+        })))
     }
     pub fn advance(&self, secs: i64) {
         if let Ok(mut t) = self.0.lock() {
-            *t += time::Duration::seconds(secs);
+            t.at += time::Duration::seconds(secs);
         }
     }
 }
@@ -88,12 +106,18 @@ impl Clock for FakeClock {
     fn now(&self) -> OffsetDateTime {
         self.0
             .lock()
-            .map(|t| *t)
+            .map(|t| match t.since {
+                Some(s) => t.at + time::Duration::try_from(s.elapsed()).unwrap_or_default(),
+                None => t.at,
+            })
             .unwrap_or_else(|_| OffsetDateTime::now_utc())
     }
 }
 
 pub struct TestGateway {
+    /// The gateway's clock: fake unless started with [`TestGateway::spawn_real_time`], so a
+    /// test jumps time with `gw.clock().advance(…)` instead of sleeping.
+    clock: Option<Arc<FakeClock>>,
     pub running: Running,
     pub base: String,
     pub admin_token: String,
@@ -120,7 +144,23 @@ impl TestGateway {
         Self::spawn_with(backend, |_| {}).await
     }
 
+    /// A gateway on a fresh store, its config tweaked, on a fake clock.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestGateway {
+        let (config, dir) = Self::fresh(backend, tweak).await;
+        Self::start(config, dir, None).await
+    }
+
+    /// A gateway on the real clock, for the few tests whose point is a race against real time
+    /// (an approval arriving around a deadline the sweeper enforces).
+    pub async fn spawn_real_time(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestGateway {
+        let (config, dir) = Self::fresh(backend, tweak).await;
+        Self::launch(config, dir, None).await
+    }
+
+    async fn fresh(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Config, Arc<tempfile::TempDir>) {
         let dir = Arc::new(private_tempdir());
         let url = match backend {
             Backend::Sqlite => None,
@@ -128,20 +168,36 @@ impl TestGateway {
         };
         let mut config = Self::config(dir.path().to_path_buf(), url);
         tweak(&mut config);
-        Self::start(config, dir, None).await
+        (config, dir)
+    }
+
+    /// The fake clock this gateway reads (panics for a real-time gateway).
+    pub fn clock(&self) -> &Arc<FakeClock> {
+        self.clock
+            .as_ref()
+            .expect("this gateway runs on the real clock (spawn_real_time)")
     }
 
     /// Starts a gateway on an existing config/data dir (restart tests reuse the dir). The data
     /// dir is made private (0700) first, as the gateway requires: `tempfile` creates dirs with
     /// the umask's mode.
+    /// `clock` is the fake clock to read (a new [`FakeClock::flowing`] one when `None`).
     pub async fn start(
         config: Config,
         dir: Arc<tempfile::TempDir>,
-        clock: Option<Arc<dyn Clock>>,
+        clock: Option<Arc<FakeClock>>,
+    ) -> TestGateway {
+        Self::launch(config, dir, Some(clock.unwrap_or_else(FakeClock::flowing))).await
+    }
+
+    async fn launch(
+        config: Config,
+        dir: Arc<tempfile::TempDir>,
+        clock: Option<Arc<FakeClock>>,
     ) -> TestGateway {
         make_private(&config.data_dir);
-        let running = match clock {
-            Some(c) => server::start_with_clock(config.clone(), c).await,
+        let running = match &clock {
+            Some(c) => server::start_with_clock(config.clone(), c.clone() as Arc<dyn Clock>).await,
             None => server::start(config.clone()).await,
         }
         .expect("gateway starts");
@@ -158,6 +214,7 @@ impl TestGateway {
             .expect("login json");
         let admin_token = resp["token"].as_str().expect("admin token").to_string();
         TestGateway {
+            clock,
             running,
             base,
             admin_token,

@@ -144,7 +144,7 @@ async fn tokens_expire_and_revoke(b: Backend) {
         .await;
     let short = t["token"].as_str().unwrap().to_string();
     assert_eq!(gw.call("GET", "/api/me", Some(&short), None).await.0, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    gw.clock().advance(2);
     assert_eq!(
         gw.call("GET", "/api/me", Some(&short), None).await.0,
         401,

@@ -755,7 +755,7 @@ fn base64_std(b: &[u8]) -> String {
 async fn retention_keeps_the_chain(b: Backend) {
     let gw = TestGateway::spawn_with(b, |c| c.audit_retention_sec = Some(1)).await;
     activity(&gw).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    gw.clock().advance(2);
     let pruned = gw.running.app.apply_retention().await.unwrap();
     assert_eq!(pruned, 2, "two executed sessions");
     let (_, sessions) = gw.admin("GET", "/api/sessions", None).await;

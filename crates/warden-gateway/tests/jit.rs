@@ -101,11 +101,22 @@ async fn window_opens_runs_freely_and_closes(b: Backend) {
     assert_eq!(r["session"]["output"], "inside");
     assert_eq!(r["session"]["review_id"], id.as_str());
     // after the end: the review is EXECUTED and exec is held again by the command rule
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    let (_, after) = gw
-        .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
-        .await;
-    assert_eq!(after["status"], "EXECUTED", "{after}");
+    gw.clock().advance(3);
+    let mut after = Value::Null;
+    for _ in 0..100 {
+        after = gw
+            .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
+            .await
+            .1;
+        if after["status"] == "EXECUTED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        after["status"], "EXECUTED",
+        "the sweeper closes the window: {after}"
+    );
     let (s, r) = gw.exec(&dev, "c", "outside").await;
     assert_eq!(s, 202, "held again: {r}");
     let (_, mine) = gw.call("GET", "/api/access", Some(&dev), None).await;

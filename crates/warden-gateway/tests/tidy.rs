@@ -1,7 +1,8 @@
 //! The house rules, checked over the whole workspace's source (not one crate): every module
 //! says what it is for, production code has no `unwrap()`, SQL text lives only in the store,
 //! the core reads no clock or RNG, only the application talks to the store, and the test
-//! harness is not part of a shipped build.
+//! harness is not part of a shipped build, and the HTTP adapters (API, web, integrations) do
+//! not import each other.
 //!
 //! Known debts are listed by file in `ALLOWED_*` below (issue 18 tracks them). A list may only
 //! shrink: a new file breaking a rule fails here, and so does a listed file that no longer
@@ -253,5 +254,40 @@ fn the_test_harness_is_not_in_a_shipped_build() {
             .lines()
             .any(|l| l.trim_start().starts_with("default")),
         "no default features: a shipped build must not enable `testing`"
+    );
+}
+
+#[test]
+fn the_http_adapters_do_not_import_each_other() {
+    // The API, the web app and the integrations share `http` (state, errors, extractors);
+    // `server` assembles their routers. An import between two of them is how the 12-file
+    // circle started, so each names only `http` of the HTTP layer.
+    let adapters = [
+        ("crates/warden-gateway/src/api.rs", "crate::api"),
+        (
+            "crates/warden-gateway/src/integrations.rs",
+            "crate::integrations",
+        ),
+        ("crates/warden-gateway/src/web/", "crate::web"),
+    ];
+    let mut found = Vec::new();
+    for (rel, text) in sources() {
+        let Some((_, own)) = adapters.iter().find(|(p, _)| rel.starts_with(p)) else {
+            continue;
+        };
+        let code = production(&rel, &text);
+        for (_, other) in adapters.iter().filter(|(_, m)| m != own) {
+            for line in code_lines(&code, &|l| l.contains(other)) {
+                found.push(format!("{rel}: {}", line.trim()));
+            }
+        }
+        for line in code_lines(&code, &|l| l.contains("crate::server")) {
+            found.push(format!("{rel}: {}", line.trim()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "HTTP adapters importing each other (or the server); share through crate::http:\n{}",
+        found.join("\n")
     );
 }

@@ -124,7 +124,7 @@ pub async fn wait(client: &Client, id: &str, url: &str) -> Result<Waited> {
 pub fn decided_line(v: &ReviewView) -> String {
     let r = &v.review;
     let by = r.decided_by.as_deref().unwrap_or("someone");
-    let reason = r.reason.as_deref().map(crate::cmd::review::shown);
+    let reason = r.reason.as_deref().map(warden_core::text::visible);
     let approvers = || {
         r.approvals
             .iter()
@@ -151,7 +151,7 @@ pub fn report(f: &Fetched, format: Format) -> ExitCode {
     let reason = r
         .reason
         .as_deref()
-        .map(crate::cmd::review::shown)
+        .map(warden_core::text::visible)
         .unwrap_or_default();
     match r.status {
         ReviewStatus::Executed => match &v.result {

@@ -15,8 +15,8 @@ use time::macros::format_description;
 
 use super::view::{dur, truncate};
 use super::{Nav, Viewer, WebResult, fail, render};
-use crate::api::AppState;
 use crate::app::analytics::{Analytics, AnalyticsQuery, Stats, since_for};
+use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -19,8 +19,8 @@ use super::{
     CSRF_FIELD, Form, LOGIN_COOKIE, Posted, SESSION_COOKIE, cookie, csrf_ok, csrf_token,
     render_status, safe_next, see_other, set_cookie,
 };
-use crate::api::AppState;
 use crate::app::AppError;
+use crate::http::AppState;
 
 /// Cookie lifetime: the login token's own lifetime (`App::login` issues 12-hour tokens).
 const LOGIN_TOKEN_TTL_SEC: i64 = 12 * 3600;

@@ -21,8 +21,8 @@ use warden_core::{Connection, RuleType};
 
 use super::form::split_list;
 use super::{Form, Nav, Posted, Viewer, WebResult, fail, render, render_status, see_other};
-use crate::api::AppState;
 use crate::app::{AppError, CreateConnection};
+use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -20,9 +20,9 @@ use warden_store::notify::{DeliveryFilter, DeliveryStatus};
 
 use super::view::{truncate, ts, ts_opt};
 use super::{Nav, Viewer, WebResult, fail, render};
-use crate::api::AppState;
 use crate::app::AppError;
 use crate::app::notify::{DeliveryView, WebhookView};
+use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/deliveries", get(list))

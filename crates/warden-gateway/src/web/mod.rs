@@ -51,8 +51,8 @@ use rand::RngCore;
 use sha2::Sha256;
 use warden_core::User;
 
-use crate::api::AppState;
 use crate::app::{App, AppError};
+use crate::http::AppState;
 
 pub use form::Form;
 
@@ -410,7 +410,7 @@ impl WebError {
                     .into(),
             ),
             WebError::App(e) => {
-                let status = crate::api::status_of(e);
+                let status = crate::http::status_of(e);
                 let (title, message) = match e {
                     AppError::Forbidden(m) => ("Not allowed", format!("You may not do this: {m}")),
                     AppError::NotFound(m) => ("Not found", m.clone()),

@@ -27,8 +27,8 @@ use warden_core::review::{Actions, ApproveInput, Outcome};
 
 use super::view::{ResultView, age, dur, iso, status_class, truncate, ts, ts_opt};
 use super::{Nav, Posted, Viewer, WebError, WebResult, fail, render, render_status, see_other};
-use crate::api::AppState;
 use crate::app::{AppError, ReviewView};
+use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -628,7 +628,7 @@ async fn decided(
             Err(WebError::App(AppError::Internal(e)).page(viewer.nav("reviews")))
         }
         Err(e) => {
-            let status = crate::api::status_of(&e);
+            let status = crate::http::status_of(&e);
             detail_page(app, viewer, id, status, String::new(), e.to_string()).await
         }
     }

@@ -17,8 +17,8 @@ use warden_core::{Rule, RuleType};
 
 use super::view::dur;
 use super::{Form, Nav, Posted, Viewer, WebResult, fail, render, render_status, see_other};
-use crate::api::AppState;
 use crate::app::AppError;
+use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

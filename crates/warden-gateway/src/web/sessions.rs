@@ -20,8 +20,8 @@ use warden_store::SessionFilter;
 
 use super::view::{ResultView, ms, truncate, ts, ts_opt};
 use super::{Nav, Viewer, WebResult, fail, render};
-use crate::api::AppState;
 use crate::app::AppError;
+use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

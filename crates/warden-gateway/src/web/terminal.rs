@@ -18,8 +18,8 @@ use warden_core::{ReviewStatus, SessionKind};
 
 use super::view::ResultView;
 use super::{Nav, Posted, Viewer, WebError, WebResult, fail, render, render_status};
-use crate::api::AppState;
 use crate::app::{AppError, ExecResult, JitResult, ReviewView};
+use crate::http::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -197,7 +197,7 @@ async fn run(State(app): State<AppState>, p: Posted) -> WebResult {
             return Err(WebError::App(AppError::Internal(e)).page(viewer.nav("terminal")));
         }
         Err(e) => (
-            crate::api::status_of(&e),
+            crate::http::status_of(&e),
             Outcome {
                 error: e.to_string(),
                 ..Outcome::default()
@@ -259,7 +259,7 @@ async fn request_access(State(app): State<AppState>, p: Posted) -> WebResult {
                 }
                 Err(AppError::Internal(e)) => return Err(fail(AppError::Internal(e))),
                 Err(e) => {
-                    status = crate::api::status_of(&e);
+                    status = crate::http::status_of(&e);
                     access.error = e.to_string();
                 }
             }
