@@ -264,14 +264,25 @@ impl TestGateway {
 
     /// Creates a user with groups and returns a token for them.
     pub async fn user(&self, email: &str, groups: &[&str]) -> String {
+        self.user_as(email, groups, false).await
+    }
+
+    /// Creates a read-only auditor (in `groups`, which must grant it nothing) and returns a
+    /// token for them.
+    pub async fn auditor(&self, email: &str, groups: &[&str]) -> String {
+        self.user_as(email, groups, true).await
+    }
+
+    async fn user_as(&self, email: &str, groups: &[&str], auditor: bool) -> String {
         let (s, b) = self
             .admin(
                 "POST",
                 "/api/users",
-                Some(json!({"email": email, "groups": groups})),
+                Some(json!({"email": email, "groups": groups, "auditor": auditor})),
             )
             .await;
         assert_eq!(s, 201, "create user {email}: {b}");
+        assert_eq!(b["auditor"], auditor, "{b}");
         let (s, b) = self
             .admin("POST", "/api/tokens", Some(json!({"user": email})))
             .await;

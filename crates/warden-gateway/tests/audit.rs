@@ -700,22 +700,7 @@ async fn the_siem_stream_is_ocsf_resumable_and_follows(b: Backend) {
     // Engineers are refused; an auditor follows the live chain.
     let r = get("/api/audit/stream".into(), dev).await;
     assert_eq!(r.status(), 403);
-    let (_, u) = gw
-        .admin(
-            "POST",
-            "/api/users",
-            Some(json!({"email": "audit@example.com", "auditor": true})),
-        )
-        .await;
-    assert_eq!(u["auditor"], true);
-    let (_, t) = gw
-        .admin(
-            "POST",
-            "/api/tokens",
-            Some(json!({"user": "audit@example.com"})),
-        )
-        .await;
-    let token = t["token"].as_str().unwrap().to_string();
+    let token = gw.auditor("audit@example.com", &[]).await;
     let (_, tokens) = gw.admin("GET", "/api/tokens", None).await;
     let token_id = tokens
         .as_array()

@@ -803,22 +803,7 @@ async fn a_store_that_cannot_record_stops_the_session_before_anything_unrecorded
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditors_cannot_open_native_sessions() {
     let (gw, psql, _dev, _dba) = setup(Backend::Sqlite).await;
-    let (s, b) = gw
-        .admin(
-            "POST",
-            "/api/users",
-            Some(json!({"email": "audit@example.com", "groups": ["dev"], "auditor": true})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let (_, t) = gw
-        .admin(
-            "POST",
-            "/api/tokens",
-            Some(json!({"user": "audit@example.com"})),
-        )
-        .await;
-    let token = t["token"].as_str().unwrap().to_string();
+    let token = gw.auditor("audit@example.com", &["dev"]).await;
     let (code, out, err) = psql
         .run("audit@example.com", &token, "pg", "SELECT 1")
         .await;

@@ -482,6 +482,45 @@ fn act() -> impl Strategy<Value = Act> {
     ]
 }
 
+/// One random action by one of [`PEOPLE`] (or the requester) at `later(t)`; an expiry moves
+/// `t` on by its seconds first.
+fn apply(r: &Review, a: Act, t: &mut i64) -> Result<Review, TransitionError> {
+    let actor = |i: usize| {
+        let (email, gs) = PEOPLE[i];
+        (
+            email,
+            gs.iter().map(|s| s.to_string()).collect::<Vec<String>>(),
+        )
+    };
+    fn who<'a>(email: &'a str, groups: &'a [String]) -> Actor<'a> {
+        Actor {
+            email,
+            groups,
+            admin: false,
+            auditor: false,
+        }
+    }
+    match a {
+        Act::Approve(i, f) => {
+            let (email, gs) = actor(i);
+            let input = if f { force("because") } else { ok() };
+            r.clone().approve(who(email, &gs), input, later(*t))
+        }
+        Act::Reject(i) => {
+            let (email, gs) = actor(i);
+            r.clone().reject(who(email, &gs), Some("no"), later(*t))
+        }
+        Act::Withdraw => {
+            let gs = vec!["dev".to_string()];
+            r.clone().withdraw(who("dev@x", &gs), later(*t))
+        }
+        Act::Expire(s) => {
+            *t += s;
+            r.clone().expire(later(*t))
+        }
+    }
+}
+
 proptest! {
     /// Random sequences of actions never reach APPROVED without a valid quorum (or a force
     /// approval by a force-group member with a reason), and terminal states never change.
@@ -499,24 +538,7 @@ proptest! {
         for a in acts {
             t += 1;
             let before = r.clone();
-            let res = match a {
-                Act::Approve(i, f) => {
-                    let (email, gs) = PEOPLE[i];
-                    let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
-                    let input = if f { force("because") } else { ok() };
-                    r.clone().approve(Actor { email, groups: &gs, admin: false, auditor: false }, input, later(t))
-                }
-                Act::Reject(i) => {
-                    let (email, gs) = PEOPLE[i];
-                    let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
-                    r.clone().reject(Actor { email, groups: &gs, admin: false, auditor: false }, Some("no"), later(t))
-                }
-                Act::Withdraw => {
-                    let gs = vec!["dev".to_string()];
-                    r.clone().withdraw(Actor { email: "dev@x", groups: &gs, admin: false, auditor: false }, later(t))
-                }
-                Act::Expire(s) => { t += s; r.clone().expire(later(t)) }
-            };
+            let res = apply(&r, a, &mut t);
             match res {
                 Ok(next) => {
                     prop_assert!(!before.status.is_terminal(), "terminal review changed");
@@ -604,25 +626,7 @@ proptest! {
         people.push(("dev@x", vec!["dev".into()], false, true));
         for a in acts {
             t += 1;
-            let next = match a {
-                Act::Approve(i, f) => {
-                    let (email, gs) = PEOPLE[i];
-                    let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
-                    let input = if f { force("because") } else { ok() };
-                    r.clone().approve(Actor { email, groups: &gs, admin: false, auditor: false }, input, later(t))
-                }
-                Act::Reject(i) => {
-                    let (email, gs) = PEOPLE[i];
-                    let gs: Vec<String> = gs.iter().map(|s| s.to_string()).collect();
-                    r.clone().reject(Actor { email, groups: &gs, admin: false, auditor: false }, Some("no"), later(t))
-                }
-                Act::Withdraw => {
-                    let gs = vec!["dev".to_string()];
-                    r.clone().withdraw(Actor { email: "dev@x", groups: &gs, admin: false, auditor: false }, later(t))
-                }
-                Act::Expire(s) => { t += s; r.clone().expire(later(t)) }
-            };
-            if let Ok(n) = next {
+            if let Ok(n) = apply(&r, a, &mut t) {
                 r = n;
             }
             let now = later(t);
