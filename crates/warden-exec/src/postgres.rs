@@ -5,8 +5,9 @@
 //!
 //! Why not `tokio_postgres::Client::simple_query`: it drops the command tag (it keeps only the
 //! row count) and the column types, both needed to show results like psql. This module speaks
-//! the protocol itself with `postgres-protocol` (the message codec and SCRAM/MD5 code that
-//! tokio-postgres uses), which also gives it the backend key to cancel a query on timeout.
+//! the query protocol itself with `postgres-protocol`'s message codec. The login (socket, TLS,
+//! authentication) is `warden_pgwire::upstream`, the proxy's own client code, which also hands
+//! over the backend key to cancel a query on timeout.
 //!
 //! Supported: TCP and Unix sockets; trust, cleartext, MD5 and SCRAM-SHA-256 authentication;
 //! TLS via rustls with libpq's `sslmode` semantics (`disable`, `allow`/`prefer` = TLS when the
@@ -25,11 +26,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
-use warden_pgwire::conninfo::{ConnInfo, Host, SslMode, server_name, tls_client_config};
+use warden_pgwire::Upstream;
+use warden_pgwire::conninfo::ConnInfo;
+use warden_pgwire::upstream::{self, UpstreamError};
 
 use crate::output::{CappedText, fmt_duration, scrub};
 use crate::table::{ResultSet, error_position};
@@ -86,56 +87,24 @@ impl From<io::Error> for ConnectError {
     }
 }
 
-async fn open_socket(info: &ConnInfo) -> Result<Box<dyn Io>, ConnectError> {
-    match &info.host {
-        Host::Unix(dir) => {
-            let path = dir.join(format!(".s.PGSQL.{}", info.port));
-            let s = UnixStream::connect(&path).await?;
-            Ok(Box::new(s))
-        }
-        Host::Tcp(host) => {
-            let tcp = TcpStream::connect((host.as_str(), info.port)).await?;
-            let _ = tcp.set_nodelay(true);
-            if info.sslmode == SslMode::Disable {
-                return Ok(Box::new(tcp));
-            }
-            negotiate_tls(tcp, host, info).await
+impl From<UpstreamError> for ConnectError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            // The server's own refusal, shown as psql shows it (with its SQLSTATE).
+            UpstreamError::Server { mut frame, .. } => match Message::parse(&mut frame) {
+                Ok(Some(Message::ErrorResponse(body))) => {
+                    ConnectError(format_server_error(&fields(body.fields()), None))
+                }
+                _ => ConnectError("the server refused the connection".into()),
+            },
+            UpstreamError::Io(e) => ConnectError(e.to_string()),
+            other => ConnectError(other.to_string()),
         }
     }
-}
-
-async fn negotiate_tls(
-    mut tcp: TcpStream,
-    host: &str,
-    info: &ConnInfo,
-) -> Result<Box<dyn Io>, ConnectError> {
-    let mut buf = BytesMut::new();
-    frontend::ssl_request(&mut buf);
-    tcp.write_all(&buf).await?;
-    let answer = tcp.read_u8().await?;
-    match answer {
-        b'S' => {}
-        b'N' if info.sslmode == SslMode::Prefer => return Ok(Box::new(tcp)),
-        b'N' => {
-            return Err(ConnectError(format!(
-                "the server does not support SSL, but sslmode={} was requested",
-                info.sslmode.as_str()
-            )));
-        }
-        _ => return Err(ConnectError("unexpected answer to the SSL request".into())),
-    }
-    let config =
-        tls_client_config(info.sslmode, info.sslrootcert.as_deref()).map_err(ConnectError)?;
-    let name = server_name(host).map_err(ConnectError)?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| ConnectError(format!("TLS handshake failed: {e}")))?;
-    Ok(Box::new(tls))
 }
 
 // ---------------------------------------------------------------------------------------------
-// Startup and authentication
+// Startup and authentication: the one client login, `warden_pgwire::upstream`
 // ---------------------------------------------------------------------------------------------
 
 struct Session {
@@ -144,155 +113,35 @@ struct Session {
     key: Option<(i32, i32)>,
 }
 
+/// Opens and authenticates the connection with the same code as the proxy's upstream (TCP or
+/// Unix socket, TLS per `sslmode`, cleartext/MD5/SCRAM-SHA-256), then reads on from where the
+/// login stopped.
 async fn connect(info: &ConnInfo) -> Result<Session, ConnectError> {
-    let io = open_socket(info).await?;
-    let mut conn = Conn {
-        io,
-        rbuf: BytesMut::with_capacity(8192),
-        wbuf: BytesMut::new(),
-    };
-
-    let mut params: Vec<(&str, &str)> = vec![
-        ("user", &info.user),
-        ("database", &info.dbname),
-        ("application_name", &info.application_name),
-        ("client_encoding", "UTF8"),
+    let mut extra = vec![
+        (
+            "application_name".to_string(),
+            info.application_name.clone(),
+        ),
+        ("client_encoding".to_string(), "UTF8".to_string()),
     ];
     if let Some(o) = &info.options {
-        params.push(("options", o));
+        extra.push(("options".to_string(), o.clone()));
     }
-    frontend::startup_message(params, &mut conn.wbuf)?;
-    conn.flush().await?;
-
-    authenticate(&mut conn, info).await?;
-
-    let mut key = None;
-    loop {
-        match conn.read().await? {
-            Message::ReadyForQuery(_) => break,
-            Message::BackendKeyData(body) => key = Some((body.process_id(), body.secret_key())),
-            Message::ErrorResponse(body) => {
-                return Err(ConnectError(format_server_error(
-                    &fields(body.fields()),
-                    None,
-                )));
-            }
-            _ => {} // ParameterStatus, NoticeResponse
-        }
-    }
-    Ok(Session { conn, key })
-}
-
-fn need_password(info: &ConnInfo) -> Result<&[u8], ConnectError> {
-    info.password.as_deref().map(str::as_bytes).ok_or_else(|| {
-        ConnectError("the server requested a password, but the connection has none".into())
+    let c = upstream::connect(&Upstream::from_conninfo(info.clone()), &extra).await?;
+    Ok(Session {
+        conn: Conn {
+            io: Box::new(c.stream),
+            rbuf: c.leftover,
+            wbuf: BytesMut::new(),
+        },
+        key: c.key,
     })
 }
 
-async fn authenticate(conn: &mut Conn, info: &ConnInfo) -> Result<(), ConnectError> {
-    loop {
-        match conn.read().await? {
-            Message::AuthenticationOk => return Ok(()),
-            Message::AuthenticationCleartextPassword => {
-                frontend::password_message(need_password(info)?, &mut conn.wbuf)?;
-                conn.flush().await?;
-            }
-            Message::AuthenticationMd5Password(body) => {
-                let hash = md5_hash(info.user.as_bytes(), need_password(info)?, body.salt());
-                frontend::password_message(hash.as_bytes(), &mut conn.wbuf)?;
-                conn.flush().await?;
-            }
-            Message::AuthenticationSasl(body) => {
-                let mut mechanisms = body.mechanisms();
-                let mut scram = false;
-                while let Some(m) = mechanisms.next()? {
-                    if m == sasl::SCRAM_SHA_256 {
-                        scram = true;
-                    }
-                }
-                if !scram {
-                    return Err(ConnectError(
-                        "the server offers no supported SASL mechanism".into(),
-                    ));
-                }
-                // Channel binding is not used ('n'): always accepted by the server.
-                let mut scram = sasl::ScramSha256::new(
-                    need_password(info)?,
-                    sasl::ChannelBinding::unsupported(),
-                );
-                frontend::sasl_initial_response(
-                    sasl::SCRAM_SHA_256,
-                    scram.message(),
-                    &mut conn.wbuf,
-                )?;
-                conn.flush().await?;
-                match conn.read().await? {
-                    Message::AuthenticationSaslContinue(body) => scram.update(body.data())?,
-                    Message::ErrorResponse(body) => {
-                        return Err(ConnectError(format_server_error(
-                            &fields(body.fields()),
-                            None,
-                        )));
-                    }
-                    _ => {
-                        return Err(ConnectError(
-                            "unexpected message during SCRAM authentication".into(),
-                        ));
-                    }
-                }
-                frontend::sasl_response(scram.message(), &mut conn.wbuf)?;
-                conn.flush().await?;
-                match conn.read().await? {
-                    Message::AuthenticationSaslFinal(body) => scram.finish(body.data())?,
-                    Message::ErrorResponse(body) => {
-                        return Err(ConnectError(format_server_error(
-                            &fields(body.fields()),
-                            None,
-                        )));
-                    }
-                    _ => {
-                        return Err(ConnectError(
-                            "unexpected message during SCRAM authentication".into(),
-                        ));
-                    }
-                }
-            }
-            Message::ErrorResponse(body) => {
-                return Err(ConnectError(format_server_error(
-                    &fields(body.fields()),
-                    None,
-                )));
-            }
-            _ => {
-                return Err(ConnectError(
-                    "the server requested an unsupported authentication method (only trust, password, md5 and scram-sha-256 are supported)".into(),
-                ));
-            }
-        }
-    }
-}
-
-/// Best-effort CancelRequest for a running query (new plain connection, as libpq does).
+/// Best-effort CancelRequest for a running query (a new connection, as libpq does).
 async fn cancel(info: &ConnInfo, key: (i32, i32)) {
-    let mut buf = BytesMut::new();
-    frontend::cancel_request(key.0, key.1, &mut buf);
-    let send = async {
-        match &info.host {
-            Host::Tcp(h) => {
-                let mut s = TcpStream::connect((h.as_str(), info.port)).await?;
-                s.write_all(&buf).await?;
-                // The server closes the connection once it has read the request.
-                let _ = s.read_u8().await;
-            }
-            Host::Unix(dir) => {
-                let mut s =
-                    UnixStream::connect(dir.join(format!(".s.PGSQL.{}", info.port))).await?;
-                s.write_all(&buf).await?;
-                let _ = s.read_u8().await;
-            }
-        }
-        Ok::<(), io::Error>(())
-    };
+    let up = Upstream::from_conninfo(info.clone());
+    let send = upstream::cancel(&up.host, up.port, &up.tls, key.0, key.1);
     if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(3), send).await {
         tracing::warn!(error = %e, "postgres cancel request failed");
     }

@@ -371,3 +371,49 @@ async fn connection_failures_exit_2_and_never_show_the_password() {
         out.output
     );
 }
+
+/// The executor logs in with the proxy's own client (`warden_pgwire::upstream`): over the
+/// server's Unix socket too, where a timeout's cancel request goes back through the same socket.
+#[tokio::test]
+async fn unix_socket_logins_run_and_cancel() {
+    let app = unique("wx_pg_unix");
+    let url =
+        format!("postgres:///test?host=/var/run/postgresql&user=postgres&application_name={app}");
+    let out = pg_with(
+        &url,
+        "select current_user as who, inet_server_addr() is null as local;",
+        &opts(),
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{}", out.output);
+    assert!(
+        out.output.contains("postgres") && out.output.contains(" t"),
+        "{}",
+        out.output
+    );
+    let o = ExecOptions {
+        output_cap: 1 << 20,
+        timeout: Duration::from_secs(1),
+        ..ExecOptions::default()
+    };
+    let started = Instant::now();
+    let out = pg_with(&url, "select pg_sleep(30);", &o).await;
+    assert_eq!(out.exit_code, 124, "{}", out.output);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let probe = format!(
+        "select count(*) as n from pg_stat_activity where application_name = '{app}' and state = 'active'"
+    );
+    let mut last = String::new();
+    for _ in 0..20 {
+        last = pg(&probe).await.output;
+        if last.contains("\n 0\n") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the cancel over the Unix socket did not reach the server:\n{last}");
+}

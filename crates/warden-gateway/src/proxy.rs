@@ -21,10 +21,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warden_core::User;
 use warden_core::audit::AuditEvent;
-use warden_core::secret::Secret;
 use warden_pgwire::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, ProxyConfig, SessionGrant, Statement,
-    StatementDecision, StatementLog, Unrecorded, Upstream, UpstreamTls,
+    StatementDecision, StatementLog, Unrecorded, Upstream,
     conninfo::{ConnInfo, Host},
 };
 use warden_store::StatementRecord;
@@ -134,20 +133,12 @@ async fn watch_session(
 /// `verify-ca`/`verify-full` verified (never downgraded to encryption alone).
 fn upstream_from_url(url: &str) -> anyhow::Result<Upstream> {
     let info = ConnInfo::parse(url).map_err(anyhow::Error::msg)?;
-    let host = match &info.host {
-        Host::Tcp(h) => h.clone(),
-        Host::Unix(_) => anyhow::bail!(
+    if let Host::Unix(_) = &info.host {
+        anyhow::bail!(
             "the PostgreSQL proxy reaches servers over TCP only; this connection's URL names a Unix socket"
-        ),
-    };
-    Ok(Upstream {
-        host,
-        port: info.port,
-        user: info.user,
-        password: info.password.map(Secret::new),
-        database: info.dbname,
-        tls: UpstreamTls::new(info.sslmode, info.sslrootcert),
-    })
+        );
+    }
+    Ok(Upstream::from_conninfo(info))
 }
 
 fn to_system(t: time::OffsetDateTime) -> SystemTime {

@@ -40,6 +40,28 @@ pub enum Host {
     Unix(PathBuf),
 }
 
+impl Host {
+    /// libpq's reading of a host: empty is `localhost`, one that starts with `/` is the
+    /// directory of a Unix socket, anything else a TCP host name or address.
+    pub fn parse(host: &str) -> Host {
+        if host.is_empty() {
+            Host::Tcp("localhost".into())
+        } else if host.starts_with('/') {
+            Host::Unix(PathBuf::from(host))
+        } else {
+            Host::Tcp(host.to_string())
+        }
+    }
+
+    /// The form [`Host::parse`] reads back (what `Upstream::host` holds).
+    pub fn to_host_string(&self) -> String {
+        match self {
+            Host::Tcp(h) => h.clone(),
+            Host::Unix(dir) => dir.display().to_string(),
+        }
+    }
+}
+
 /// A parsed connection URL. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct ConnInfo {
@@ -166,13 +188,7 @@ impl ConnInfo {
         if dbname.is_empty() {
             dbname = user.clone();
         }
-        let host = if host.is_empty() {
-            Host::Tcp("localhost".into())
-        } else if host.starts_with('/') {
-            Host::Unix(PathBuf::from(host))
-        } else {
-            Host::Tcp(host)
-        };
+        let host = Host::parse(&host);
         Ok(ConnInfo {
             host,
             port,

@@ -101,7 +101,7 @@ mod server;
 mod session;
 mod stream;
 mod tunnel;
-mod upstream;
+pub mod upstream;
 
 pub use backend::{
     AuthFailure, HeldOutcome, Login, ProxyBackend, SessionGrant, Statement, StatementDecision,
@@ -110,4 +110,5 @@ pub use backend::{
 pub use config::ProxyConfig;
 pub use relay::SKIPPED;
 pub use server::serve;
+pub use stream::Stream;
 pub use tunnel::{GatewayAddr, run_tunnel};

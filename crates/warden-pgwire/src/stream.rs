@@ -1,4 +1,5 @@
-//! Byte streams: plain TCP or TLS on either side, split into a read half and a write half.
+//! Byte streams: plain TCP, TLS on either side, or (to a server) a Unix socket, split into a
+//! read half and a write half.
 //!
 //! The relay is written once over [`BoxRead`]/[`BoxWrite`]; this module is the only place that
 //! knows whether TLS is in use. It never interprets the bytes it carries.
@@ -6,7 +7,7 @@
 use std::io;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// The read half of a client or upstream connection.
 pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -18,6 +19,8 @@ pub enum Stream {
     Plain(TcpStream),
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A server's Unix socket (no TLS there, as with libpq).
+    Unix(UnixStream),
     /// Left behind while the real stream is moved out (e.g. for the TLS handshake); every
     /// operation on it fails.
     Detached,
@@ -30,7 +33,7 @@ impl Stream {
             Stream::Plain(t) => Some(t),
             Stream::ServerTls(s) => Some(s.get_ref().0),
             Stream::ClientTls(s) => Some(s.get_ref().0),
-            Stream::Detached => None,
+            Stream::Unix(_) | Stream::Detached => None,
         }
     }
 
@@ -58,6 +61,10 @@ impl Stream {
                 let (r, w) = tokio::io::split(*s);
                 (Box::new(r), Box::new(w))
             }
+            Stream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
             Stream::Detached => (Box::new(tokio::io::empty()), Box::new(tokio::io::sink())),
         }
     }
@@ -73,6 +80,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Stream::Detached => std::task::Poll::Ready(Err(detached())),
         }
     }
@@ -88,6 +96,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::Detached => std::task::Poll::Ready(Err(detached())),
         }
     }
@@ -100,6 +109,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
             Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Detached => std::task::Poll::Ready(Err(detached())),
         }
     }
@@ -112,6 +122,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Stream::ServerTls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::ClientTls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Stream::Detached => std::task::Poll::Ready(Ok(())),
         }
     }

@@ -1,8 +1,10 @@
 //! Opening an authenticated connection to a PostgreSQL server as a client.
 //!
-//! Used twice: by the proxy to open a session's upstream with the grant's stored credentials
-//! (which never travel to the proxy's own client), and by `warden connect`'s tunnel to log in
-//! to the gateway with the user's email and token. Handles TLS negotiation and cleartext, md5
+//! The one PostgreSQL client login in the workspace, used three times: by the proxy to open a
+//! session's upstream with the grant's stored credentials (which never travel to the proxy's
+//! own client), by `warden connect`'s tunnel to log in to the gateway with the user's email and
+//! token, and by the executor (`warden-exec`) before it runs an approved script. TCP or a Unix
+//! socket (a host that starts with `/`, as libpq reads it), TLS per `sslmode`. Handles TLS negotiation and cleartext, md5
 //! and SCRAM-SHA-256 authentication; stops at the first `ReadyForQuery`, keeping the
 //! `ParameterStatus` frames and `BackendKeyData` for the caller. It never relays a query.
 
@@ -12,9 +14,10 @@ use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::backend::{Upstream, UpstreamTls};
+use crate::conninfo::{ConnInfo, Host};
 use crate::frame::{self, FrameError, cstr, lossy};
 use crate::message::{error_fields, field};
 use crate::stream::{self, Stream};
@@ -103,8 +106,13 @@ impl From<ReadError> for UpstreamError {
     }
 }
 
-/// Opens TCP (and TLS per `tls`) to `host:port`.
+/// Opens TCP (and TLS per `tls`) to `host:port`, or the Unix socket `host/.s.PGSQL.port` when
+/// `host` names a directory ([`Host::parse`]; TLS does not apply there, as with libpq).
 pub async fn open(host: &str, port: u16, tls: &UpstreamTls) -> Result<Stream, UpstreamError> {
+    if let Host::Unix(dir) = Host::parse(host) {
+        let path = dir.join(format!(".s.PGSQL.{port}"));
+        return Ok(Stream::Unix(UnixStream::connect(&path).await?));
+    }
     let mut tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
     if *tls == UpstreamTls::Disable {
@@ -124,6 +132,20 @@ pub async fn open(host: &str, port: u16, tls: &UpstreamTls) -> Result<Stream, Up
         (other, _) => Err(UpstreamError::Protocol(format!(
             "unexpected SSLRequest answer {other:#x}"
         ))),
+    }
+}
+
+impl Upstream {
+    /// The server, login and TLS a connection URL names, as [`ConnInfo::parse`] read it.
+    pub fn from_conninfo(info: ConnInfo) -> Upstream {
+        Upstream {
+            host: info.host.to_host_string(),
+            port: info.port,
+            user: info.user,
+            password: info.password.map(warden_core::secret::Secret::new),
+            database: info.dbname,
+            tls: UpstreamTls::new(info.sslmode, info.sslrootcert),
+        }
     }
 }
 
