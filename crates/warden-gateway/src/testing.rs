@@ -365,6 +365,27 @@ impl TestGateway {
     }
 }
 
+/// Polls `probe` every 50 ms until it answers `Some`, for at most 10 s (then panics naming
+/// `what`): for what the gateway records on its own time (a proxied session's statements and
+/// end, a held statement's outcome), instead of a fixed sleep that is too long or too short.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 10 s for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs each named `async fn(Backend)` on both stores, as tests `NAME::sqlite` and
 /// `NAME::postgres`: every gateway behaviour holds on the embedded default and on PostgreSQL.
 #[macro_export]

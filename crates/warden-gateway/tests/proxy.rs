@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::Command;
-use warden_gateway::testing::{Backend, TestGateway};
+use warden_gateway::testing::{Backend, TestGateway, eventually};
 
 struct Psql {
     port: u16,
@@ -85,11 +85,14 @@ async fn psql_logs_in_with_a_token_and_every_statement_is_audited() {
     assert_ne!(code, 0);
     assert!(err.contains("no PostgreSQL connection named"), "{err}");
     // the session and its statement are on record
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, sessions) = gw.admin("GET", "/api/sessions?kind=proxy", None).await;
-    let s = &sessions.as_array().unwrap()[0];
+    // (a session's end is recorded after its last statement)
+    let s = &eventually("the proxied session's end", || async {
+        let (_, sessions) = gw.admin("GET", "/api/sessions?kind=proxy", None).await;
+        let s = sessions.as_array()?.first()?.clone();
+        s["ended_at"].is_string().then_some(s)
+    })
+    .await;
     assert_eq!(s["user"], "dev@example.com");
-    assert!(s["ended_at"].is_string(), "{s}");
     let (_, stmts) = gw
         .admin(
             "GET",
@@ -156,11 +159,13 @@ async fn writes_are_held_per_statement_reads_run() {
         "notice with the URL: {stderr}"
     );
     assert!(stdout.contains("CREATE TABLE"), "{stdout}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, r) = gw
-        .call("GET", &format!("/api/reviews/{id}"), Some(&dba), None)
-        .await;
-    assert_eq!(r["status"], "EXECUTED", "{r}");
+    eventually("the approved statement recorded as executed", || async {
+        let (_, r) = gw
+            .call("GET", &format!("/api/reviews/{id}"), Some(&dba), None)
+            .await;
+        (r["status"] == "EXECUTED").then_some(())
+    })
+    .await;
     // a rejected write gets 42501 with the approver's reason
     let drop = format!("DROP TABLE {table}");
     let child = psql
@@ -591,20 +596,21 @@ async fn live_sessions_follow_the_current_rules_users_and_tokens() {
         e.contains("revoked or expired") || e.contains("removed"),
         "{e}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
-    let ended = audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            e["event"]["kind"] == "access_denied"
-                && e["event"]["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("live session"))
-        })
-        .count();
-    assert_eq!(ended, 3, "each end is audited");
+    eventually("each of the three ends audited", || async {
+        let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+        let ended = audit
+            .as_array()?
+            .iter()
+            .filter(|e| {
+                e["event"]["kind"] == "access_denied"
+                    && e["event"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("live session"))
+            })
+            .count();
+        (ended == 3).then_some(())
+    })
+    .await;
     gw.stop().await;
 }
 

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use warden_core::secret::Secret;
 
-pub use worker::{Notifier, RunReport};
+pub use worker::{Notifier, Now, RunReport};
 
 /// Unseals webhook signing secrets (the gateway's secret box; this crate never sees the key).
 pub trait SecretOpener: Send + Sync {

@@ -64,6 +64,10 @@ impl From<SlackError> for Outcome {
     }
 }
 
+/// The clock a notifier reads: the gateway passes its own, so deliveries are dated and retried
+/// on the same time as every other record (the system clock when none is given).
+pub type Now = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
 /// The notification worker. Cheap to clone; every replica runs one.
 #[derive(Clone)]
 pub struct Notifier {
@@ -71,6 +75,7 @@ pub struct Notifier {
     cfg: Arc<NotifyConfig>,
     secrets: Arc<dyn SecretOpener>,
     http: reqwest::Client,
+    now: Now,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -79,10 +84,6 @@ impl std::fmt::Debug for Notifier {
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
-}
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
 }
 
 fn since(d: Duration) -> time::Duration {
@@ -104,7 +105,18 @@ impl Notifier {
             cfg: Arc::new(cfg),
             secrets,
             http,
+            now: Arc::new(OffsetDateTime::now_utc),
         }
+    }
+
+    /// The same notifier reading `now` instead of the system clock.
+    pub fn with_clock(mut self, now: Now) -> Notifier {
+        self.now = now;
+        self
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        (self.now)()
     }
 
     pub fn config(&self) -> &NotifyConfig {
@@ -146,7 +158,11 @@ impl Notifier {
             for e in &entries {
                 batch.extend(events::plan(&self.store, &self.cfg, e).await?);
             }
-            if self.store.commit_fan_out(from, to, &batch, now()).await? {
+            if self
+                .store
+                .commit_fan_out(from, to, &batch, self.now())
+                .await?
+            {
                 planned += batch.len();
             }
             if (entries.len() as i64) < FAN_OUT_BATCH {
@@ -159,7 +175,7 @@ impl Notifier {
     pub async fn deliver_due(&self) -> Result<RunReport, StoreError> {
         let claimed = self
             .store
-            .claim_deliveries(now(), LEASE, CLAIM_BATCH)
+            .claim_deliveries(self.now(), LEASE, CLAIM_BATCH)
             .await?;
         let results = futures::future::join_all(
             group(claimed)
@@ -184,7 +200,7 @@ impl Notifier {
         for d in group {
             let outcome = self.attempt(&d).await;
             let result = self.result_of(&d, outcome);
-            match self.store.finish_delivery(&d, &result, now()).await {
+            match self.store.finish_delivery(&d, &result, self.now()).await {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(delivery = %d.id, "delivery lease lost"),
                 Err(e) => {
@@ -202,7 +218,7 @@ impl Notifier {
     }
 
     fn result_of(&self, d: &Delivery, outcome: Outcome) -> DeliveryResult {
-        let t = now();
+        let t = self.now();
         match outcome {
             Outcome::Sent => DeliveryResult::Sent,
             Outcome::Drop(error) => DeliveryResult::Dropped { error },
@@ -268,7 +284,7 @@ impl Notifier {
         };
         let body = d.payload.to_string().into_bytes();
         let msg_id = format!("msg_{}", d.id.simple());
-        let ts = now().unix_timestamp();
+        let ts = self.now().unix_timestamp();
         let sig = webhook::sign(&key, &msg_id, ts, &body);
         let resp = self
             .http
@@ -342,7 +358,7 @@ impl Notifier {
             None => match slack.post_message(&d.target, &text, &blocks).await {
                 Ok(ts) => {
                     self.store
-                        .set_slack_message(review_id, &d.target, &ts, now())
+                        .set_slack_message(review_id, &d.target, &ts, self.now())
                         .await?;
                     Ok(Outcome::Sent)
                 }
@@ -400,7 +416,7 @@ impl Notifier {
             }
             let claimed = match self
                 .store
-                .claim_deliveries(now(), LEASE, (free as i64).min(CLAIM_BATCH))
+                .claim_deliveries(self.now(), LEASE, (free as i64).min(CLAIM_BATCH))
                 .await
             {
                 Ok(c) => c,

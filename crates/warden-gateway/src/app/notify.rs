@@ -218,11 +218,13 @@ impl App {
 
     /// A notifier over this gateway's store (tests call `try_run_once` on it).
     pub fn notifier(self: &Arc<Self>) -> Notifier {
+        let clock = self.clock.clone();
         Notifier::new(
             self.store.clone(),
             self.notify_config(),
             Arc::new(AppSecrets(self.clone())),
         )
+        .with_clock(Arc::new(move || clock.now()))
     }
 
     /// Runs the notifier in the background until `shutdown` (`WARDEN_NOTIFY_POLL_MS=0`: only
