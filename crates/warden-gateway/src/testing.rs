@@ -342,6 +342,21 @@ impl TestGateway {
         r
     }
 
+    /// Revokes an approved window as `token` with `reason`, which must succeed.
+    pub async fn revoke(&self, token: &str, id: &str, reason: &str) -> Value {
+        let (s, r) = self
+            .decide(token, id, "revoke", Some(json!({"reason": reason})))
+            .await;
+        assert_eq!(s, 200, "revoke {id}: {r}");
+        r
+    }
+
+    /// One pass of the sweeper now (expiries, window ends, stale claims), as the background
+    /// task would run it.
+    pub async fn sweep(&self) {
+        self.running.app.sweep().await.expect("sweep");
+    }
+
     /// Long-polls the review until it settles (or 10 s pass): the review as `token` sees it.
     pub async fn wait(&self, token: &str, id: &str) -> Value {
         let (s, r) = self

@@ -156,10 +156,7 @@ async fn revoke_ends_the_window(b: Backend) {
         403,
         "the requester cannot revoke"
     );
-    let (s, r) = gw
-        .decide(&dba, &id, "revoke", Some(json!({"reason": "done"})))
-        .await;
-    assert_eq!(s, 200, "{r}");
+    let r = gw.revoke(&dba, &id, "done").await;
     assert_eq!(r["status"], "REVOKED");
     assert_eq!(
         gw.exec(&dev, "c", "after").await.0,
@@ -198,12 +195,12 @@ async fn injected_clock_ends_windows(b: Backend) {
     let id = r["review"]["id"].as_str().unwrap().to_string();
     gw.decide(&dba, &id, "approve", None).await;
     clock.advance(59 * 60);
-    gw.running.app.sweep().await.unwrap();
+    gw.sweep().await;
     assert_eq!(gw.exec(&dev, "c", "minute 59").await.0, 200, "still inside");
     clock.advance(60);
     // exactly at the end: no longer inside, even before the sweeper runs
     assert_eq!(gw.exec(&dev, "c", "minute 60").await.0, 403);
-    gw.running.app.sweep().await.unwrap();
+    gw.sweep().await;
     let (_, r) = gw
         .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
         .await;
@@ -212,7 +209,7 @@ async fn injected_clock_ends_windows(b: Backend) {
     let (_, r) = request(&gw, &dev, json!("10m"), Some("late")).await;
     let id = r["review"]["id"].as_str().unwrap().to_string();
     clock.advance(3600);
-    gw.running.app.sweep().await.unwrap();
+    gw.sweep().await;
     let (_, r) = gw
         .call("GET", &format!("/api/reviews/{id}"), Some(&dev), None)
         .await;

@@ -410,7 +410,7 @@ async fn every_decision_path_updates_the_message() {
     )
     .await;
     clock.advance(7200);
-    gw.running.app.sweep().await.unwrap();
+    gw.sweep().await;
     assert_eq!(review(&gw, &b).await["status"], "EXPIRED");
     notify(&gw).await;
 

@@ -315,12 +315,20 @@ async fn each_run_of_a_prepared_write_is_reviewed_with_its_parameters() {
     );
 
     // Every run is on record: the read, the approved write, the rejected one.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, sessions) = gw.admin("GET", "/api/sessions?kind=proxy", None).await;
-    let sid = sessions[0]["id"].as_str().unwrap().to_string();
-    let (_, stmts) = gw
-        .admin("GET", &format!("/api/sessions/{sid}/statements"), None)
-        .await;
+    let stmts = eventually("the session's three runs on record", || async {
+        let (_, sessions) = gw.admin("GET", "/api/sessions?kind=proxy", None).await;
+        let sid = sessions.as_array()?.first()?["id"].as_str()?.to_string();
+        let (_, stmts) = gw
+            .admin("GET", &format!("/api/sessions/{sid}/statements"), None)
+            .await;
+        let runs = stmts
+            .as_array()?
+            .iter()
+            .filter(|s| s["statement"].as_str().is_some_and(|t| t.contains(&table)))
+            .count();
+        (runs >= 3).then_some(stmts)
+    })
+    .await;
     let tags: Vec<(String, String)> = stmts
         .as_array()
         .unwrap()
@@ -685,8 +693,10 @@ async fn held_statements_end_in_what_happened() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Let a few more sweeps pass: nothing may re-settle it.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // More sweeps: nothing may re-settle it.
+    for _ in 0..3 {
+        gw.sweep().await;
+    }
     let (codes_after, timeline) = executed().await;
     assert_eq!(codes, [json!(0)], "recorded once, as run: {timeline}");
     assert_eq!(codes_after, codes, "{timeline}");
