@@ -43,6 +43,10 @@ pub enum AuditEvent {
         by: String,
         reason: String,
         withdrawn: bool,
+        /// An admin outside the review's approval and force groups rejected it (an admin
+        /// action, so nothing stays stuck). Absent from events written before it existed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_admin: bool,
     },
     ReviewExpired {
         review_id: Uuid,

@@ -321,12 +321,18 @@ pub fn map_event(ev: &AuditEvent, actor: &str) -> Mapped {
             by,
             reason,
             withdrawn,
+            by_admin,
         } => {
             if *withdrawn {
                 Mapped::new(API_UPDATE, format!("request withdrawn by {by}"))
                     .attr("resources", json!([review_res(review_id)]))
                     .detail(reason)
             } else {
+                let by = if *by_admin {
+                    format!("{by} (admin override)")
+                } else {
+                    by.clone()
+                };
                 Mapped::new(ASSIGN_PRIVILEGES, format!("access refused by {by}"))
                     .failed(reason)
                     .severity(SEVERITY_LOW)
@@ -692,6 +698,7 @@ mod tests {
                     by: "dba@x".into(),
                     reason: "no".into(),
                     withdrawn: false,
+                    by_admin: false,
                 },
                 (3005, 1, 2),
             ),
@@ -701,6 +708,7 @@ mod tests {
                     by: "dev@x".into(),
                     reason: "not needed".into(),
                     withdrawn: true,
+                    by_admin: false,
                 },
                 (6003, 3, 1),
             ),
@@ -1012,6 +1020,7 @@ mod tests {
                     by: "dba@x".into(),
                     reason: "not today".into(),
                     withdrawn: false,
+                    by_admin: false,
                 },
                 "not today",
             ),

@@ -368,9 +368,7 @@ impl Review {
         if actor.email == self.requester {
             return Err(TransitionError::SelfRejection);
         }
-        if !actor.in_any(&self.policy.approval_groups)
-            && !actor.in_any(&self.policy.force_approval_groups)
-        {
+        if !actor.admin && !self.decides(actor) {
             return Err(TransitionError::NotEligible(
                 self.policy.approval_groups.join(", "),
             ));
@@ -379,7 +377,15 @@ impl Review {
         Ok(())
     }
 
-    /// Any eligible approver (approval or force-approval group) rejects, with a reason.
+    /// Whether `actor` is one of this review's deciders (an approval or force-approval group).
+    pub fn decides(&self, actor: Actor<'_>) -> bool {
+        actor.in_any(&self.policy.approval_groups)
+            || actor.in_any(&self.policy.force_approval_groups)
+    }
+
+    /// Any eligible approver (approval or force-approval group) rejects, with a reason; so may
+    /// an admin, on any pending request, so that nothing stays stuck (audited as an admin
+    /// action: `ReviewRejected::by_admin`).
     pub fn reject(
         mut self,
         actor: Actor<'_>,

@@ -438,12 +438,15 @@ async fn actions_are_what_each_caller_may_do(b: Backend) {
         )
         .await;
     assert_eq!(s, 201, "{body}");
+    // An admin in none of the rule's groups may still reject (so nothing stays stuck).
+    let admin = gw.admin_token.clone();
     let who = [
         ("dev", &dev),
         ("dba", &dba),
         ("oncall", &oncall),
         ("eve", &eve),
         ("auditor", &auditor),
+        ("admin", &admin),
     ];
     let actions_of = |v: &Value| -> Vec<String> {
         ["approve", "force", "reject", "withdraw", "revoke"]
@@ -497,6 +500,29 @@ async fn actions_are_what_each_caller_may_do(b: Backend) {
     assert_eq!(offered["dba"], vec!["approve", "reject"]);
     assert_eq!(offered["oncall"], vec!["force", "reject"]);
     assert_eq!(offered["auditor"], Vec::<String>::new());
+    assert_eq!(offered["admin"], vec!["reject"]);
+    // …and that rejection is audited as an admin's, unlike an approver's.
+    let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+    let rejections: Vec<(String, bool)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["kind"] == "review_rejected" && e["event"]["withdrawn"] == false)
+        .map(|e| {
+            (
+                e["event"]["by"].as_str().unwrap().to_string(),
+                e["event"]["by_admin"] == true,
+            )
+        })
+        .collect();
+    assert!(
+        rejections.contains(&(warden_gateway::testing::ADMIN_EMAIL.into(), true)),
+        "{rejections:?}"
+    );
+    assert!(
+        rejections.contains(&("dba@example.com".into(), false)),
+        "{rejections:?}"
+    );
     // Once dba approved, approving again is not offered (one of two approvals recorded).
     let (_, r) = gw.exec(&dev, "c", "half way").await;
     let id = r["review"]["id"].as_str().unwrap().to_string();

@@ -53,7 +53,8 @@ pub enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
-    /// Reject (a reason is required and shown to the requester).
+    /// Reject (a reason is required and shown to the requester). Approvers of the review may;
+    /// so may an admin, on any pending request (audited as an admin's rejection).
     Reject {
         id: String,
         #[arg(long)]

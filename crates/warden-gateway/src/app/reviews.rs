@@ -261,12 +261,13 @@ impl App {
                 id,
                 &user.email,
                 |r| r.reject(actor(user), reason.as_deref(), self.now()),
-                |_, after| {
+                |before, after| {
                     vec![AuditEvent::ReviewRejected {
                         review_id: after.id,
                         by: user.email.clone(),
                         reason: after.reason.clone().unwrap_or_default(),
                         withdrawn: false,
+                        by_admin: !before.decides(actor(user)),
                     }]
                 },
             )
@@ -287,6 +288,7 @@ impl App {
                         by: user.email.clone(),
                         reason: warden_core::review::WITHDRAWN.into(),
                         withdrawn: true,
+                        by_admin: false,
                     }]
                 },
             )
@@ -308,6 +310,7 @@ impl App {
                         by: after.requester.clone(),
                         reason: after.reason.clone().unwrap_or_default(),
                         withdrawn: true,
+                        by_admin: false,
                     }]
                 },
             )

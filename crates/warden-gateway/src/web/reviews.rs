@@ -215,10 +215,15 @@ fn describe(e: &AuditEntry) -> (String, String) {
             (what.into(), d)
         }
         AuditEvent::ReviewRejected {
-            reason, withdrawn, ..
+            reason,
+            withdrawn,
+            by_admin,
+            ..
         } => {
             if withdrawn {
                 ("withdrawn".into(), reason)
+            } else if by_admin {
+                ("rejected by an admin".into(), reason)
             } else {
                 ("rejected".into(), reason)
             }
