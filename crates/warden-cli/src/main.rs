@@ -59,8 +59,32 @@ enum Command {
     Audit(cmd::audit::Command),
 }
 
+/// Exit status of a command whose reader went away, as a shell reports a SIGPIPE death.
+const EXIT_CLOSED_PIPE: i32 = 128 + 13;
+
+/// `warden … | head` must end quietly when `head` stops reading, as every Unix tool does.
+/// Rust ignores SIGPIPE, so `println!` panics on the broken pipe instead; restoring the signal
+/// would take an `unsafe` libc call, so this hook turns exactly that panic into a silent exit
+/// and leaves every other panic to the default hook.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
+        default(info);
+    }));
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gateway => cmd::gateway::run().await,

@@ -1093,3 +1093,28 @@ async fn audit_log_follows_as_ocsf_lines_across_a_restart() {
     child.kill().await.ok();
     gw.stop().await;
 }
+
+/// `warden … | head` ends quietly when the reader stops reading: no panic message, the exit
+/// status a shell reports for a closed pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_quietly() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let admin = gw.admin_token.clone();
+    for i in 0..3 {
+        gw.user(&format!("u{i}@example.com"), &["dev"]).await;
+    }
+    for args in [
+        &["admin", "get", "users"][..],
+        &["admin", "get", "users", "-o", "json"],
+    ] {
+        let mut child = cli.cmd(Some(&admin), args).spawn().unwrap();
+        // The reader is gone before the answer arrives from the gateway.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+    }
+    gw.stop().await;
+}

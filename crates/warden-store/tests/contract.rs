@@ -1331,6 +1331,7 @@ fn rejected_event(r: &Review, by: &str) -> AuditEvent {
         by: by.into(),
         reason: "no".into(),
         withdrawn: false,
+        by_admin: false,
     }
 }
 
