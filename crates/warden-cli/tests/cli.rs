@@ -1118,3 +1118,33 @@ async fn a_closed_pipe_ends_quietly() {
     }
     gw.stop().await;
 }
+
+/// `--no-wait` answers at once: the review id, or with `-o json` the review itself (typed
+/// values: its status, outcome and what the caller may do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wait_prints_the_id_or_the_review_as_json() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    gw.command_connection("shell", &["sh"], &["dba"]).await;
+    let id = cli
+        .ok(
+            Some(&dev),
+            &["exec", "shell", "-i", "echo one", "--no-wait"],
+        )
+        .await;
+    assert_eq!(id.trim().len(), 36, "{id}");
+    let out = cli
+        .ok(
+            Some(&dev),
+            &["exec", "shell", "-i", "echo two", "--no-wait", "-o", "json"],
+        )
+        .await;
+    let v: Value = serde_json::from_str(&out).expect("the review as JSON");
+    assert_eq!(v["status"], "PENDING", "{v}");
+    assert_eq!(v["outcome"], "pending", "{v}");
+    assert_eq!(v["command"], "echo two", "{v}");
+    assert_eq!(v["actions"]["withdraw"], true, "{v}");
+    assert_eq!(v["actions"]["approve"], false, "{v}");
+    gw.stop().await;
+}

@@ -4,7 +4,24 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Time from a request to its decision (approved, rejected, withdrawn, expired…), a histogram.
+pub const DECISION_SECONDS: &str = "warden_review_decision_seconds";
+
+/// From "approved while the requester still waits" to "decided the next day".
+const DECISION_BUCKETS_SEC: [f64; 10] = [
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4.0 * 3600.0,
+    24.0 * 3600.0,
+    7.0 * 86400.0,
+];
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -12,7 +29,13 @@ static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
     METRICS
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().ok();
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(DECISION_SECONDS.into()),
+                    &DECISION_BUCKETS_SEC,
+                )
+                .and_then(|b| b.install_recorder())
+                .ok();
             describe_metrics();
             handle
         })
@@ -21,7 +44,12 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
 
 /// The HELP line of every metric the gateway exports (what each number answers).
 fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        DECISION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from a request to its decision, by outcome (approved, force_approved, rejected, withdrawn, expired)."
+    );
     describe_counter!(
         "warden_reviews_created_total",
         "Reviews requested, by type (command or jit)."

@@ -709,8 +709,11 @@ async fn metrics_show_the_store_group_commit() {
     let gw = TestGateway::spawn(Backend::Sqlite).await;
     let dev = gw.user("dev@example.com", &["dev"]).await;
     assert_eq!(gw.call("GET", "/metrics", Some(&dev), None).await.0, 403);
-    // One held command: one pending review.
+    // One held command: one pending review; one more, decided.
     hold_a_command(&gw, &dev).await;
+    let decided = gw.held(&dev, "box", "bye").await;
+    let dba = gw.user("dba2@example.com", &["dba"]).await;
+    gw.reject(&dba, &decided, "not today").await;
     let body = reqwest::Client::new()
         .get(format!("{}/metrics", gw.base))
         .bearer_auth(&gw.admin_token)
@@ -732,6 +735,15 @@ async fn metrics_show_the_store_group_commit() {
     assert!(body.contains("# HELP warden_store_commits "), "{body}");
     assert_eq!(value("warden_reviews_pending"), 1.0, "{body}");
     assert!(body.contains("# TYPE warden_store_commits gauge"), "{body}");
+    // The time to decision is a histogram by outcome (other tests in this process add theirs).
+    assert!(
+        body.contains("# TYPE warden_review_decision_seconds histogram"),
+        "{body}"
+    );
+    assert!(
+        body.contains("warden_review_decision_seconds_bucket{outcome=\"rejected\",le=\"1\"}"),
+        "{body}"
+    );
     assert!(
         commits >= 1.0 && writes >= commits,
         "{writes} writes, {commits} commits"

@@ -35,7 +35,8 @@ pub struct Args {
     /// Resume waiting for an earlier held command.
     #[arg(long, conflicts_with_all = ["input", "file"])]
     review: Option<String>,
-    /// Don't wait: print the review id and exit (0) when held.
+    /// Don't wait: print the review id (the review as JSON with -o json) and exit (0) when
+    /// held.
     #[arg(long)]
     no_wait: bool,
     #[command(flatten)]
@@ -75,12 +76,16 @@ pub async fn run(client: &Client, a: Args) -> Result<ExitCode> {
     match resp.value {
         ExecResult::Executed { session, .. } => Ok(wait::print_session(&session, a.out.format)),
         ExecResult::Pending { review } => {
+            let raw = resp.raw.get("review").cloned().unwrap_or_default();
             if a.no_wait {
                 eprintln!("Held for approval at {}", review.url);
-                println!("{}", review.review.id);
+                if a.out.format == crate::output::Format::Json {
+                    crate::output::print_json(&raw);
+                } else {
+                    println!("{}", review.review.id);
+                }
                 return Ok(ExitCode::SUCCESS);
             }
-            let raw = resp.raw.get("review").cloned().unwrap_or_default();
             finish(
                 client,
                 Typed {

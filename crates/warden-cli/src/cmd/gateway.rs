@@ -1,5 +1,6 @@
 //! `warden gateway`: run the gateway until SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -17,7 +18,11 @@ pub async fn run() -> Result<ExitCode> {
             .json()
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only for a person watching: a log file or a pipe gets plain text.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init();
     }
     let config = Config::from_env()?;
     let running = server::start(config).await?;

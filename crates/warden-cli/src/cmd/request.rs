@@ -24,7 +24,7 @@ pub struct Args {
     /// Why you need access (required by some rules).
     #[arg(long)]
     pub reason: Option<String>,
-    /// Don't wait for the decision.
+    /// Don't wait for the decision: print the review id (the review as JSON with -o json).
     #[arg(long)]
     pub no_wait: bool,
     #[command(flatten)]
@@ -68,7 +68,11 @@ pub async fn request_window(
     let (id, url) = (review.value.review.id.to_string(), review.value.url.clone());
     if a.no_wait {
         eprintln!("Requested: {url}");
-        println!("{id}");
+        if a.out.format == output::Format::Json {
+            output::print_json(&review.raw);
+        } else {
+            println!("{id}");
+        }
         return Ok(Err(ExitCode::SUCCESS));
     }
     match wait::wait(client, &id, &url).await? {

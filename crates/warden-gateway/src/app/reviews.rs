@@ -189,6 +189,9 @@ impl App {
                     if stored.status != current.status {
                         self.publish(stored.id, stored.status);
                     }
+                    if current.status == ReviewStatus::Pending {
+                        record_decision_time(&stored);
+                    }
                     return Ok(stored);
                 }
                 Err(warden_store::StoreError::Conflict) => continue,
@@ -371,8 +374,9 @@ impl App {
             )
             .await
         {
-            Ok(_) => {
+            Ok(stored) => {
                 self.publish(id, ReviewStatus::Expired);
+                record_decision_time(&stored);
                 Ok(())
             }
             Err(warden_store::StoreError::Conflict) => Ok(()), // a decision won the race
@@ -580,6 +584,17 @@ impl App {
             tracing::error!(error = %e, "could not audit a denial");
         }
     }
+}
+
+/// How long a decided review waited, by how it was decided (`warden_review_decision_seconds`).
+/// A review still pending (an approval short of the quorum) is not decided yet.
+fn record_decision_time(r: &Review) {
+    let Some(at) = r.decided_at.filter(|_| r.status != ReviewStatus::Pending) else {
+        return;
+    };
+    let secs = (at - r.created_at).as_seconds_f64().max(0.0);
+    metrics::histogram!(crate::telemetry::DECISION_SECONDS, "outcome" => r.outcome().as_str())
+        .record(secs);
 }
 
 pub(crate) fn requested_event(r: &Review) -> AuditEvent {
