@@ -1148,3 +1148,54 @@ async fn no_wait_prints_the_id_or_the_review_as_json() {
     assert_eq!(v["actions"]["approve"], false, "{v}");
     gw.stop().await;
 }
+
+/// `admin create connection … --test` says at once whether the gateway can reach the target
+/// and log in, and what to do when it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_connection_with_test_says_what_to_fix() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let cli = Cli::new(&gw);
+    let admin = gw.admin_token.clone();
+    let (code, _, err) = cli
+        .run(
+            Some(&admin),
+            &[
+                "admin",
+                "create",
+                "connection",
+                "pg",
+                "--type",
+                "postgres",
+                "--url",
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+                "--test",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("connection test passed"), "{err}");
+    let (code, _, err) = cli
+        .run(
+            Some(&admin),
+            &[
+                "admin",
+                "create",
+                "connection",
+                "down",
+                "--type",
+                "postgres",
+                "--url",
+                "postgres://postgres:hunter22pw@127.0.0.1:1/test",
+                "--test",
+            ],
+        )
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("connection down was saved, but its test failed")
+            && err.contains("--overwrite --test"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter22pw"), "{err}");
+    gw.stop().await;
+}

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
             "/api/connections/{name}",
             get(get_connection).delete(delete_connection),
         )
+        .route("/api/connections/{name}/test", post(test_connection))
         .route("/api/rules", get(list_rules).post(create_rule))
         .route(
             "/api/rules/{name}",
@@ -222,6 +223,14 @@ async fn get_connection(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     Ok(axum::Json(app.get_connection(&u, &name).await?).into_response())
+}
+
+async fn test_connection(
+    State(app): State<AppState>,
+    Caller(u): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    Ok(axum::Json(app.test_connection(&u, &name).await?).into_response())
 }
 
 async fn delete_connection(

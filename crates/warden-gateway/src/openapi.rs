@@ -66,6 +66,12 @@ pub const ROUTES: &[(&str, &str, &str, bool)] = &[
         "Delete a connection no rule binds.",
         true,
     ),
+    (
+        "post",
+        "/api/connections/{name}/test",
+        "Admins: check that the gateway reaches the target and logs in with the stored credentials (databases answer SELECT 1; a command connection's program is looked up, never run). Answer {ok, message, duration_ms}; audited.",
+        true,
+    ),
     ("get", "/api/rules", "Access request rules.", false),
     (
         "post",

@@ -750,3 +750,80 @@ async fn metrics_show_the_store_group_commit() {
     );
     gw.stop().await;
 }
+
+/// `POST /api/connections/{name}/test`: a reachable database answers, an unreachable one says
+/// why without its password, a command's program is looked up and never run, an engineer is
+/// refused, and every test is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_tests_say_what_to_fix() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    let secret = "Sup3rS3cretPw";
+    for (name, body) in [
+        (
+            "pg",
+            json!({"name": "pg", "type": "postgres", "url": "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"}),
+        ),
+        (
+            "down",
+            json!({"name": "down", "type": "postgres", "url": format!("postgres://postgres:{secret}@127.0.0.1:1/test")}),
+        ),
+        (
+            "tool",
+            json!({"name": "tool", "type": "command", "command": ["sh", "-c", "touch /tmp/warden-never-run"]}),
+        ),
+        (
+            "nope",
+            json!({"name": "nope", "type": "command", "command": ["no-such-program-wx"]}),
+        ),
+    ] {
+        let (s, b) = gw.admin("POST", "/api/connections", Some(body)).await;
+        assert_eq!(s, 201, "{name}: {b}");
+    }
+    let gw_ = &gw;
+    let test = move |name: &'static str| async move {
+        gw_.admin("POST", &format!("/api/connections/{name}/test"), None)
+            .await
+    };
+    let (s, t) = test("pg").await;
+    assert_eq!((s, t["ok"].as_bool()), (200, Some(true)), "{t}");
+    let (s, t) = test("down").await;
+    assert_eq!((s, t["ok"].as_bool()), (200, Some(false)), "{t}");
+    let msg = t["message"].as_str().unwrap();
+    assert!(msg.to_lowercase().contains("refused"), "says why: {msg}");
+    assert!(
+        !msg.contains(secret) && !msg.contains("postgres://"),
+        "no secret: {msg}"
+    );
+    let _ = std::fs::remove_file("/tmp/warden-never-run");
+    let (_, t) = test("tool").await;
+    assert_eq!(t["ok"], true, "{t}");
+    assert!(
+        !std::path::Path::new("/tmp/warden-never-run").exists(),
+        "the command ran"
+    );
+    let (_, t) = test("nope").await;
+    assert_eq!(t["ok"], false, "{t}");
+    assert!(
+        t["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-program-wx"),
+        "{t}"
+    );
+    let (s, _) = gw
+        .call("POST", "/api/connections/pg/test", Some(&dev), None)
+        .await;
+    assert_eq!(s, 403, "engineers cannot probe targets");
+    let (s, _) = test("missing").await;
+    assert_eq!(s, 404);
+    let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
+    let tests = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["kind"] == "admin_change" && e["event"]["action"] == "test")
+        .count();
+    assert_eq!(tests, 4, "each test is audited");
+    gw.stop().await;
+}

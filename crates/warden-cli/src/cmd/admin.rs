@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
+use warden_gateway::app::ConnectionTest;
 
 use super::review::{print_reviews, urlencode};
 use crate::OutputArgs;
@@ -128,6 +129,10 @@ pub enum Update {
 #[derive(clap::Args, Debug)]
 pub struct ConnectionArgs {
     name: String,
+    /// After saving, check that the gateway reaches the target and logs in with these
+    /// credentials (databases answer SELECT 1; a command's program is looked up, not run).
+    #[arg(long)]
+    test: bool,
     /// postgres, mysql, sqlite or command.
     #[arg(long = "type")]
     kind: String,
@@ -364,6 +369,25 @@ async fn save_connection(client: &Client, a: ConnectionArgs) -> Result<()> {
         .call(Method::POST, "/api/connections", Some(&body))
         .await?;
     print_warnings(&v);
+    if a.test {
+        let t: ConnectionTest = client
+            .call(Method::POST, &format!("{conn_path}/test"), None)
+            .await?;
+        if !t.ok {
+            bail!(
+                "connection {} was saved, but its test failed after {} ms: {}\n\
+                 fix the URL or credentials and save it again with --overwrite --test",
+                a.name,
+                t.duration_ms,
+                warden_core::text::visible(&t.message)
+            );
+        }
+        eprintln!(
+            "connection test passed in {} ms: {}",
+            t.duration_ms,
+            warden_core::text::visible(&t.message)
+        );
+    }
     if a.out.format == Format::Json {
         output::print_json(&v);
         return Ok(());

@@ -25,6 +25,36 @@ use warden_exec::Target;
 use warden_store::{AuditCtx, ConnectionRecord};
 
 use super::identity::validate_groups;
+
+/// What `POST /api/connections/{name}/test` answers.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct ConnectionTest {
+    pub ok: bool,
+    /// What worked, or the target's own error (secrets masked), saying what to fix.
+    pub message: String,
+    pub duration_ms: i64,
+}
+
+/// `program` as the gateway would start it: a path to an executable file, or a name found on
+/// the gateway's PATH.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
+}
 use super::{App, AppError, AppResult};
 use crate::secrets::{ConnectionSecrets, redact_url};
 
@@ -498,6 +528,69 @@ impl App {
             .store
             .delete_connection(name, AuditCtx::new(&actor.email, self.now(), vec![ev]))
             .await?)
+    }
+
+    /// `admin create connection … --test`: can the gateway reach the target and log in with
+    /// the stored credentials? Databases answer `SELECT 1` (read-only, nothing is changed);
+    /// a command connection is not run (its program could do anything), only looked up on
+    /// the gateway's PATH. Admins only; audited; the answer is masked like any output.
+    pub async fn test_connection(&self, actor: &User, name: &str) -> AppResult<ConnectionTest> {
+        self.require_admin(actor)?;
+        let rec = self
+            .store
+            .get_connection(name)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no connection {name:?}")))?;
+        let target = self.target_for(&rec)?;
+        let started = std::time::Instant::now();
+        let (ok, message) = if let Some(refused) = self.refuse_private_target(&target) {
+            (false, refused)
+        } else if target.kind == ConnectionType::Command {
+            let program = target.command.first().cloned().unwrap_or_default();
+            match find_program(&program) {
+                Some(path) => (
+                    true,
+                    format!(
+                        "{program} is {} (not run: a test never runs a command)",
+                        path.display()
+                    ),
+                ),
+                None => (
+                    false,
+                    format!("{program:?} is not an executable file on the gateway's PATH"),
+                ),
+            }
+        } else {
+            let opts = warden_exec::ExecOptions {
+                output_cap: 64 * 1024,
+                timeout: std::time::Duration::from_secs(10),
+                isolation: self.isolation.clone(),
+            };
+            let out = warden_exec::execute(&target, "SELECT 1", &opts).await;
+            let ok = out.exit_code == 0;
+            let message = if ok {
+                "reached the server and logged in; SELECT 1 answered".to_string()
+            } else {
+                out.output.trim().to_string()
+            };
+            (ok, message)
+        };
+        let duration_ms = started.elapsed().as_millis() as i64;
+        let ev = AuditEvent::AdminChange {
+            entity: "connection".into(),
+            action: "test".into(),
+            name: name.to_string(),
+            before: None,
+            after: Some(json!({"ok": ok, "duration_ms": duration_ms})),
+        };
+        self.store
+            .append_audit(AuditCtx::new(&actor.email, self.now(), vec![ev]))
+            .await?;
+        Ok(ConnectionTest {
+            ok,
+            message,
+            duration_ms,
+        })
     }
 
     /// The executor target for a connection, with decrypted secrets. Only for executing approved

@@ -20,7 +20,7 @@ pub mod sweeper;
 mod web_support;
 
 pub use audit::VerifyReport;
-pub use connections::{CreateConnection, SavedConnection};
+pub use connections::{ConnectionTest, CreateConnection, SavedConnection};
 pub use evidence::{ExportFilter, csv_line, export_csv};
 pub use exec::ExecResult;
 pub use identity::CreateUser;
