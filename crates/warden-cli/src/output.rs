@@ -86,3 +86,23 @@ pub fn print_list(format: Format, items: &Value, columns: &[Column<'_>]) {
 pub fn field<'a>(name: &'a str) -> impl Fn(&Value) -> String + 'a {
     move |v: &Value| cell(v.get(name))
 }
+
+/// Prints one object as `field  value` lines (nested values as compact JSON, text through
+/// [`visible`]), or as JSON.
+pub fn print_record(format: Format, v: &Value) {
+    let Some(obj) = v.as_object().filter(|_| format == Format::Table) else {
+        print_json(v);
+        return;
+    };
+    let width = obj.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+    for (k, x) in obj {
+        let text = match x {
+            Value::Object(_) => visible(&x.to_string()).into_owned(),
+            Value::Array(a) if a.iter().any(|e| e.is_object()) => {
+                visible(&x.to_string()).into_owned()
+            }
+            _ => cell(Some(x)),
+        };
+        println!("{k:width$}  {}", if text.is_empty() { "-" } else { &text });
+    }
+}

@@ -136,6 +136,27 @@ async fn login_and_admin_commands() {
     )
     .unwrap();
     assert_eq!(conns.as_array().unwrap().len(), 1);
+    // One connection: fields as lines by default, the object with -o json; no secret either way.
+    let one = cli
+        .ok(None, &["admin", "get", "connections", "shell"])
+        .await;
+    assert!(
+        one.lines()
+            .any(|l| l.starts_with("name") && l.ends_with("shell"))
+            && one.contains("SECRET")
+            && !one.contains("s3cr3t-value")
+            && !one.trim_start().starts_with('{'),
+        "{one}"
+    );
+    let v: Value = serde_json::from_str(
+        &cli.ok(
+            None,
+            &["admin", "get", "connections", "shell", "-o", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(v["name"], "shell", "{v}");
     for what in ["users", "groups", "rules", "reviews", "sessions", "tokens"] {
         let v: Value =
             serde_json::from_str(&cli.ok(None, &["admin", "get", what, "-o", "json"]).await)

@@ -827,3 +827,53 @@ async fn connection_tests_say_what_to_fix() {
     assert_eq!(tests, 4, "each test is audited");
     gw.stop().await;
 }
+
+/// A mistyped connection name gets the closest name the caller may use, and never the name
+/// of one they may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_connections_suggest_only_what_the_caller_may_use() {
+    let gw = TestGateway::spawn(Backend::Sqlite).await;
+    let dev = gw.user("dev@example.com", &["dev"]).await;
+    for (name, group) in [("prod-db", "dev"), ("payroll-db", "hr")] {
+        let (s, b) = gw
+            .admin(
+                "POST",
+                "/api/connections",
+                Some(json!({"name": name, "type": "command", "command": ["cat"], "access_groups": [group]})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, b) = gw.exec(&dev, "prod-bd", "hi").await;
+    assert_eq!(s, 404, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"prod-db\"?"),
+        "{b}"
+    );
+    let (s, b) = gw.exec(&dev, "payroll-bd", "hi").await;
+    assert_eq!(s, 404, "{b}");
+    assert!(
+        !b["error"].as_str().unwrap().contains("payroll-db"),
+        "leaks a name: {b}"
+    );
+    let (s, b) = gw
+        .call(
+            "POST",
+            "/api/access-requests",
+            Some(&dev),
+            Some(json!({"connection": "Prod-DB", "duration": "1h"})),
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"prod-db\"?"),
+        "{b}"
+    );
+    gw.stop().await;
+}

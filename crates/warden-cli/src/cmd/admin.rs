@@ -542,18 +542,22 @@ async fn get(
     match (what, name) {
         (What::Webhooks, _) => super::notify::get_webhooks(client, format).await?,
         (What::Deliveries, _) => super::notify::get_deliveries(client, status, format).await?,
-        (What::Connections, Some(n)) => {
-            output::print_json(&single(format!("/api/connections/{}", urlencode(&n))).await?)
-        }
-        (What::Rules, Some(n)) => {
-            output::print_json(&single(format!("/api/rules/{}", urlencode(&n))).await?)
-        }
-        (What::Reviews, Some(n)) => {
-            output::print_json(&single(format!("/api/reviews/{}", urlencode(&n))).await?)
-        }
-        (What::Sessions, Some(n)) => {
-            output::print_json(&single(format!("/api/sessions/{}", urlencode(&n))).await?)
-        }
+        (What::Connections, Some(n)) => output::print_record(
+            format,
+            &single(format!("/api/connections/{}", urlencode(&n))).await?,
+        ),
+        (What::Rules, Some(n)) => output::print_record(
+            format,
+            &single(format!("/api/rules/{}", urlencode(&n))).await?,
+        ),
+        (What::Reviews, Some(n)) => output::print_record(
+            format,
+            &single(format!("/api/reviews/{}", urlencode(&n))).await?,
+        ),
+        (What::Sessions, Some(n)) => output::print_record(
+            format,
+            &single(format!("/api/sessions/{}", urlencode(&n))).await?,
+        ),
         (What::Groups, Some(_)) => bail!("groups are listed, not shown one by one"),
         (What::Users, _) => {
             let v = single("/api/users".into()).await?;

@@ -35,6 +35,17 @@ pub struct ConnectionTest {
     pub duration_ms: i64,
 }
 
+/// The name most like `name` (a typo, another case), if one is close enough to suggest.
+fn closest_name<'a>(name: &str, names: &'a [String]) -> Option<&'a str> {
+    let name = name.to_lowercase();
+    names
+        .iter()
+        .map(|n| (strsim::jaro_winkler(&name, &n.to_lowercase()), n))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| n.as_str())
+}
+
 /// `program` as the gateway would start it: a path to an executable file, or a name found on
 /// the gateway's PATH.
 fn find_program(program: &str) -> Option<PathBuf> {
@@ -504,9 +515,26 @@ impl App {
         let rec = self.store.get_connection(name).await?;
         match rec {
             Some(r) if actor.reads_all() || r.connection.allows(actor) => Ok(shown(r.connection)),
-            _ => Err(AppError::NotFound(format!(
-                "no connection {name:?} (see warden admin get connections)"
-            ))),
+            _ => Err(AppError::NotFound(
+                self.unknown_connection(actor, name).await,
+            )),
+        }
+    }
+
+    /// What to say about a connection name that names nothing `user` may use: the closest
+    /// name among the connections they may use (never one they may not, so nothing leaks),
+    /// or where to find them.
+    pub(crate) async fn unknown_connection(&self, user: &User, name: &str) -> String {
+        let names: Vec<String> = self
+            .list_connections(user)
+            .await
+            .map(|cs| cs.into_iter().map(|c| c.name).collect())
+            .unwrap_or_default();
+        match closest_name(name, &names) {
+            Some(n) => format!("no connection {name:?}: did you mean {n:?}?"),
+            None => format!(
+                "no connection {name:?} (warden admin get connections lists the ones you can use)"
+            ),
         }
     }
 
@@ -610,5 +638,18 @@ impl App {
                 .map(|(k, v)| (k, Secret::new(v)))
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suggests_only_close_names() {
+        let names: Vec<String> = ["prod-db", "staging-db", "k8s"].map(String::from).into();
+        assert_eq!(super::closest_name("prod-bd", &names), Some("prod-db"));
+        assert_eq!(super::closest_name("PROD-DB", &names), Some("prod-db"));
+        assert_eq!(super::closest_name("stagingdb", &names), Some("staging-db"));
+        assert_eq!(super::closest_name("mysql", &names), None);
+        assert_eq!(super::closest_name("x", &[]), None);
     }
 }

@@ -55,15 +55,11 @@ impl App {
                 format!("command is larger than {MAX_COMMAND_BYTES} bytes"),
             ));
         }
-        let rec = self
-            .store
-            .get_connection(connection)
-            .await?
-            .ok_or_else(|| {
-                AppError::NotFound(format!(
-                    "no connection {connection:?} (see warden admin get connections)"
-                ))
-            })?;
+        let Some(rec) = self.store.get_connection(connection).await? else {
+            return Err(AppError::NotFound(
+                self.unknown_connection(user, connection).await,
+            ));
+        };
         let rules = self.store.rules_for_connection(connection).await?;
         let windows = self.store.approved_windows(&user.email, connection).await?;
         let now = self.now();

@@ -495,11 +495,11 @@ impl App {
         duration_sec: i64,
         reason: Option<String>,
     ) -> AppResult<JitResult> {
-        let rec = self
-            .store
-            .get_connection(connection)
-            .await?
-            .ok_or_else(|| AppError::NotFound(format!("no connection {connection:?}")))?;
+        let Some(rec) = self.store.get_connection(connection).await? else {
+            return Err(AppError::NotFound(
+                self.unknown_connection(user, connection).await,
+            ));
+        };
         let rules = self.store.rules_for_connection(connection).await?;
         let ctx = AccessContext {
             user,
