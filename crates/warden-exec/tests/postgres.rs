@@ -242,6 +242,11 @@ async fn timeout_cancels_the_query_server_side() {
     );
 
     // The backend must not still be sleeping.
+    no_active_query(&app, "query still running after the timeout").await;
+}
+
+/// Waits (5 s at most) until no backend of `application_name = app` runs a query.
+async fn no_active_query(app: &str, failure: &str) {
     let probe = format!(
         "select count(*) as n from pg_stat_activity where application_name = '{app}' and state = 'active'"
     );
@@ -253,7 +258,7 @@ async fn timeout_cancels_the_query_server_side() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("query still running after the timeout:\n{last}");
+    panic!("{failure}:\n{last}");
 }
 
 #[tokio::test]
@@ -404,16 +409,9 @@ async fn unix_socket_logins_run_and_cancel() {
         "{:?}",
         started.elapsed()
     );
-    let probe = format!(
-        "select count(*) as n from pg_stat_activity where application_name = '{app}' and state = 'active'"
-    );
-    let mut last = String::new();
-    for _ in 0..20 {
-        last = pg(&probe).await.output;
-        if last.contains("\n 0\n") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the cancel over the Unix socket did not reach the server:\n{last}");
+    no_active_query(
+        &app,
+        "the cancel over the Unix socket did not reach the server",
+    )
+    .await;
 }

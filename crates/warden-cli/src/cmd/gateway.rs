@@ -18,10 +18,11 @@ pub async fn run() -> Result<ExitCode> {
             .json()
             .init();
     } else {
-        // Colours only for a person watching: a log file or a pipe gets plain text.
+        // Colours only for a person watching (logs go to stdout): a file or a pipe gets plain
+        // text.
         tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .init();
     }
     let config = Config::from_env()?;
@@ -63,10 +64,16 @@ pub async fn run() -> Result<ExitCode> {
             "  2. warden admin create connection demo --type command --reviewers approvers -- sh"
         );
         println!(
-            "  3. as an engineer (warden admin create user dev@example.com --groups dev, then warden admin create token --user dev@example.com):"
+            "  3. someone to approve: warden admin create user approver@example.com --groups approvers --password-stdin"
         );
         println!(
-            "     WARDEN_TOKEN=<token> warden exec demo -i 'echo hello'   — held until a member of approvers approves it at {url}/reviews"
+            "     (they sign in at {url} and approve under Access Requests, or with warden review approve ID)"
+        );
+        println!(
+            "  4. as an engineer (warden admin create user dev@example.com --groups dev, then warden admin create token --user dev@example.com):"
+        );
+        println!(
+            "     WARDEN_TOKEN=<token> warden exec demo -i 'echo hello'   — held until approver@example.com approves it at {url}/reviews"
         );
         println!("     (an admin's own commands are auto-approved: WARDEN_ADMIN_AUTO_APPROVE)");
     }
