@@ -298,6 +298,7 @@ pub fn document() -> Value {
                     "approvals": {"type": "array", "items": {"type": "object", "properties": {"approver": {"type": "string"}, "group": {"type": "string"}, "forced": {"type": "boolean"}, "at": {"type": "string", "format": "date-time"}}}},
                     "reason": {"type": ["string", "null"]}, "created_at": {"type": "string", "format": "date-time"},
                     "decided_at": {"type": ["string", "null"], "format": "date-time"}, "url": {"type": "string"}, "progress": {"type": "string"},
+                    "connection_type": {"enum": ["postgres", "mysql", "sqlite", "command", null], "description": "The kind of target; null once the connection is deleted"},
                     "outcome": {"enum": ["pending", "approved", "auto_approved", "force_approved", "rejected", "withdrawn", "expired"],
                                 "description": "How the review was decided (a withdrawal is REJECTED by status, withdrawn here)"},
                     "actions": {"type": "object", "description": "The decisions the caller may take now; the transitions still decide",

@@ -258,6 +258,10 @@ async fn down_receiver_gets_every_event_once_when_back() {
         .find(|(_, t, b)| t == "review.created" && b["data"]["review"]["command"] == "echo one")
         .expect("review.created of the first command");
     assert_eq!(created["data"]["review"]["requester"], "dev@example.com");
+    assert_eq!(
+        created["data"]["review"]["connection_type"], "command",
+        "{created}"
+    );
     assert_eq!(created["data"]["event"]["kind"], "review_requested");
     assert!(created["timestamp"].as_str().unwrap().contains('T'));
     let (_, log) = gw.admin("GET", "/api/deliveries?kind=webhook", None).await;

@@ -460,6 +460,7 @@ async fn actions_are_what_each_caller_may_do(b: Backend) {
         let (_, r) = gw.exec(&dev, "c", &format!("for {name}")).await;
         let id = r["review"]["id"].as_str().unwrap().to_string();
         assert_eq!(r["review"]["outcome"], "pending", "{r}");
+        assert_eq!(r["review"]["connection_type"], "command", "{r}");
         let (s, v) = gw
             .call("GET", &format!("/api/reviews/{id}"), Some(tok), None)
             .await;
@@ -501,6 +502,18 @@ async fn actions_are_what_each_caller_may_do(b: Backend) {
     assert_eq!(offered["oncall"], vec!["force", "reject"]);
     assert_eq!(offered["auditor"], Vec::<String>::new());
     assert_eq!(offered["admin"], vec!["reject"]);
+    // Listings carry the connection's type too (read once per page, not per review).
+    let (_, listed) = gw
+        .call("GET", "/api/reviews?per_page=100", Some(&dba), None)
+        .await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["connection_type"] == "command"),
+        "{listed}"
+    );
     // …and that rejection is audited as an admin's, unlike an approver's.
     let (_, audit) = gw.admin("GET", "/api/audit?limit=1000", None).await;
     let rejections: Vec<(String, bool)> = audit

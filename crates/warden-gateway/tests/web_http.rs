@@ -336,6 +336,12 @@ async fn csrf_is_required_and_refusals_change_nothing(b: Backend) {
 
     // Reject needs a reason: the page says so, nothing changes.
     let detail = format!("/reviews/{id}");
+    // The approver sees what kind of target the request is for.
+    let page = dba.get(&detail).await.text().await.unwrap();
+    assert!(
+        page.contains(r#"<span class="muted" id="connection-type">(command)</span>"#),
+        "{page}"
+    );
     let r = dba
         .submit(
             &detail,

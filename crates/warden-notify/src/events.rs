@@ -117,6 +117,7 @@ pub fn webhook_payload(
     kind: &str,
     entry: &AuditEntry,
     review: Option<&Review>,
+    connection_type: Option<&str>,
     session: Option<&Session>,
     review_url: Option<&str>,
 ) -> Value {
@@ -131,6 +132,9 @@ pub fn webhook_payload(
             m.remove("version");
             m.insert("progress".into(), json!(r.progress()));
             m.insert("url".into(), json!(review_url));
+            // What kind of target the approver is asked about (postgres, command…); null once
+            // the connection is gone.
+            m.insert("connection_type".into(), json!(connection_type));
         }
         data["review"] = rv;
     }
@@ -171,6 +175,11 @@ pub async fn plan(
         _ => None,
     };
     let review_url = review.as_ref().map(|r| cfg.review_url(r.id));
+    let conn = match &review {
+        Some(r) => store.get_connection(&r.connection).await?,
+        None => None,
+    };
+    let connection_type = conn.as_ref().map(|c| c.connection.kind.as_str());
 
     // Webhooks: every endpoint subscribed to this type.
     if let Some(kind) = wtype {
@@ -184,6 +193,7 @@ pub async fn plan(
                 kind,
                 entry,
                 review.as_ref(),
+                connection_type,
                 session.as_ref(),
                 review_url.as_deref(),
             );
@@ -213,7 +223,7 @@ pub async fn plan(
     if r.approvals.iter().any(|a| a.auto) {
         return Ok(out);
     }
-    let Some(conn) = store.get_connection(&r.connection).await? else {
+    let Some(conn) = conn else {
         return Ok(out);
     };
     let conn = conn.connection;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use warden_core::audit::{AuditEntry, AuditEvent};
 use warden_core::decision::{AccessContext, AllowReason, Decision, evaluate_jit};
 use warden_core::review::{Actions, Actor, ApproveInput, NewReview, Outcome, TransitionError};
-use warden_core::{Review, ReviewStatus, Rule, RuleType, Session, User};
+use warden_core::{ConnectionType, Review, ReviewStatus, Rule, RuleType, Session, User};
 use warden_store::{AuditCtx, ReviewFilter};
 
 use super::{App, AppError, AppResult};
@@ -23,6 +23,10 @@ pub struct ReviewView {
     pub review: Review,
     pub url: String,
     pub progress: String,
+    /// The kind of target the review is for (postgres, mysql, sqlite, command); `None` once
+    /// the connection is deleted.
+    #[serde(default)]
+    pub connection_type: Option<ConnectionType>,
     pub outcome: Outcome,
     /// The decisions the caller may take now (the transitions still decide).
     pub actions: Actions,
@@ -88,13 +92,25 @@ impl App {
         } else {
             None
         };
-        Ok(self.view_with(user, review, result))
+        let kind = self
+            .store
+            .get_connection(&review.connection)
+            .await?
+            .map(|c| c.connection.kind);
+        Ok(self.view_with(user, review, kind, result))
     }
 
-    fn view_with(&self, user: &User, review: Review, result: Option<Session>) -> ReviewView {
+    fn view_with(
+        &self,
+        user: &User,
+        review: Review,
+        connection_type: Option<ConnectionType>,
+        result: Option<Session>,
+    ) -> ReviewView {
         ReviewView {
             url: self.review_url(review.id),
             progress: review.progress(),
+            connection_type,
             outcome: review.outcome(),
             actions: review.permitted(actor(user), self.now()),
             review,
@@ -141,11 +157,20 @@ impl App {
             .map(|r| r.id)
             .collect();
         let mut results = self.store.sessions_for_reviews(&executed).await?;
+        // One query for every connection's type (connections are few), not one per review.
+        let kinds: std::collections::HashMap<String, ConnectionType> = self
+            .store
+            .list_connections()
+            .await?
+            .into_iter()
+            .map(|c| (c.name, c.kind))
+            .collect();
         let out = reviews
             .into_iter()
             .map(|review| {
                 let result = results.remove(&review.id);
-                self.view_with(user, review, result)
+                let kind = kinds.get(&review.connection).copied();
+                self.view_with(user, review, kind, result)
             })
             .collect();
         Ok((out, total))

@@ -128,6 +128,8 @@ pub struct DetailView {
     pub kind: &'static str,
     pub is_jit: bool,
     pub connection: String,
+    /// The connection's kind (postgres, command…), or "deleted".
+    pub connection_type: String,
     pub requester: String,
     pub requester_groups: String,
     pub rule: String,
@@ -296,6 +298,10 @@ fn detail_view(v: &ReviewView, timeline: &[AuditEntry]) -> DetailView {
         kind: kind_label(r.kind),
         is_jit: r.kind == RuleType::Jit,
         connection: r.connection.clone(),
+        connection_type: v
+            .connection_type
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_else(|| "deleted".into()),
         requester: r.requester.clone(),
         requester_groups: r.requester_groups.join(", "),
         rule: r.rule.clone(),
